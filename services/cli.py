@@ -1,0 +1,21 @@
+"""The ``jobreaper`` command: wires the services' command groups together.
+
+Nothing imports this module; it only imports the services.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="jobreaper",
+    help="jobreaper: Kubernetes Jobs die when they should, with a replayable record of why.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+# Command groups are registered here, one line each.
+
+
+def main() -> None:
+    app()
