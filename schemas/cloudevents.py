@@ -1,0 +1,196 @@
+"""CloudEvents 1.0 in Kafka binary mode: one place maps model <-> record.
+
+Binary mode puts the envelope in headers (``ce_specversion``, ``ce_id``,
+``ce_type``, ``ce_source``, ``ce_time``, ``content-type``) and the data, a
+JSON object validated by a :class:`~schemas.base.Message` model, in the
+value. Decoding never raises anything but :class:`DecodeError`, whose
+``reason`` a consumer copies into the dead-letter record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from .base import Message
+
+SPEC_VERSION = "1.0"
+CONTENT_TYPE = "application/json"
+REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time")
+_VERSIONED_TYPE = re.compile(r"^(?P<base>.+)\.v(?P<version>\d+)$")
+
+
+class DecodeError(Exception):
+    """A record that is not a message we understand; ``reason`` says why."""
+
+    kind = "undecodable"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = f"{self.kind}: {reason}"
+
+
+class MissingHeader(DecodeError):
+    kind = "missing-header"
+
+
+class UnsupportedSpecVersion(DecodeError):
+    kind = "unsupported-specversion"
+
+
+class UnknownType(DecodeError):
+    kind = "unknown-type"
+
+
+class NewerVersion(DecodeError):
+    """A known message in a version newer than this build understands."""
+
+    kind = "newer-version"
+
+
+class BadJson(DecodeError):
+    kind = "bad-json"
+
+
+class InvalidPayload(DecodeError):
+    kind = "invalid-payload"
+
+
+@dataclass(frozen=True)
+class EncodedRecord:
+    """A message as Kafka sees it; ``topic`` is the design name, unprefixed."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded CloudEvent: its attributes and its validated data."""
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    message: Message
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, as CloudEvents requires."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class Codec:
+    """Encodes and decodes the messages it is given (by their ``CE_TYPE``)."""
+
+    def __init__(self, models: Iterable[type[Message]]) -> None:
+        self._by_type: dict[str, type[Message]] = {}
+        self._newest: dict[str, int] = {}
+        for model in models:
+            if model.CE_TYPE in self._by_type:
+                raise ValueError(f"two models claim ce_type {model.CE_TYPE}")
+            self._by_type[model.CE_TYPE] = model
+            match = _VERSIONED_TYPE.match(model.CE_TYPE)
+            if match is None:
+                raise ValueError(f"ce_type {model.CE_TYPE} does not end in .v<N>")
+            base, version = match["base"], int(match["version"])
+            self._newest[base] = max(self._newest.get(base, 0), version)
+
+    @property
+    def types(self) -> Mapping[str, type[Message]]:
+        return self._by_type
+
+    def encode(
+        self,
+        message: Message,
+        *,
+        source: str,
+        event_id: str | None = None,
+        time: datetime | None = None,
+    ) -> EncodedRecord:
+        """The record for ``message``. Pass ``event_id`` and ``time`` when the
+        record must be reproducible (the killer derives both); otherwise a
+        random id and the current time are used."""
+        if type(message).CE_TYPE not in self._by_type:
+            raise ValueError(f"{type(message).__name__} is not registered with this codec")
+        headers = [
+            ("ce_specversion", SPEC_VERSION.encode()),
+            ("ce_id", (event_id or str(uuid.uuid4())).encode()),
+            ("ce_type", message.CE_TYPE.encode()),
+            ("ce_source", source.encode()),
+            ("ce_time", format_time(time or datetime.now(UTC)).encode()),
+            ("content-type", CONTENT_TYPE.encode()),
+        ]
+        return EncodedRecord(
+            topic=message.TOPIC,
+            key=message.kafka_key().encode(),
+            value=message.model_dump_json(by_alias=True).encode(),
+            headers=headers,
+        )
+
+    def decode(self, headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Envelope:
+        """The envelope of a record, or a :class:`DecodeError` saying why not."""
+        attrs: dict[str, str] = {}
+        for name, raw in headers:
+            if name.startswith("ce_") or name == "content-type":
+                try:
+                    attrs[name] = raw.decode()
+                except UnicodeDecodeError as exc:
+                    raise MissingHeader(f"header {name} is not UTF-8") from exc
+        for name in REQUIRED_HEADERS:
+            if not attrs.get(name):
+                raise MissingHeader(f"header {name} is missing")
+        if attrs["ce_specversion"] != SPEC_VERSION:
+            raise UnsupportedSpecVersion(f"ce_specversion {attrs['ce_specversion']!r}")
+        content_type = attrs.get("content-type", CONTENT_TYPE)
+        if content_type.split(";")[0].strip() != CONTENT_TYPE:
+            raise BadJson(f"content-type {content_type!r} is not {CONTENT_TYPE}")
+        model = self._model_for(attrs["ce_type"])
+        try:
+            time = datetime.fromisoformat(attrs["ce_time"])
+        except ValueError as exc:
+            raise MissingHeader(f"ce_time {attrs['ce_time']!r} is not RFC 3339") from exc
+        if time.tzinfo is None:
+            raise MissingHeader(f"ce_time {attrs['ce_time']!r} has no timezone")
+        if value is None:
+            raise BadJson("the record has no value")
+        try:
+            data = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadJson(str(exc)) from exc
+        if not isinstance(data, dict):
+            raise BadJson(f"the value is a JSON {type(data).__name__}, not an object")
+        try:
+            message = model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise InvalidPayload(f"{attrs['ce_type']}: {problems}") from exc
+        return Envelope(
+            id=attrs["ce_id"],
+            type=attrs["ce_type"],
+            source=attrs["ce_source"],
+            time=time.astimezone(UTC),
+            message=message,
+        )
+
+    def _model_for(self, ce_type: str) -> type[Message]:
+        model = self._by_type.get(ce_type)
+        if model is not None:
+            return model
+        match = _VERSIONED_TYPE.match(ce_type)
+        if match and match["base"] in self._newest:
+            newest = self._newest[match["base"]]
+            if int(match["version"]) > newest:
+                raise NewerVersion(f"{ce_type}: this build reads up to v{newest}")
+        raise UnknownType(f"ce_type {ce_type!r} is not a jobreaper message")

@@ -1,0 +1,177 @@
+"""Kafka plumbing every service shares: clients, topic creation, dead letters.
+
+Producers are idempotent with ``acks=all``; consumers read committed data
+only and never auto-commit: a service commits what it has durably handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+from schemas import topics as t
+
+from .logging import get_logger
+from .settings import KafkaSettings
+from .topics import TOPIC_SPECS, TopicNames, TopicSpec, partitions_for
+
+log = get_logger(__name__)
+
+DEADLETTER_REASON_HEADER = "jr_deadletter_reason"
+DEADLETTER_SOURCE_HEADER = "jr_deadletter_source"
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """A record ready to send: full topic name, key, value, headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
+    """Connection settings shared by producers, consumers and admin clients."""
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap,
+        "security_protocol": settings.security_protocol,
+        "request_timeout_ms": settings.request_timeout_ms,
+    }
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.ssl_cafile)
+        if settings.ssl_certfile:
+            context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+        kwargs["ssl_context"] = context
+    if settings.sasl_mechanism:
+        kwargs["sasl_mechanism"] = settings.sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.sasl_username
+        if settings.sasl_password is not None:
+            kwargs["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    return kwargs
+
+
+def make_producer(
+    settings: KafkaSettings, *, client_id: str, transactional_id: str | None = None
+) -> AIOKafkaProducer:
+    """An idempotent, acks=all producer; transactional when given an id."""
+    return AIOKafkaProducer(
+        **client_kwargs(settings),
+        client_id=client_id,
+        enable_idempotence=True,
+        acks="all",
+        transactional_id=transactional_id,
+        linger_ms=5,
+    )
+
+
+def make_consumer(
+    settings: KafkaSettings,
+    *topics: str,
+    client_id: str,
+    group_id: str | None,
+    auto_offset_reset: str = "earliest",
+) -> AIOKafkaConsumer:
+    """A read_committed consumer that never commits by itself."""
+    return AIOKafkaConsumer(
+        *topics,
+        **client_kwargs(settings),
+        client_id=client_id,
+        group_id=group_id,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset=auto_offset_reset,
+    )
+
+
+async def wait_for_kafka(settings: KafkaSettings, timeout_s: float = 60.0) -> None:
+    """Wait until a metadata request succeeds, retrying with capped backoff."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-probe")
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                raise KafkaConnectionError(
+                    f"Kafka at {settings.bootstrap} did not answer within {timeout_s:.0f} s: {exc}"
+                ) from exc
+            log.warning("kafka.unreachable", bootstrap=settings.bootstrap, retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            await admin.close()
+
+
+async def ensure_topics(
+    settings: KafkaSettings,
+    *,
+    job_partitions: int = 6,
+    replication_factor: int = 1,
+    specs: Sequence[TopicSpec] = TOPIC_SPECS,
+) -> list[str]:
+    """Create the missing topics (idempotent); return the names created."""
+    names = TopicNames(settings.topic_prefix)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-topics")
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=names(spec.name),
+                num_partitions=partitions_for(spec, job_partitions),
+                replication_factor=replication_factor,
+                topic_configs=spec.configs(),
+            )
+            for spec in specs
+            if names(spec.name) not in existing
+        ]
+        if not wanted:
+            return []
+        # Another process may win the race; the topics then exist, which is all we want.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(wanted)
+        return [topic.name for topic in wanted]
+    finally:
+        await admin.close()
+
+
+def dead_letter_record(
+    names: TopicNames,
+    *,
+    source_topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]],
+    reason: str,
+) -> OutgoingRecord:
+    """The original record, its headers and why it could not be handled.
+
+    The value and headers are kept byte for byte so the record can be
+    re-driven once the cause is fixed.
+    """
+    source = f"{source_topic}/{partition}@{offset}"
+    return OutgoingRecord(
+        topic=names(t.DEADLETTER),
+        key=key,
+        value=value or b"",
+        headers=[
+            *headers,
+            (DEADLETTER_REASON_HEADER, reason.encode()),
+            (DEADLETTER_SOURCE_HEADER, source.encode()),
+        ],
+    )
