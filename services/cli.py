@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import typer
 
+from services.runtime.topics_cli import app as topics_app
+
 app = typer.Typer(
     name="jobreaper",
     help="jobreaper: Kubernetes Jobs die when they should, with a replayable record of why.",
@@ -15,6 +17,7 @@ app = typer.Typer(
 )
 
 # Command groups are registered here, one line each.
+app.add_typer(topics_app, name="topics")
 
 
 def main() -> None:

@@ -1,0 +1,147 @@
+"""Generate the published contract: one JSON Schema per message and an
+AsyncAPI 3 document of the topics, under ``schemas/generated/``.
+
+    python -m schemas.generate          # rewrite the files
+    python -m schemas.generate --check  # exit 1 when a file is stale (CI)
+
+Other systems subscribe from these files, so a change to a model without
+regenerating them fails the build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from . import ALL_MESSAGES
+from . import topics as t
+from .base import Message
+from .cloudevents import CONTENT_TYPE, SPEC_VERSION
+
+OUT_DIR = Path(__file__).parent / "generated"
+
+_TOPIC_DOCS = {
+    t.K8S_OBJECTS: "Pod and Job observations from the watcher: the facts.",
+    t.K8S_NODES: "Node readiness observations from the watcher. Keyed by node name.",
+    t.KILL_REQUESTS: "Requests to kill a Job now or at a time (CLI, other systems).",
+    t.CONFIG: "Versioned snapshots of the dynamic killer configuration (compacted).",
+    t.KILL_COMMANDS: "Escalation commands the killer decided (deadline, delete, force-delete).",
+    t.KILL_RESULTS: "What the executor got from the Kubernetes API for each command.",
+    t.KILL_EVENTS: "The public, stable stream of kill events: subscribe here.",
+    t.DEADLETTER: "Records no consumer could handle: original bytes, headers, and the reason.",
+}
+
+
+def _header_schema() -> dict[str, Any]:
+    def string(description: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "string", "description": description, **extra}
+
+    return {
+        "type": "object",
+        "required": ["ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time"],
+        "properties": {
+            "ce_specversion": string("CloudEvents version", const=SPEC_VERSION),
+            "ce_id": string("Event id; derived (reproducible) for killer output"),
+            "ce_type": string("io.jobreaper.<noun>.<verb>.v<N>"),
+            "ce_source": string("URI-reference of the producing service instance"),
+            "ce_time": string("When the event happened (RFC 3339, UTC)", format="date-time"),
+            "content-type": string("Data content type", const=CONTENT_TYPE),
+        },
+    }
+
+
+def json_schema(model: type[Message]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    schema["$id"] = f"https://jobreaper.io/schemas/{model.CE_TYPE}.json"
+    schema["x-ce-type"] = model.CE_TYPE
+    schema["x-topic"] = model.TOPIC
+    return schema
+
+
+def asyncapi(models: tuple[type[Message], ...]) -> dict[str, Any]:
+    by_topic: dict[str, list[type[Message]]] = defaultdict(list)
+    for model in models:
+        by_topic[model.TOPIC].append(model)
+    messages: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    for topic in t.ALL_TOPICS:
+        refs = {}
+        for model in by_topic.get(topic, []):
+            name = model.__name__
+            messages[name] = {
+                "name": model.CE_TYPE,
+                "title": name,
+                "summary": (model.__doc__ or name).strip().splitlines()[0],
+                "contentType": CONTENT_TYPE,
+                "headers": _header_schema(),
+                "payload": {"$ref": f"{model.CE_TYPE}.json"},
+                "bindings": {
+                    "kafka": {
+                        "key": {
+                            "type": "string",
+                            "description": "namespace/job-name for Job-scoped messages",
+                        }
+                    }
+                },
+            }
+            refs[name] = {"$ref": f"#/components/messages/{name}"}
+        channels[topic] = {
+            "address": f"{{prefix}}{topic}",
+            "description": _TOPIC_DOCS[topic],
+            "parameters": {"prefix": {"description": "topic prefix, default 'jobreaper.'"}},
+            "messages": refs,
+        }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "jobreaper",
+            "version": "1.0.0",
+            "description": "Topics and messages of jobreaper. Every message is a CloudEvent "
+            "1.0 in Kafka binary mode: ce_* headers, JSON data.",
+        },
+        "defaultContentType": CONTENT_TYPE,
+        "channels": channels,
+        "components": {"messages": messages},
+    }
+
+
+def render() -> dict[Path, str]:
+    files = {OUT_DIR / f"{model.CE_TYPE}.json": json_schema(model) for model in ALL_MESSAGES}
+    files[OUT_DIR / "asyncapi.json"] = asyncapi(ALL_MESSAGES)
+    return {path: json.dumps(doc, indent=2, sort_keys=True) + "\n" for path, doc in files.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schemas.generate", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail when a file is stale")
+    args = parser.parse_args(argv)
+    wanted = render()
+    present = set(OUT_DIR.glob("*.json")) if OUT_DIR.exists() else set()
+    stale = sorted(
+        str(path) for path, text in wanted.items() if not path.exists() or path.read_text() != text
+    )
+    extra = sorted(str(path) for path in present - set(wanted))
+    if args.check:
+        if stale or extra:
+            for path in stale:
+                print(f"stale: {path}", file=sys.stderr)
+            for path in extra:
+                print(f"no longer generated: {path}", file=sys.stderr)
+            print("run: uv run python -m schemas.generate", file=sys.stderr)
+            return 1
+        return 0
+    OUT_DIR.mkdir(exist_ok=True)
+    for path, text in wanted.items():
+        path.write_text(text)
+    for path in extra:
+        Path(path).unlink()
+    print(f"wrote {len(wanted)} files to {OUT_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
