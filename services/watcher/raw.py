@@ -179,16 +179,8 @@ class ErrorLine(_Raw):
     object: Status
 
 
-class PodList(_Raw):
+class ObjectList(_Raw, Generic[ObjectT]):
+    """One page of a list response."""
+
     metadata: ListMeta
-    items: list[Pod]
-
-
-class JobList(_Raw):
-    metadata: ListMeta
-    items: list[Job]
-
-
-class NodeList(_Raw):
-    metadata: ListMeta
-    items: list[Node]
+    items: list[ObjectT]

@@ -1,0 +1,226 @@
+"""List-then-watch of one kind of Kubernetes object, over raw HTTP lines.
+
+This is client-go's reflector in small: list (paginated) to learn the
+current objects and a resourceVersion, then watch from that version with
+bookmarks; resume from the last version seen after a dropped connection;
+on ``410 Gone`` (the version was compacted away) list again and let the
+caller diff. Lines are parsed straight into the slim models of
+:mod:`services.watcher.raw`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import aiohttp
+from kubernetes_asyncio import client
+from pydantic import ValidationError
+
+from services.runtime.kube import KubeApiError, raw_request
+from services.runtime.logging import get_logger
+
+from . import raw
+
+log = get_logger(__name__)
+
+ObjectT = TypeVar("ObjectT", raw.Pod, raw.Job, raw.Node)
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old (HTTP or watch-event 410)."""
+
+
+@dataclass(frozen=True)
+class Kind(Generic[ObjectT]):
+    """Where a kind of object lives in the API and how its lines parse."""
+
+    name: str
+    api_prefix: str  # "/api/v1" or "/apis/batch/v1"
+    plural: str
+    namespaced: bool
+    object_type: type[ObjectT]
+
+    def path(self, namespace: str | None) -> str:
+        if namespace and self.namespaced:
+            return f"{self.api_prefix}/namespaces/{namespace}/{self.plural}"
+        return f"{self.api_prefix}/{self.plural}"
+
+
+PODS: Kind[raw.Pod] = Kind("Pod", "/api/v1", "pods", True, raw.Pod)
+JOBS: Kind[raw.Job] = Kind("Job", "/apis/batch/v1", "jobs", True, raw.Job)
+NODES: Kind[raw.Node] = Kind("Node", "/api/v1", "nodes", False, raw.Node)
+
+
+@dataclass
+class WatchEvent(Generic[ObjectT]):
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: ObjectT
+
+
+@dataclass
+class StreamStats:
+    lines: int = 0
+    malformed: int = 0
+    bookmarks: int = 0
+    restarts: int = 0
+    relists: int = 0
+    last_error: str | None = None
+    malformed_samples: list[str] = field(default_factory=list)
+
+
+class ResourceStream(Generic[ObjectT]):
+    """Lists and watches one kind in one scope (a namespace, or all)."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kind: Kind[ObjectT],
+        *,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        page_size: int = 500,
+        watch_timeout_s: int = 300,
+    ) -> None:
+        self.api = api
+        self.kind: Kind[ObjectT] = kind
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.page_size = page_size
+        self.watch_timeout_s = watch_timeout_s
+        self.resource_version = ""
+        self.stats = StreamStats()
+        self._line_type = raw.WatchLine[kind.object_type]  # type: ignore[name-defined]
+        self._list_type = raw.ObjectList[kind.object_type]  # type: ignore[name-defined]
+
+    def _selector_query(self) -> list[tuple[str, str]]:
+        return [("labelSelector", self.label_selector)] if self.label_selector else []
+
+    async def list(self) -> list[ObjectT]:
+        """Every current object (all pages) and remember the list's version."""
+        items: list[ObjectT] = []
+        token: str | None = None
+        while True:
+            query = [("limit", str(self.page_size)), *self._selector_query()]
+            if token:
+                query.append(("continue", token))
+            response = await raw_request(
+                self.api, "GET", self.kind.path(self.namespace), query=query, timeout=60.0
+            )
+            try:
+                body = await response.read()
+            finally:
+                response.release()
+            page = self._list_type.model_validate_json(body)
+            items.extend(page.items)
+            token = page.metadata.continue_
+            if not token:
+                self.resource_version = page.metadata.resource_version
+                self.stats.relists += 1
+                return items
+
+    async def watch(self) -> AsyncIterator[WatchEvent[ObjectT]]:
+        """Changes from the remembered version on, forever.
+
+        Reconnects after a dropped connection or a server-side timeout from
+        the last version seen (bookmarks keep it fresh); raises
+        :class:`Gone` when that version is no longer available.
+        """
+        backoff = 0.2
+        while True:
+            query = [
+                ("watch", "1"),
+                ("allowWatchBookmarks", "true"),
+                ("resourceVersion", self.resource_version),
+                ("timeoutSeconds", str(self.watch_timeout_s)),
+                *self._selector_query(),
+            ]
+            try:
+                response = await raw_request(
+                    self.api,
+                    "GET",
+                    self.kind.path(self.namespace),
+                    query=query,
+                    timeout=self.watch_timeout_s + 30,
+                )
+            except KubeApiError as exc:
+                if exc.status == 410:
+                    raise Gone(str(exc)) from exc
+                if not exc.retryable:
+                    raise
+                self.stats.restarts += 1
+                self.stats.last_error = str(exc)
+                log.warning("watch.retry", kind=self.kind.name, error=str(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            try:
+                async for event in self._read(response):
+                    backoff = 0.2
+                    yield event
+            except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
+                # ValueError: aiohttp's "Line is too long"; the connection is unusable.
+                self.stats.restarts += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("watch.dropped", kind=self.kind.name, error=self.stats.last_error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                response.release()
+            # A clean end is the server-side timeout: watch again from where we are.
+
+    async def _read(self, response: object) -> AsyncIterator[WatchEvent[ObjectT]]:
+        content = response.content  # type: ignore[attr-defined]
+        while True:
+            line: bytes = await content.readline()
+            if not line:
+                return
+            if line.isspace():
+                continue
+            self.stats.lines += 1
+            event = self.parse_line(line)
+            if event is not None:
+                yield event
+
+    def parse_line(self, line: bytes) -> WatchEvent[ObjectT] | None:
+        """One watch line: an event to hand on, or ``None`` (bookmark, malformed).
+
+        Raises :class:`Gone` for a 410 ERROR event.
+        """
+        try:
+            parsed = self._line_type.model_validate_json(line)
+        except ValidationError:
+            self._parse_error_line(line)
+            return None
+        obj = parsed.object
+        if parsed.type == "BOOKMARK":
+            self.stats.bookmarks += 1
+            self.resource_version = obj.metadata.resource_version
+            return None
+        if parsed.type == "ERROR":  # an ERROR whose object happened to parse as ours
+            self._parse_error_line(line)
+            return None
+        if obj.metadata.resource_version:
+            self.resource_version = obj.metadata.resource_version
+        return WatchEvent(parsed.type, obj)
+
+    def _parse_error_line(self, line: bytes) -> None:
+        try:
+            error = raw.ErrorLine.model_validate_json(line)
+        except ValidationError:
+            self._malformed(line)
+            return
+        status = error.object
+        if status.code == 410 or status.reason in ("Expired", "Gone"):
+            raise Gone(status.message or "resourceVersion too old")
+        self._malformed(line)
+
+    def _malformed(self, line: bytes) -> None:
+        """Count and skip a line we cannot read; keep a few for the logs."""
+        self.stats.malformed += 1
+        sample = line[:200].decode(errors="replace")
+        if len(self.stats.malformed_samples) < 5:
+            self.stats.malformed_samples.append(sample)
+        log.error("watch.malformed_line", kind=self.kind.name, sample=sample)
