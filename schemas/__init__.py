@@ -1,0 +1,43 @@
+"""The contract: every jobreaper message model, and ``ALL_MESSAGES``, the tuple of
+them all (for the CloudEvents codec registry and the generated JSON Schemas)."""
+
+from __future__ import annotations
+
+from .base import Message
+from .commands import CommandApplied, CommandIssued
+from .config import ConfigSnapshot, KillerConfig, KillerSettings
+from .events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from .observations import JobObserved, NodeObserved, PodObserved
+from .requests import KillRequested
+
+ALL_MESSAGES: tuple[type[Message], ...] = (
+    PodObserved,
+    JobObserved,
+    NodeObserved,
+    KillRequested,
+    ConfigSnapshot,
+    CommandIssued,
+    CommandApplied,
+    KillStarted,
+    KillStep,
+    ForceDeletionForbidden,
+    JobKilled,
+)
+
+__all__ = [
+    "ALL_MESSAGES",
+    "CommandApplied",
+    "CommandIssued",
+    "ConfigSnapshot",
+    "ForceDeletionForbidden",
+    "JobKilled",
+    "JobObserved",
+    "KillRequested",
+    "KillStarted",
+    "KillStep",
+    "KillerConfig",
+    "KillerSettings",
+    "Message",
+    "NodeObserved",
+    "PodObserved",
+]

@@ -1,0 +1,175 @@
+"""The killer's dynamic configuration and its versioned snapshots.
+
+Key names follow Furiko's execution config (``JobExecutionConfig``) and are
+the JSON names (aliases); the Python attribute names are snake_case::
+
+    {
+      "killMethod": "activeDeadline",
+      "deleteKillingTasksTimeoutSeconds": 180,
+      "forceDeleteTaskTimeoutSeconds": 900,
+      "defaultPendingTimeoutSeconds": 900,
+      "overrides": {
+        "namespaces": {"batch": {"deleteKillingTasksTimeoutSeconds": 60}},
+        "selectors": [
+          {"matchLabels": {"tier": "critical"}, "settings": {"forceDeleteTaskTimeoutSeconds": 0}}
+        ]
+      }
+    }
+
+Resolution for one Job, most specific last: defaults < namespace override <
+label-selector overrides (matching the Job's labels; fewer labels first, then
+list order) < the Job's own annotations (applied by the killer core). Only
+basic validation lives here (types, no negatives, unknown keys, alias
+conflicts); the config service adds richer checks before publishing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+from .base import Message, UtcDatetime
+from .topics import CONFIG
+
+KillMethod = Literal["activeDeadline", "delete"]
+"""``activeDeadline``: first lower the pod's ``activeDeadlineSeconds`` (the kubelet kills it,
+the pod object stays); ``delete``: go straight to API deletion (Furiko v0.2+)."""
+
+Seconds = Annotated[int, Field(ge=0, strict=True)]
+"""Whole seconds, not negative; ``0`` has a per-key meaning (see each key)."""
+
+FORCE_DELETE_ALIAS_OLD = "forceDeleteKillingTasksTimeoutSeconds"
+FORCE_DELETE_ALIAS = "forceDeleteTaskTimeoutSeconds"
+
+CONFIG_KEY = "killer"
+"""The record key of every ``ConfigSnapshot`` (the ``config`` topic is compacted)."""
+
+
+def _reject_both_force_aliases(data: Any) -> Any:
+    if isinstance(data, Mapping) and FORCE_DELETE_ALIAS in data and FORCE_DELETE_ALIAS_OLD in data:
+        raise ValueError(
+            f"give either {FORCE_DELETE_ALIAS} or its old name {FORCE_DELETE_ALIAS_OLD}, not both"
+        )
+    return data
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class KillerSettings(_Body):
+    """The effective settings for one Job (also the global defaults)."""
+
+    kill_method: KillMethod = Field("activeDeadline", alias="killMethod")
+    delete_killing_tasks_timeout_seconds: Seconds = Field(
+        180, alias="deleteKillingTasksTimeoutSeconds"
+    )
+    """Wait after the first kill attempt before API deletion; 0: delete at once."""
+    force_delete_task_timeout_seconds: Seconds = Field(
+        900,
+        validation_alias=AliasChoices(
+            FORCE_DELETE_ALIAS, FORCE_DELETE_ALIAS_OLD, "force_delete_task_timeout_seconds"
+        ),
+        serialization_alias=FORCE_DELETE_ALIAS,
+    )
+    """Wait after a pod's ``deletionTimestamp`` before force deletion; 0 disables force
+    deletion. The old name ``forceDeleteKillingTasksTimeoutSeconds`` is accepted."""
+    default_pending_timeout_seconds: Seconds = Field(900, alias="defaultPendingTimeoutSeconds")
+    """Pending timeout for Jobs that set none; 0 disables."""
+
+    _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)
+
+
+class KillerSettingsPatch(_Body):
+    """A partial set of keys, for an override: unset keys fall through."""
+
+    kill_method: KillMethod | None = Field(None, alias="killMethod")
+    delete_killing_tasks_timeout_seconds: Seconds | None = Field(
+        None, alias="deleteKillingTasksTimeoutSeconds"
+    )
+    force_delete_task_timeout_seconds: Seconds | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            FORCE_DELETE_ALIAS, FORCE_DELETE_ALIAS_OLD, "force_delete_task_timeout_seconds"
+        ),
+        serialization_alias=FORCE_DELETE_ALIAS,
+    )
+    default_pending_timeout_seconds: Seconds | None = Field(
+        None, alias="defaultPendingTimeoutSeconds"
+    )
+
+    _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)
+
+    def set_keys(self) -> dict[str, Any]:
+        """The keys this patch sets (attribute names)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class SelectorOverride(_Body):
+    """Settings for Jobs whose labels contain all of ``matchLabels``."""
+
+    match_labels: dict[str, str] = Field(alias="matchLabels", min_length=1)
+    settings: KillerSettingsPatch
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items())
+
+
+class Overrides(_Body):
+    namespaces: dict[str, KillerSettingsPatch] = Field(default_factory=dict)
+    """Per namespace."""
+    selectors: tuple[SelectorOverride, ...] = ()
+    """Per label selector; more specific than a namespace override."""
+
+
+class KillerConfig(KillerSettings):
+    """The whole dynamic configuration: defaults plus overrides."""
+
+    overrides: Overrides = Field(default_factory=Overrides)
+
+    def defaults(self) -> KillerSettings:
+        """The global defaults, without overrides."""
+        return KillerSettings.model_validate(self.model_dump(exclude={"overrides"}))
+
+    def resolve(self, namespace: str, labels: Mapping[str, str]) -> KillerSettings:
+        """Effective settings for a Job in ``namespace`` with ``labels`` (before the
+        Job's own annotations, which the killer core applies)."""
+        values = self.model_dump(exclude={"overrides"})
+        ns_patch = self.overrides.namespaces.get(namespace)
+        if ns_patch is not None:
+            values.update(ns_patch.set_keys())
+        matching = [
+            (len(sel.match_labels), index, sel)
+            for index, sel in enumerate(self.overrides.selectors)
+            if sel.matches(labels)
+        ]
+        for _, _, sel in sorted(matching, key=lambda item: (item[0], item[1])):
+            values.update(sel.settings.set_keys())
+        return KillerSettings.model_validate(values)
+
+    def has_overrides(self) -> bool:
+        return bool(self.overrides.namespaces or self.overrides.selectors)
+
+
+class ConfigSnapshot(Message):
+    """A validated configuration, as published by the config service."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.config.snapshot.v1"
+    TOPIC: ClassVar[str] = CONFIG
+
+    version: NonNegativeInt
+    """Monotonic; every command records the version it was decided under. Version 0 is
+    reserved for the built-in defaults (no snapshot yet)."""
+    config: KillerConfig = Field(default_factory=KillerConfig)
+    author: str = ""
+    changed_at: UtcDatetime
+    diff: tuple[str, ...] = ()
+    """Human-readable summary of the change against the previous version."""
+
+    def kafka_key(self) -> str:
+        return CONFIG_KEY
+
+
+CONFIG_MESSAGES: tuple[type[Message], ...] = (ConfigSnapshot,)
