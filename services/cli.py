@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from services.runtime.topics_cli import app as topics_app
+from services.stack.cli import app as stack_app
 
 app = typer.Typer(
     name="jobreaper",
@@ -18,6 +19,7 @@ app = typer.Typer(
 
 # Command groups are registered here, one line each.
 app.add_typer(topics_app, name="topics")
+app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Kubernetes, kwok.")
 
 
 def main() -> None:

@@ -1,0 +1,97 @@
+"""The Python API of the local stack, for tests and tools.
+
+info = ensure_stack("test")          # builds if needed, starts or reuses
+info.kubeconfig, info.kafka_bootstrap, info.audit_log, info.nodes
+lose_node(info, info.nodes[0], wait_not_ready=True)
+restore_node(info, info.nodes[0])
+stop_stack("test")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from services.stack import build as buildmod
+from services.stack import config
+from services.stack.errors import StackError
+from services.stack.stack import Layout, Stack, StackInfo, info_from, load_state
+from services.stack.util import Say, say_stderr
+
+__all__ = [
+    "StackError",
+    "StackInfo",
+    "attach",
+    "build_stack",
+    "ensure_stack",
+    "lose_node",
+    "node_is_lost",
+    "restore_node",
+    "stack_from_env",
+    "stop_stack",
+]
+
+
+def ensure_stack(
+    name: str = "default", *, nodes: int = config.DEFAULT_NODE_COUNT, say: Say = say_stderr
+) -> StackInfo:
+    """A running stack called ``name``: reused if healthy, else (built and) started.
+
+    Idempotent and safe to call from several processes at once (a file lock
+    serialises them). Raises :class:`StackError` with a one-line message.
+    """
+    return Stack(name, say).up(nodes=nodes)
+
+
+def stop_stack(name: str = "default", *, purge: bool = False, say: Say = say_stderr) -> bool:
+    """Stop the stack's processes (``purge``: delete its folder too). True if any ran."""
+    return Stack(name, say).down(purge=purge)
+
+
+def build_stack(say: Say = say_stderr) -> None:
+    """Fetch and build every component (cached builds are reused)."""
+    buildmod.ensure_builds(say)
+
+
+def attach(stack_dir: Path) -> StackInfo:
+    """The StackInfo of the running stack whose folder is ``stack_dir``."""
+    layout = Layout(stack_dir.name, stack_dir)
+    state = load_state(layout)
+    if state is None or not state.up:
+        raise StackError(f"no running stack in {stack_dir}")
+    return info_from(layout, state)
+
+
+def stack_from_env() -> StackInfo | None:
+    """The stack named by ``JOBREAPER_STACK_DIR`` (as ``stack env`` prints), if any."""
+    stack_dir = os.environ.get("JOBREAPER_STACK_DIR")
+    return attach(Path(stack_dir)) if stack_dir else None
+
+
+def _stack(info: StackInfo) -> Stack:
+    return Stack(info.name, say_stderr, root=info.stack_dir)
+
+
+def lose_node(
+    info: StackInfo, node: str, *, wait_not_ready: bool = False, timeout: float = 60
+) -> None:
+    """Make ``node`` lost: kwok stops simulating it (its process is killed).
+
+    From then on the node gets no heartbeat (NotReady after the controller
+    manager's grace period, 8 s) and nothing happens to its pods: they stay
+    Running, and a graceful delete leaves them Terminating for ever; only a
+    force delete (grace period 0) removes them. ``wait_not_ready`` waits until
+    the node's Ready condition is no longer True.
+    """
+    _stack(info).lose_node(node, wait_not_ready=wait_not_ready, timeout=timeout)
+
+
+def restore_node(
+    info: StackInfo, node: str, *, wait_ready: bool = True, timeout: float = 60
+) -> None:
+    """Bring a lost node back (its kwok restarts; pending deletions then complete)."""
+    _stack(info).restore_node(node, wait_ready=wait_ready, timeout=timeout)
+
+
+def node_is_lost(info: StackInfo, node: str) -> bool:
+    return _stack(info).node_lost(node)

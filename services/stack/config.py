@@ -1,0 +1,112 @@
+"""Where the stack's sources, build cache and per-stack state live, and the versions.
+
+Versions are read from the files that pin them (the wrapper ``go.mod`` files
+and the Kafka pom), so there is one place to change a version.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from services.stack.errors import StackError
+
+#: Components, in the order they are built.
+COMPONENTS = ("kafka", "kube", "etcd", "kwok")
+KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+
+def repo_root() -> Path:
+    """The jobreaper checkout holding ``stack/`` (``JOBREAPER_REPO`` overrides)."""
+    env = os.environ.get("JOBREAPER_REPO")
+    root = Path(env) if env else Path(__file__).resolve().parents[2]
+    if not (root / "stack" / "go" / "kube" / "go.mod").is_file():
+        raise StackError(
+            f"cannot find the stack sources (stack/go/kube/go.mod) under {root}; "
+            "set JOBREAPER_REPO to the jobreaper checkout"
+        )
+    return root
+
+
+def stack_sources() -> Path:
+    return repo_root() / "stack"
+
+
+def cache_dir() -> Path:
+    """``${JOBREAPER_CACHE_DIR:-~/.cache/jobreaper}``."""
+    env = os.environ.get("JOBREAPER_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "jobreaper"
+
+
+def builds_dir() -> Path:
+    return cache_dir() / "builds"
+
+
+def stacks_dir() -> Path:
+    return cache_dir() / "stacks"
+
+
+def stack_dir(name: str) -> Path:
+    check_stack_name(name)
+    return stacks_dir() / name
+
+
+def check_stack_name(name: str) -> None:
+    if not STACK_NAME_RE.match(name):
+        raise StackError(
+            f"invalid stack name {name!r}: use 1-40 characters a-z, 0-9, '-', '_' "
+            "(starting with a letter or digit)"
+        )
+
+
+def _go_requirement(go_mod: Path, module: str) -> str:
+    text = go_mod.read_text()
+    match = re.search(rf"^\s*(?:require\s+)?{re.escape(module)}\s+(v\S+)", text, re.MULTILINE)
+    if not match:
+        raise StackError(f"{go_mod} does not require {module}")
+    return match.group(1)
+
+
+@dataclass(frozen=True)
+class Versions:
+    kafka: str
+    kube: str
+    etcd: str
+    kwok: str
+
+    def of(self, component: str) -> str:
+        value: str = getattr(self, component)
+        return value
+
+
+@cache
+def versions() -> Versions:
+    src = stack_sources()
+    pom = (src / "kafka" / "pom.xml").read_text()
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    if not match:
+        raise StackError(f"{src / 'kafka' / 'pom.xml'} has no <kafka.version>")
+    return Versions(
+        kafka=match.group(1).strip(),
+        kube=_go_requirement(src / "go" / "kube" / "go.mod", "k8s.io/kubernetes"),
+        etcd=_go_requirement(src / "go" / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3"),
+        kwok=_go_requirement(src / "go" / "kwok" / "go.mod", "sigs.k8s.io/kwok"),
+    )
+
+
+#: Timings of the node lifecycle: kwok renews each node's lease every
+#: NODE_LEASE_SECONDS / 4; the controller manager checks every NODE_MONITOR_PERIOD
+#: and marks a node whose lease went stale for NODE_MONITOR_GRACE_PERIOD NotReady
+#: (Unknown). So a lost node turns NotReady 8-10 s after its kwok stops.
+NODE_LEASE_SECONDS = 8
+NODE_MONITOR_PERIOD = "2s"
+NODE_MONITOR_GRACE_PERIOD = "8s"
+
+DEFAULT_NODE_COUNT = 3
+SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
+CLUSTER_CIDR = "10.244.0.0/16"
