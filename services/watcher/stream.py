@@ -4,8 +4,8 @@ This is client-go's reflector in small: list (paginated) to learn the
 current objects and a resourceVersion, then watch from that version with
 bookmarks; resume from the last version seen after a dropped connection;
 on ``410 Gone`` (the version was compacted away) list again and let the
-caller diff. Lines are parsed straight into the slim models of
-:mod:`services.watcher.raw`.
+caller diff. Lines are decoded by msgspec straight into the structs of
+:mod:`services.watcher.wire`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic
 
 import aiohttp
+import msgspec
 from kubernetes_asyncio import client
-from pydantic import ValidationError
 
 from services.runtime.kube import KubeApiError, raw_request
 from services.runtime.logging import get_logger
 
-from . import raw
+from . import wire
+from .wire import ObjectT
 
 log = get_logger(__name__)
-
-ObjectT = TypeVar("ObjectT", raw.Pod, raw.Job, raw.Node)
 
 
 class Gone(Exception):
@@ -49,9 +48,9 @@ class Kind(Generic[ObjectT]):
         return f"{self.api_prefix}/{self.plural}"
 
 
-PODS: Kind[raw.Pod] = Kind("Pod", "/api/v1", "pods", True, raw.Pod)
-JOBS: Kind[raw.Job] = Kind("Job", "/apis/batch/v1", "jobs", True, raw.Job)
-NODES: Kind[raw.Node] = Kind("Node", "/api/v1", "nodes", False, raw.Node)
+PODS = Kind("Pod", "/api/v1", "pods", True, wire.Pod)
+JOBS = Kind("Job", "/apis/batch/v1", "jobs", True, wire.Job)
+NODES = Kind("Node", "/api/v1", "nodes", False, wire.Node)
 
 
 @dataclass
@@ -86,14 +85,14 @@ class ResourceStream(Generic[ObjectT]):
     ) -> None:
         self.api = api
         self.kind: Kind[ObjectT] = kind
+        self._line_decoder = msgspec.json.Decoder(wire.WatchLine[kind.object_type])  # type: ignore[name-defined]
+        self._list_decoder = msgspec.json.Decoder(wire.ObjectList[kind.object_type])  # type: ignore[name-defined]
         self.namespace = namespace
         self.label_selector = label_selector
         self.page_size = page_size
         self.watch_timeout_s = watch_timeout_s
         self.resource_version = ""
         self.stats = StreamStats()
-        self._line_type = raw.WatchLine[kind.object_type]  # type: ignore[name-defined]
-        self._list_type = raw.ObjectList[kind.object_type]  # type: ignore[name-defined]
 
     def _selector_query(self) -> list[tuple[str, str]]:
         return [("labelSelector", self.label_selector)] if self.label_selector else []
@@ -113,7 +112,7 @@ class ResourceStream(Generic[ObjectT]):
                 body = await response.read()
             finally:
                 response.release()
-            page = self._list_type.model_validate_json(body)
+            page = self._list_decoder.decode(body)
             items.extend(page.items)
             token = page.metadata.continue_
             if not token:
@@ -190,31 +189,32 @@ class ResourceStream(Generic[ObjectT]):
         Raises :class:`Gone` for a 410 ERROR event.
         """
         try:
-            parsed = self._line_type.model_validate_json(line)
-        except ValidationError:
-            self._parse_error_line(line)
+            parsed = self._line_decoder.decode(line)
+        except wire.DecodeError:
+            self._error_line(line)  # an ERROR's Status does not decode as our object
             return None
-        obj = parsed.object
-        if parsed.type == "BOOKMARK":
+        kind, obj = parsed.type, parsed.object
+        if kind == "BOOKMARK":
             self.stats.bookmarks += 1
             self.resource_version = obj.metadata.resource_version
             return None
-        if parsed.type == "ERROR":  # an ERROR whose object happened to parse as ours
-            self._parse_error_line(line)
+        if kind not in ("ADDED", "MODIFIED", "DELETED"):
+            self._error_line(line)
             return None
         if obj.metadata.resource_version:
             self.resource_version = obj.metadata.resource_version
-        return WatchEvent(parsed.type, obj)
+        return WatchEvent(kind, obj)
 
-    def _parse_error_line(self, line: bytes) -> None:
+    def _error_line(self, line: bytes) -> None:
         try:
-            error = raw.ErrorLine.model_validate_json(line)
-        except ValidationError:
+            error = msgspec.json.decode(line, type=wire.ErrorLine)
+        except wire.DecodeError:
             self._malformed(line)
             return
-        status = error.object
-        if status.code == 410 or status.reason in ("Expired", "Gone"):
-            raise Gone(status.message or "resourceVersion too old")
+        if error.type == "ERROR" and (
+            error.object.code == 410 or error.object.reason in ("Expired", "Gone")
+        ):
+            raise Gone(error.object.message or "resourceVersion too old")
         self._malformed(line)
 
     def _malformed(self, line: bytes) -> None:

@@ -8,11 +8,10 @@ from typing import Any
 import pytest
 
 from bench.sample_objects import job_pod, watch_line
-from services.watcher import raw
-from services.watcher.stream import JOBS, PODS, Gone, ResourceStream
+from services.watcher.stream import JOBS, PODS, Gone, Kind, ResourceStream
 
 
-def _stream(kind: Any = PODS) -> ResourceStream[Any]:
+def _stream(kind: Kind[Any] = PODS) -> ResourceStream[Any]:
     return ResourceStream(api=None, kind=kind)  # type: ignore[arg-type]
 
 
@@ -22,7 +21,6 @@ def test_a_pod_line_yields_the_fields_jobreaper_uses() -> None:
     assert event is not None
     assert event.type == "MODIFIED"
     pod = event.obj
-    assert isinstance(pod, raw.Pod)
     assert pod.metadata.name == "nightly-report-7-x7k2p"
     assert pod.metadata.owner_references[0].kind == "Job"
     assert pod.spec.node_name == "kwok-node-0"
@@ -58,6 +56,7 @@ def test_a_410_error_event_raises_gone() -> None:
         b'{"type": "MODIFIED"}',
         b'{"type": "EXPLODED", "object": {"metadata": {}}}',
         b'{"type": "ERROR", "object": {"code": 500, "message": "internal"}}',
+        b'{"type": "ADDED", "object": [1]}',
     ],
 )
 def test_a_malformed_line_is_counted_and_skipped(line: bytes) -> None:
