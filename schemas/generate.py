@@ -35,6 +35,17 @@ _TOPIC_DOCS = {
     t.DEADLETTER: "Records no consumer could handle: original bytes, headers, and the reason.",
 }
 
+_WRITERS = {
+    t.K8S_OBJECTS: "The watcher and its replicas",
+    t.K8S_NODES: "The watcher and its replicas",
+    t.KILL_REQUESTS: "The CLI and other systems",
+    t.CONFIG: "The config service",
+    t.KILL_COMMANDS: "The killer",
+    t.KILL_RESULTS: "The executor",
+    t.KILL_EVENTS: "The killer and the executor",
+    t.DEADLETTER: "Any consumer",
+}
+
 
 def _header_schema() -> dict[str, Any]:
     def string(description: str, **extra: Any) -> dict[str, Any]:
@@ -95,8 +106,17 @@ def asyncapi(models: tuple[type[Message], ...]) -> dict[str, Any]:
             "parameters": {"prefix": {"description": "topic prefix, default 'jobreaper.'"}},
             "messages": refs,
         }
+    operations = {
+        f"send-{topic}": {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{topic}"},
+            "summary": f"{_WRITERS[topic]} publish on {topic}.",
+        }
+        for topic in t.ALL_TOPICS
+    }
     return {
         "asyncapi": "3.0.0",
+        "operations": operations,
         "info": {
             "title": "jobreaper",
             "version": "1.0.0",
