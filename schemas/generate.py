@@ -147,18 +147,18 @@ def main(argv: list[str] | None = None) -> int:
     extra = sorted(str(path) for path in present - set(wanted))
     if args.check:
         if stale or extra:
-            for path in stale:
-                print(f"stale: {path}", file=sys.stderr)
-            for path in extra:
-                print(f"no longer generated: {path}", file=sys.stderr)
+            for name in stale:
+                print(f"stale: {name}", file=sys.stderr)
+            for name in extra:
+                print(f"no longer generated: {name}", file=sys.stderr)
             print("run: uv run python -m schemas.generate", file=sys.stderr)
             return 1
         return 0
     OUT_DIR.mkdir(exist_ok=True)
     for path, text in wanted.items():
         path.write_text(text)
-    for path in extra:
-        Path(path).unlink()
+    for name in extra:
+        Path(name).unlink()
     print(f"wrote {len(wanted)} files to {OUT_DIR}")
     return 0
 
