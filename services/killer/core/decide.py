@@ -1,0 +1,505 @@
+"""``decide(state, now, config) -> Decision``: what to do at ``now``.
+
+``decide`` looks only at Job generations marked dirty by ``evolve`` and at
+timers that are due (a heap of due times), never at every pod. It records
+what it decided in ``state`` (K, issued commands, episodes, alerts), so calling
+it again, or folding its own output back with ``evolve``, yields nothing new.
+Same state, ``now`` and config give the same output: generations are visited
+in key order, pods in their (deterministic) insertion order, and ids are
+derived. Nothing is ever issued before its ``due_at``; ``now`` going
+backwards only delays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from schemas.commands import CommandIssued, Rule, Step, Trigger
+from schemas.events import (
+    ForceDeletionForbidden,
+    JobKilled,
+    KillStarted,
+    KillStep,
+    PodEnd,
+    PodEnding,
+    PodRef,
+)
+
+from .ladder import (
+    active_deadline,
+    active_deadline_value,
+    api_delete,
+    force_delete,
+    force_forbidden_by,
+)
+from .settings import Effective, Resolver
+from .state import (
+    ADS,
+    CLEAN,
+    DELETE,
+    ENDED_ALREADY_DONE,
+    FAILED_RETRY,
+    FORCE,
+    FULL_DIRTY,
+    ISSUED,
+    STEP_NAMES,
+    Cmd,
+    Episode,
+    JobGen,
+    KillerState,
+    Latch,
+    PodState,
+    from_us,
+    mark_gen,
+    mark_pod,
+    to_us,
+)
+from .triggers import (
+    STUCK_TERMINATING,
+    SUSPENDED,
+    Candidate,
+    job_candidates,
+    pod_candidates,
+)
+
+if TYPE_CHECKING:
+    from schemas.config import ConfigSnapshot
+
+KillEvent = KillStarted | KillStep | ForceDeletionForbidden | JobKilled
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The output of one ``decide``."""
+
+    commands: tuple[CommandIssued, ...] = ()
+    kill_events: tuple[KillEvent, ...] = ()
+    """In order: per Job, ``KillStarted``, then steps and alerts, then ``JobKilled``."""
+    next_due_at: datetime | None = None
+    """When to call ``decide`` again if no event arrives first (None: no timer)."""
+
+
+def command_id(job_uid: str | None, pod_uid: str, step: str, attempt: int) -> str:
+    """Derived, reproducible command id: 32 hex digits of sha256 over
+    (job uid, pod uid, step, attempt)."""
+    raw = f"{job_uid or ''}\x1f{pod_uid}\x1f{step}\x1f{attempt}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+_NO_CONFIG = object()
+
+
+class _Ctx:
+    __slots__ = ("commands", "events", "now", "now_us", "resolver", "state")
+
+    def __init__(self, state: KillerState, now: datetime, resolver: Resolver) -> None:
+        self.state = state
+        self.now = now
+        self.now_us = to_us(now)
+        self.resolver = resolver
+        self.commands: list[CommandIssued] = []
+        self.events: list[KillEvent] = []
+
+
+def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = None) -> Decision:
+    """Decide at ``now`` (an aware datetime, the clock as an input).
+
+    ``config``: the snapshot to decide under; ``None`` uses the newest one folded
+    into ``state`` (built-in defaults, version 0, before any). Passing another
+    snapshot answers "what would this configuration have done" (what-if replay).
+    Mutates ``state`` to record the decision.
+    """
+    snapshot = config if config is not None else state.config
+    config_key: object = snapshot if snapshot is not None else _NO_CONFIG
+    resolver = state.resolver
+    if state.decided_config is not config_key or not isinstance(resolver, Resolver):
+        if state.decided_config is not None:
+            # Every timeout may have changed: look at every Job generation once.
+            for ks in state.keys.values():
+                for gen in ks.gens.values():
+                    mark_gen(state, gen, FULL_DIRTY)
+        state.decided_config = config_key
+        resolver = state.resolver = Resolver(snapshot)
+    ctx = _Ctx(state, now, resolver)
+    now_us = ctx.now_us
+
+    heap = state.heap
+    while heap and heap[0][0] <= now_us:
+        due, _, gen, pod = heapq.heappop(heap)
+        if pod is not None:
+            if pod.timer_us == due:
+                pod.timer_us = None
+                if not pod.gen.removed:
+                    mark_pod(state, pod)
+        elif gen.timer_us == due:
+            gen.timer_us = None
+            if not gen.removed:
+                mark_gen(state, gen, 1)
+
+    dirty = state.dirty
+    if dirty:
+        state.dirty = {}
+        gens = list(dirty) if len(dirty) == 1 else sorted(dirty, key=_gen_order)
+        for gen in gens:
+            if not gen.removed:
+                _eval_gen(ctx, gen)
+
+    while heap and not _live(heap[0]):
+        heapq.heappop(heap)
+    return Decision(
+        tuple(ctx.commands),
+        tuple(ctx.events),
+        from_us(heap[0][0]) if heap else None,
+    )
+
+
+def _gen_order(gen: JobGen) -> tuple[str, str]:
+    return (gen.key, gen.uid)
+
+
+def _live(entry: tuple[int, int, JobGen, PodState | None]) -> bool:
+    due, _, gen, pod = entry
+    if pod is not None:
+        return pod.timer_us == due and not pod.gen.removed
+    return gen.timer_us == due and not gen.removed
+
+
+def _pod_timer(ctx: _Ctx, pod: PodState, due: int) -> None:
+    now_us = ctx.now_us
+    if due <= now_us:
+        return
+    t = pod.timer_us
+    if t is None or due < t or t <= now_us:
+        pod.timer_us = due
+        state = ctx.state
+        state.seq += 1
+        heapq.heappush(state.heap, (due, state.seq, pod.gen, pod))
+
+
+def _gen_timer(ctx: _Ctx, gen: JobGen, due: int) -> None:
+    now_us = ctx.now_us
+    if due <= now_us:
+        return
+    t = gen.timer_us
+    if t is None or due < t or t <= now_us:
+        gen.timer_us = due
+        state = ctx.state
+        state.seq += 1
+        heapq.heappush(state.heap, (due, state.seq, gen, None))
+
+
+# --- one Job generation -----------------------------------------------------------
+
+
+def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
+    state = ctx.state
+    now_us = ctx.now_us
+    full = gen.dirty == FULL_DIRTY
+    dirty_pods = gen.dirty_pods
+    gen.dirty = CLEAN
+    gen.dirty_pods = []
+    for pod in dirty_pods:
+        pod.dirty = False
+    eff = ctx.resolver.for_gen(gen)
+
+    latch = gen.latch
+    if latch is not None and latch.trigger == SUSPENDED and not gen.suspend:
+        # Resumed: the kill stops for new pods (killed ones finish their ladder).
+        latch = gen.latch = None
+        full = True
+    if latch is None:
+        latch = _fire(ctx, gen, eff, gen.pods.values() if full else dirty_pods)
+        if latch is not None:
+            full = True
+
+    started: list[PodState] = []
+    already_done: list[PodState] | None = None
+    steps: list[KillEvent] = []
+    pods = list(gen.pods.values()) if full else dirty_pods
+    for pod in pods:
+        if pod.seen_us is None or pod.gen is not gen:
+            continue  # a placeholder, or moved to another generation
+        if pod.done_us is not None:
+            ep = pod.ep
+            if ep is not None and not pod.counted:
+                pod.counted = True
+                ep.open_count -= 1
+            continue
+        if pod.ep is None and latch is not None:
+            ep = gen.episode
+            if ep is None or not ep.open:
+                ep, already_done = _open_episode(gen, latch, now_us)
+            pod.ep = ep
+            ep.open_count += 1
+            if pod.k_us is None:
+                pod.k_us = now_us
+                pod.kdue_us = max(latch.due_us, pod.seen_us)
+            started.append(pod)
+        _ladder(ctx, gen, pod, eff, steps)
+
+    ep = gen.episode
+    if started and ep is not None:
+        ctx.events.append(_kill_started(ctx, gen, ep, started, already_done or []))
+    ctx.events.extend(steps)
+    if ep is not None and ep.open and ep.open_count <= 0:
+        ep.open = False
+        ctx.events.append(_job_killed(ctx, gen, ep))
+    if (
+        gen.alive <= 0
+        and (ep is None or not ep.open)
+        and (gen.deleted_us is not None or not gen.observed)
+    ):
+        _remove(state, gen)
+
+
+def _fire(ctx: _Ctx, gen: JobGen, eff: Effective, pods: Iterable[PodState]) -> Latch | None:
+    """Rule *trigger selection*: the earliest due trigger (Job-level or from a
+    pod), ties by priority; timers for the ones still in the future."""
+    now_us = ctx.now_us
+    best: Candidate | None = None
+    next_due: int | None = None
+    for cand in job_candidates(gen, ctx.state.keys[gen.key]):
+        if cand.due_us <= now_us:
+            if best is None or cand[:2] < best[:2]:
+                best = cand
+        elif next_due is None or cand.due_us < next_due:
+            next_due = cand.due_us
+    if next_due is not None:
+        _gen_timer(ctx, gen, next_due)
+    for pod in pods:
+        if pod.done_us is not None or pod.seen_us is None:
+            continue
+        for cand in pod_candidates(pod, gen, eff):
+            if cand.due_us <= now_us:
+                if best is None or cand[:2] < best[:2]:
+                    best = cand
+            else:
+                _pod_timer(ctx, pod, cand.due_us)
+    if best is None:
+        return None
+    gen.latch = Latch(best.trigger, best.reason, best.due_us)
+    return gen.latch
+
+
+def _open_episode(gen: JobGen, latch: Latch, now_us: int) -> tuple[Episode, list[PodState]]:
+    gen.episodes += 1
+    ep = gen.episode = Episode(gen.episodes, latch.trigger, latch.reason, latch.due_us, now_us)
+    already: list[PodState] = []
+    for pod in gen.pods.values():
+        if pod.ep is None and pod.done_us is not None and pod.seen_us is not None:
+            pod.ep = ep
+            pod.ended = ENDED_ALREADY_DONE
+            pod.counted = True
+            already.append(pod)
+    return ep, already
+
+
+def _remove(state: KillerState, gen: JobGen) -> None:
+    """Forget a deleted (or never observed) generation with no pod left."""
+    ks = state.keys.get(gen.key)
+    gen.removed = True
+    if ks is None:
+        return
+    if ks.gens.get(gen.uid) is gen:
+        del ks.gens[gen.uid]
+    for pod in gen.pods.values():
+        if state.pods.get(pod.uid) is pod:
+            del state.pods[pod.uid]
+        if ks.names.get(pod.name) is pod:
+            del ks.names[pod.name]
+    if not ks.gens:
+        del state.keys[gen.key]
+
+
+# --- one pod: the ladder ----------------------------------------------------------
+
+
+def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[KillEvent]) -> None:
+    ep = pod.ep
+    if ep is not None and pod.k_us is not None:
+        node = ctx.state.nodes.get(pod.node) if pod.node is not None else None
+        lost_us = None if node is None else node.lost_us
+        due = active_deadline(pod, eff, lost_us is not None, ctx.now_us)
+        if due is not None:
+            _step(ctx, gen, pod, ADS, due[0], due[1], ep.trigger, ep.reason, eff, steps)
+        due = api_delete(pod, eff, lost_us)
+        if due is not None:
+            _step(ctx, gen, pod, DELETE, due[0], due[1], ep.trigger, ep.reason, eff, steps)
+    due = force_delete(pod, eff)
+    if due is None:
+        return
+    trigger, reason = (ep.trigger, ep.reason) if ep is not None else (STUCK_TERMINATING,) * 2
+    if due[0] > ctx.now_us:
+        _pod_timer(ctx, pod, due[0])
+        return
+    forbidden_by = force_forbidden_by(pod)
+    if forbidden_by is None:
+        _step(ctx, gen, pod, FORCE, due[0], due[1], trigger, reason, eff, steps)
+    elif not pod.forbidden_emitted:
+        pod.forbidden_emitted = True
+        assert pod.deletion_us is not None
+        steps.append(
+            ForceDeletionForbidden(
+                namespace=gen.namespace,
+                job_name=gen.name,
+                job_uid=gen.uid or None,
+                pod_name=pod.name,
+                pod_uid=pod.uid,
+                forbidden_by="job" if forbidden_by == "job" else "pod",
+                trigger=_trigger(trigger),
+                reason=reason,
+                since=from_us(pod.deletion_us),
+                due_at=from_us(due[0]),
+                decided_at=ctx.now,
+            )
+        )
+
+
+def _step(
+    ctx: _Ctx,
+    gen: JobGen,
+    pod: PodState,
+    idx: int,
+    due_us: int,
+    rule: str,
+    trigger: str,
+    reason: str,
+    eff: Effective,
+    steps: list[KillEvent],
+) -> None:
+    """Issue step ``idx`` once per attempt, at or after its due time; re-issue a
+    failed one (attempt + 1) after its backoff."""
+    cmds = pod.cmds
+    rec = None if cmds is None else cmds[idx]
+    if rec is None:
+        attempt, at = 1, due_us
+    elif rec.status == FAILED_RETRY:
+        attempt, at = rec.attempt + 1, max(due_us, rec.retry_us)
+    else:
+        return
+    if at > ctx.now_us:
+        _pod_timer(ctx, pod, at)
+        return
+    if cmds is None:
+        cmds = pod.cmds = [None, None, None]
+    cmds[idx] = Cmd(attempt, ISSUED)
+    step: Step = _step_name(idx)
+    job_uid = gen.uid or None
+    cid = command_id(job_uid, pod.uid, step, attempt)
+    ads = active_deadline_value(pod, ctx.now_us) if idx == ADS else None
+    grace = 0 if idx == FORCE else None
+    due_at = from_us(due_us)
+    version = eff.version
+    ctx.commands.append(
+        CommandIssued(
+            command_id=cid,
+            step=step,
+            namespace=gen.namespace,
+            job_name=gen.name,
+            job_uid=job_uid,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+            active_deadline_seconds=ads,
+            grace_period_seconds=grace,
+            trigger=_trigger(trigger),
+            reason=reason,
+            rule=_rule(rule),
+            config_version=version,
+            due_at=due_at,
+            decided_at=ctx.now,
+            attempt=attempt,
+        )
+    )
+    steps.append(
+        KillStep(
+            namespace=gen.namespace,
+            job_name=gen.name,
+            job_uid=job_uid,
+            pod_name=pod.name,
+            pod_uid=pod.uid,
+            command_id=cid,
+            step=step,
+            attempt=attempt,
+            trigger=_trigger(trigger),
+            reason=reason,
+            rule=_rule(rule),
+            config_version=version,
+            due_at=due_at,
+            decided_at=ctx.now,
+        )
+    )
+
+
+# --- public events ----------------------------------------------------------------
+
+
+def _kill_started(
+    ctx: _Ctx, gen: JobGen, ep: Episode, started: list[PodState], already: list[PodState]
+) -> KillStarted:
+    return KillStarted(
+        namespace=gen.namespace,
+        job_name=gen.name,
+        job_uid=gen.uid or None,
+        episode=ep.number,
+        trigger=_trigger(ep.trigger),
+        reason=ep.reason,
+        due_at=from_us(ep.due_us),
+        decided_at=ctx.now,
+        pods=tuple(PodRef(name=p.name, uid=p.uid) for p in started),
+        already_done=tuple(PodRef(name=p.name, uid=p.uid) for p in already),
+    )
+
+
+def pod_end(pod: PodState) -> PodEnd:
+    """How a done pod of an episode ended (rule *JobKilled endings*): a force
+    deletion we issued wins (its containers may still be running), then
+    exited (terminal phase, containers stopped), then deleted (gone)."""
+    if pod.ended == ENDED_ALREADY_DONE:
+        return "already-done"
+    if pod.force_applied or (pod.cmds is not None and pod.cmds[FORCE] is not None and pod.gone):
+        return "force-deleted"
+    if pod.gone:
+        return "deleted"
+    return "exited"
+
+
+def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> JobKilled:
+    endings: list[PodEnding] = []
+    killed_us = ep.decided_us
+    for pod in gen.pods.values():
+        if pod.ep is not ep:
+            continue
+        endings.append(PodEnding(name=pod.name, uid=pod.uid, ended=pod_end(pod)))
+        if pod.ended != ENDED_ALREADY_DONE and pod.done_us is not None:
+            killed_us = max(killed_us, pod.done_us)
+    return JobKilled(
+        namespace=gen.namespace,
+        job_name=gen.name,
+        job_uid=gen.uid or None,
+        episode=ep.number,
+        trigger=_trigger(ep.trigger),
+        reason=ep.reason,
+        killed_at=from_us(killed_us),
+        decided_at=ctx.now,
+        pods=tuple(endings),
+    )
+
+
+# --- typing helpers (the names are validated by the models) -------------------------
+
+
+def _trigger(name: str) -> Trigger:
+    return name  # type: ignore[return-value]
+
+
+def _rule(name: str) -> Rule:
+    return name  # type: ignore[return-value]
+
+
+def _step_name(idx: int) -> Step:
+    return STEP_NAMES[idx]

@@ -1,0 +1,501 @@
+"""``evolve(state, event) -> state``: fold one event into the state.
+
+``evolve`` **mutates** ``state`` and returns it (the caller treats its input
+as consumed); it never decides anything, only records facts and marks what
+changed dirty for the next ``decide``. It never raises on odd input:
+
+* out-of-order events: per object, an event whose resourceVersion is not newer
+  than the one folded is dropped (versions compared as integers when both are
+  decimal, else taken in arrival order, see ``state.parse_rv``); a deletion is
+  final and always taken; nothing comes back from a deletion (tombstones);
+* a pod name re-used by a new uid means the old pod is gone (names are unique
+  per namespace); a stale event about the older pod cannot displace the newer;
+* unknown objects in command results are ignored; our own commands and kill
+  events about pods not observed yet create *placeholders* that are never
+  acted on until observed.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from schemas.base import job_key
+from schemas.commands import CommandApplied, CommandIssued
+from schemas.config import ConfigSnapshot
+from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.observations import (
+    DELETED_CHANGES,
+    FORBID_FORCE_DELETION,
+    KILL_TIMESTAMP,
+    PENDING_TIMEOUT,
+    RUNNING_TIMEOUT,
+    JobObserved,
+    NodeObserved,
+    PodObserved,
+)
+from schemas.requests import KillRequested
+
+from .ladder import is_done, retry_backoff_us
+from .state import (
+    APPLIED,
+    ENDED_ALREADY_DONE,
+    FAILED_RETRY,
+    FORCE,
+    FULL_DIRTY,
+    ISSUED,
+    JOB_DIRTY,
+    PHASES,
+    STEP_INDEX,
+    Cmd,
+    Episode,
+    JobGen,
+    KeyState,
+    KillerState,
+    Latch,
+    NodeState,
+    PodState,
+    Request,
+    mark_gen,
+    mark_pod,
+    parse_rv,
+    to_us,
+)
+from .triggers import STUCK_TERMINATING, TERMINAL_CONDITIONS
+
+Event = (
+    PodObserved
+    | JobObserved
+    | NodeObserved
+    | KillRequested
+    | ConfigSnapshot
+    | CommandIssued
+    | CommandApplied
+    | KillStarted
+    | KillStep
+    | ForceDeletionForbidden
+    | JobKilled
+)
+"""Everything ``evolve`` folds. Anything else is ignored."""
+
+_intern = sys.intern
+
+
+def evolve(state: KillerState, event: Event) -> KillerState:
+    """Fold ``event`` into ``state`` (in place) and return it."""
+    handler = _HANDLERS.get(type(event))
+    if handler is not None:
+        handler(state, event)
+    return state
+
+
+# --- lookups ------------------------------------------------------------------
+
+
+def _key(state: KillerState, namespace: str, name: str) -> tuple[str, KeyState]:
+    key = job_key(namespace, name)
+    ks = state.keys.get(key)
+    if ks is None:
+        ks = state.keys[key] = KeyState(_intern(namespace), name)
+    return key, ks
+
+
+def _gen(ks: KeyState, key: str, uid: str) -> JobGen:
+    gen = ks.gens.get(uid)
+    if gen is None:
+        gen = ks.gens[uid] = JobGen(key, ks.namespace, ks.name, uid)
+    return gen
+
+
+def _placeholder(
+    state: KillerState, namespace: str, job_name: str, job_uid: str | None, name: str, uid: str
+) -> PodState:
+    """The pod ``uid``; a placeholder (never acted on) if it was not observed yet."""
+    pod = state.pods.get(uid)
+    if pod is None:
+        key, ks = _key(state, namespace, job_name)
+        gen = _gen(ks, key, job_uid or "")
+        pod = state.pods[uid] = gen.pods[uid] = PodState(uid, name, gen)
+    return pod
+
+
+def _set_gone(state: KillerState, pod: PodState, at_us: int) -> None:
+    if pod.gone:
+        return
+    pod.gone = True
+    if pod.seen_us is not None:
+        pod.gen.alive -= 1
+    if pod.done_us is None:
+        pod.done_us = at_us
+    _unindex_node(state, pod)
+    mark_pod(state, pod)
+
+
+def _unindex_node(state: KillerState, pod: PodState) -> None:
+    if pod.node is not None:
+        on_node = state.node_pods.get(pod.node)
+        if on_node is not None:
+            on_node.discard(pod)
+
+
+def _rfc3339_us(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        return None
+    return to_us(parsed)
+
+
+def _seconds(value: str | None) -> int | None:
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() else None
+
+
+def _true(value: str | None) -> bool:
+    return value is not None and value.strip().lower() == "true"
+
+
+# --- observations ---------------------------------------------------------------
+
+
+def _first_sighting(state: KillerState, ks: KeyState, pod: PodState, rv: int, at_us: int) -> bool:
+    """Name index on a pod's first observation. Returns False when this pod is an
+    older incarnation of a name already taken by a newer pod (a stale event)."""
+    other = ks.names.get(pod.name)
+    if other is not None and other is not pod and not other.gone:
+        if rv >= 0 and other.rv > rv:
+            return False
+        _set_gone(state, other, at_us)
+    ks.names[pod.name] = pod
+    return True
+
+
+def _on_pod(state: KillerState, ev: PodObserved) -> None:
+    deleted = ev.change in DELETED_CHANGES
+    rv = parse_rv(ev.resource_version)
+    obs_us = to_us(ev.observed_at)
+    pod = state.pods.get(ev.uid)
+    if pod is None:
+        if deleted:
+            return  # never seen alive: nothing to track
+        key, ks = _key(state, ev.namespace, ev.job_name)
+        gen = _gen(ks, key, ev.job_uid or "")
+        pod = state.pods[ev.uid] = gen.pods[ev.uid] = PodState(ev.uid, ev.name, gen)
+    else:
+        if pod.gone:
+            return  # a tombstone: nothing comes back from a deletion
+        if not deleted and rv >= 0 and rv <= pod.rv:
+            return  # stale or duplicate
+        gen = pod.gen
+        if ev.job_uid and not gen.uid and pod.ep is None:
+            # Learnt the owner of a pod first found by label: move it.
+            ks = state.keys[gen.key]
+            del gen.pods[pod.uid]
+            if pod.seen_us is not None:
+                gen.alive -= 1
+            gen = pod.gen = _gen(ks, gen.key, ev.job_uid)
+            gen.pods[pod.uid] = pod
+            if pod.seen_us is not None:
+                gen.alive += 1
+    if pod.seen_us is None:
+        ks = state.keys[gen.key]
+        if not _first_sighting(state, ks, pod, rv, obs_us):
+            pod.seen_us = obs_us
+            pod.gone = True
+            pod.done_us = obs_us
+            return
+        pod.seen_us = obs_us
+        gen.alive += 1
+    pod.rv = rv
+    if deleted:
+        _set_gone(state, pod, obs_us)
+        return
+
+    pod.phase = PHASES.get(ev.phase, 4)
+    if ev.creation_timestamp is not None:
+        pod.created_us = to_us(ev.creation_timestamp)
+    pod.start_us = None if ev.start_time is None else to_us(ev.start_time)
+    pod.deletion_us = None if ev.deletion_timestamp is None else to_us(ev.deletion_timestamp)
+    pod.ads = ev.active_deadline_seconds
+    pod.forbid = _true(ev.annotations.get(FORBID_FORCE_DELETION)) or _true(
+        ev.labels.get(FORBID_FORCE_DELETION)
+    )
+    running = False
+    run_start = pod.run_start_us
+    for c in ev.containers:
+        if c.state == "running":
+            running = True
+        if c.started_at is not None:
+            started = to_us(c.started_at)
+            if run_start is None or started < run_start:
+                run_start = started
+    pod.running = running
+    pod.run_start_us = run_start
+
+    node = ev.node_name
+    if node != pod.node:
+        _unindex_node(state, pod)
+        pod.node = None if node is None else _intern(node)
+    if pod.done_us is None and is_done(pod.phase, running, False):
+        pod.done_us = obs_us
+    if pod.done_us is not None:
+        _unindex_node(state, pod)
+    elif pod.node is not None:
+        on_node = state.node_pods.get(pod.node)
+        if on_node is None:
+            on_node = state.node_pods[pod.node] = set()
+        on_node.add(pod)
+    mark_pod(state, pod)
+
+
+def _on_job(state: KillerState, ev: JobObserved) -> None:
+    deleted = ev.change in DELETED_CHANGES
+    rv = parse_rv(ev.resource_version)
+    key, ks = _key(state, ev.namespace, ev.name)
+    gen = ks.gens.get(ev.uid)
+    if gen is None:
+        gen = _gen(ks, key, ev.uid)
+    elif gen.deleted_us is not None or (not deleted and gen.observed and rv >= 0 and rv <= gen.rv):
+        return  # a tombstone, or stale / duplicate
+    obs_us = to_us(ev.observed_at)
+    level = JOB_DIRTY
+    if not gen.observed:
+        gen.observed = True
+        level = FULL_DIRTY
+    gen.rv = rv
+    if ev.creation_timestamp is not None:
+        gen.created_us = to_us(ev.creation_timestamp)
+
+    if deleted:
+        _job_deleted(state, ks, gen, obs_us)
+        mark_gen(state, gen, level)
+        return
+
+    # One live Job per name: a different live uid means the older one is gone.
+    current = ks.gens.get(ks.current) if ks.current is not None else None
+    if current is not None and current is not gen and current.deleted_us is None:
+        if (gen.created_us or 0) >= (current.created_us or 0):
+            _job_deleted(state, ks, current, gen.created_us or obs_us)
+            mark_gen(state, current, JOB_DIRTY)
+            ks.current = gen.uid
+        else:
+            _job_deleted(state, ks, gen, obs_us)  # this event is about the older Job
+            mark_gen(state, gen, level)
+            return
+    else:
+        ks.current = gen.uid
+
+    if ev.labels != gen.labels:
+        gen.labels = ev.labels
+        gen.eff_key = None
+        level = FULL_DIRTY
+    ann = ev.annotations
+    gen.kill_ts_us = _rfc3339_us(ann.get(KILL_TIMESTAMP))
+    pending = _seconds(ann.get(PENDING_TIMEOUT))
+    running = _seconds(ann.get(RUNNING_TIMEOUT)) or None
+    forbid = _true(ann.get(FORBID_FORCE_DELETION))
+    if (pending, running, forbid) != (gen.pending_override_s, gen.running_timeout_s, gen.forbid):
+        gen.pending_override_s, gen.running_timeout_s, gen.forbid = pending, running, forbid
+        level = FULL_DIRTY
+
+    gen.ads = ev.active_deadline_seconds
+    gen.start_us = None if ev.start_time is None else to_us(ev.start_time)
+    gen.suspend = ev.suspend
+    suspended_cond = False
+    suspended_since: int | None = None
+    finished: tuple[int, str] | None = None
+    for cond in ev.conditions:
+        if cond.status != "True":
+            continue
+        ltt = obs_us if cond.last_transition_time is None else to_us(cond.last_transition_time)
+        if cond.type == "Suspended":
+            suspended_cond = True
+            suspended_since = ltt
+        elif cond.type in TERMINAL_CONDITIONS and (finished is None or ltt < finished[0]):
+            finished = (ltt, cond.reason or cond.type)
+    gen.suspended_cond = suspended_cond
+    if not ev.suspend:
+        gen.suspended_since_us = None
+    elif suspended_since is not None:
+        gen.suspended_since_us = suspended_since
+    elif gen.suspended_since_us is None:
+        gen.suspended_since_us = obs_us
+    if finished is None:
+        gen.finished_us, gen.finished_reason = None, ""
+    else:
+        gen.finished_us, gen.finished_reason = finished
+    gen.has_active = ev.active > 0 or (ev.terminating or 0) > 0
+    mark_gen(state, gen, level)
+
+
+def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> None:
+    gen.deleted_us = at_us
+    if ks.deleted_us is None or at_us > ks.deleted_us:
+        ks.deleted_us = at_us
+    if ks.current == gen.uid:
+        ks.current = None
+    ownerless = ks.gens.get("")
+    if ownerless is not None and ownerless is not gen:
+        mark_gen(state, ownerless, JOB_DIRTY)
+
+
+def _on_node(state: KillerState, ev: NodeObserved) -> None:
+    rv = parse_rv(ev.resource_version)
+    node = state.nodes.get(ev.name)
+    if node is None:
+        node = state.nodes[_intern(ev.name)] = NodeState()
+    elif ev.change not in DELETED_CHANGES and rv >= 0 and rv <= node.rv:
+        return
+    node.rv = rv
+    lost = ev.status != "ready" or ev.change in DELETED_CHANGES
+    if lost and node.lost_us is None:
+        node.lost_us = to_us(ev.observed_at)
+        for pod in state.node_pods.get(ev.name, ()):
+            mark_pod(state, pod)
+    elif not lost:
+        node.lost_us = None
+
+
+def _on_request(state: KillerState, ev: KillRequested) -> None:
+    _, ks = _key(state, ev.namespace, ev.job_name)
+    requested_us = to_us(ev.requested_at)
+    kill_us = requested_us if ev.kill_at is None else to_us(ev.kill_at)
+    ks.requests.append(Request(kill_us, ev.job_uid, requested_us))
+    for gen in ks.gens.values():
+        mark_gen(state, gen, JOB_DIRTY)
+
+
+def _on_config(state: KillerState, ev: ConfigSnapshot) -> None:
+    if state.config is None or ev.version > state.config.version:
+        state.config = ev
+
+
+# --- our own output, folded back ----------------------------------------------
+
+
+def _on_issued(state: KillerState, ev: CommandIssued) -> None:
+    pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
+    idx = STEP_INDEX[ev.step]
+    cmds = pod.cmds
+    if cmds is None:
+        cmds = pod.cmds = [None, None, None]
+    rec = cmds[idx]
+    changed = False
+    if rec is None or rec.attempt < ev.attempt:
+        cmds[idx] = Cmd(ev.attempt, ISSUED)
+        changed = True
+    if pod.k_us is None and ev.trigger != STUCK_TERMINATING:
+        pod.k_us = to_us(ev.decided_at)
+        pod.kdue_us = pod.k_us if ev.rule == "ladder.delete-after-timeout" else to_us(ev.due_at)
+        changed = True
+    if changed:
+        mark_pod(state, pod)
+
+
+def _on_applied(state: KillerState, ev: CommandApplied) -> None:
+    pod = state.pods.get(ev.pod_uid)
+    if pod is None:
+        return
+    idx = STEP_INDEX[ev.step]
+    cmds = pod.cmds
+    if cmds is None:
+        cmds = pod.cmds = [None, None, None]
+    rec = cmds[idx]
+    if rec is not None and (
+        ev.attempt < rec.attempt or (ev.attempt == rec.attempt and rec.status != ISSUED)
+    ):
+        return  # stale or duplicate result
+    applied_us = to_us(ev.applied_at)
+    outcome = ev.outcome
+    if outcome in ("failed", "forbidden"):
+        retry_us = applied_us + retry_backoff_us(ev.attempt, outcome)
+        cmds[idx] = Cmd(ev.attempt, FAILED_RETRY, retry_us)
+        mark_pod(state, pod)
+        return
+    cmds[idx] = Cmd(ev.attempt, APPLIED)
+    if outcome in ("gone", "uid-mismatch"):
+        _set_gone(state, pod, applied_us)
+    elif idx == FORCE:
+        pod.force_applied = True
+        if pod.done_us is None:
+            pod.done_us = applied_us
+            _unindex_node(state, pod)
+    mark_pod(state, pod)
+
+
+def _on_started(state: KillerState, ev: KillStarted) -> None:
+    key, ks = _key(state, ev.namespace, ev.job_name)
+    gen = _gen(ks, key, ev.job_uid or "")
+    ep = gen.episode
+    due_us = to_us(ev.due_at)
+    decided_us = to_us(ev.decided_at)
+    if ep is None or ep.number != ev.episode:
+        if ep is not None and ep.number > ev.episode:
+            return
+        ep = gen.episode = Episode(ev.episode, ev.trigger, ev.reason, due_us, decided_us)
+        gen.episodes = max(gen.episodes, ev.episode)
+    if gen.latch is None:
+        gen.latch = Latch(ev.trigger, ev.reason, due_us)
+    for ref in ev.pods:
+        pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ref.name, ref.uid)
+        if pod.ep is None:
+            pod.ep = ep
+            ep.open_count += 1
+            if pod.k_us is None:
+                pod.k_us = decided_us
+                seen = pod.seen_us
+                pod.kdue_us = due_us if seen is None or seen < due_us else seen
+            mark_pod(state, pod)
+    for ref in ev.already_done:
+        pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ref.name, ref.uid)
+        if pod.ep is None:
+            pod.ep = ep
+            pod.ended = ENDED_ALREADY_DONE
+            pod.counted = True
+
+
+def _on_killed(state: KillerState, ev: JobKilled) -> None:
+    ks = state.keys.get(job_key(ev.namespace, ev.job_name))
+    gen = None if ks is None else ks.gens.get(ev.job_uid or "")
+    if gen is None or gen.episode is None or gen.episode.number != ev.episode:
+        return
+    gen.episode.open = False
+    for ref in ev.pods:
+        pod = state.pods.get(ref.uid)
+        if pod is not None and pod.ep is gen.episode:
+            pod.counted = True
+
+
+def _on_forbidden(state: KillerState, ev: ForceDeletionForbidden) -> None:
+    pod = state.pods.get(ev.pod_uid)
+    if pod is not None:
+        pod.forbidden_emitted = True
+
+
+def _ignore(state: KillerState, ev: Any) -> None:
+    return None
+
+
+_HANDLERS: dict[type, Callable[[KillerState, Any], None]] = {
+    PodObserved: _on_pod,
+    JobObserved: _on_job,
+    NodeObserved: _on_node,
+    KillRequested: _on_request,
+    ConfigSnapshot: _on_config,
+    CommandIssued: _on_issued,
+    CommandApplied: _on_applied,
+    KillStarted: _on_started,
+    KillStep: _ignore,
+    ForceDeletionForbidden: _on_forbidden,
+    JobKilled: _on_killed,
+}
+
+__all__ = ["Event", "evolve"]

@@ -1,0 +1,110 @@
+"""The per-pod escalation ladder (Furiko's termination process).
+
+Pure functions of one pod's facts, its effective settings and (for the node
+rule) when its node was lost. Each returns ``(due_us, rule)`` for a step that
+applies, or ``None``; ``decide`` turns a due step into a command exactly once
+(per attempt) and schedules a timer for a step not yet due.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .settings import Effective
+from .state import FAILED, SECOND, SUCCEEDED, PodState
+
+RULE_ACTIVE_DEADLINE: Final = "ladder.active-deadline"
+RULE_UNSCHEDULED_DELETE: Final = "ladder.unscheduled-delete"
+RULE_DELETE_METHOD: Final = "ladder.delete-method"
+RULE_DELETE_AFTER_TIMEOUT: Final = "ladder.delete-after-timeout"
+RULE_NODE_LOST_DELETE: Final = "ladder.node-lost-delete"
+RULE_FORCE_DELETE: Final = "ladder.force-delete"
+
+Due = tuple[int, str]
+
+
+def is_done(phase: int, running: bool, gone: bool) -> bool:
+    """Rule *done*: gone, or phase Succeeded/Failed **and** no container running.
+
+    Phase alone is not enough: with an active deadline the kubelet marks the pod
+    Failed before its containers have stopped (Furiko issue #64)."""
+    return gone or (phase in (SUCCEEDED, FAILED) and not running)
+
+
+def active_deadline_value(pod: PodState, now_us: int) -> int:
+    """Seconds elapsed since ``status.startTime`` (at least 1; 1 without a start
+    time, so the kubelet kills the pod as soon as it acknowledges it)."""
+    if pod.start_us is None:
+        return 1
+    return max(1, (now_us - pod.start_us) // SECOND)
+
+
+def active_deadline(pod: PodState, eff: Effective, node_lost: bool, now_us: int) -> Due | None:
+    """Rule *ladder.active-deadline* (step 3): with ``killMethod: activeDeadline``,
+    lower ``spec.activeDeadlineSeconds`` so the kubelet fails the pod now. Not
+    for an unscheduled pod, a lost node, a zero delete timeout, a pod already
+    being deleted or already marked terminal by the kubelet, and only when it
+    *lowers* the pod's current value (never raises it)."""
+    if eff.delete_method or eff.delete_timeout_us == 0 or node_lost:
+        return None
+    if pod.node is None or pod.deletion_us is not None or pod.phase in (SUCCEEDED, FAILED):
+        return None
+    if pod.ads is not None and pod.ads <= active_deadline_value(pod, now_us):
+        return None
+    return (pod.kdue_us, RULE_ACTIVE_DEADLINE)
+
+
+def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due | None:
+    """Step 4, API deletion (graceful), for a pod not already being deleted:
+
+    * *ladder.unscheduled-delete*: no ``spec.nodeName``: at once (an active
+      deadline needs a kubelet);
+    * *ladder.delete-method*: ``killMethod: delete``: at once;
+    * *ladder.node-lost-delete*: the node is NotReady/unreachable/gone: at once
+      (from when the node was seen lost, if that is later);
+    * *ladder.delete-after-timeout*: at ``K + deleteKillingTasksTimeoutSeconds``
+      (``K`` itself when the timeout is 0).
+    """
+    if pod.deletion_us is not None or pod.k_us is None:
+        return None
+    if pod.node is None:
+        return (pod.kdue_us, RULE_UNSCHEDULED_DELETE)
+    if eff.delete_method:
+        return (pod.kdue_us, RULE_DELETE_METHOD)
+    if node_lost_us is not None:
+        return (max(pod.kdue_us, node_lost_us), RULE_NODE_LOST_DELETE)
+    return (pod.k_us + eff.delete_timeout_us, RULE_DELETE_AFTER_TIMEOUT)
+
+
+def force_delete(pod: PodState, eff: Effective) -> Due | None:
+    """Rule *ladder.force-delete* (step 5): ``deletionTimestamp +
+    forceDeleteTaskTimeoutSeconds``, for any tracked pod stuck in deletion
+    (whoever deleted it); 0 disables. Whether it is forbidden is decided by the
+    caller (:func:`force_forbidden_by`)."""
+    if pod.deletion_us is None or eff.force_timeout_us == 0:
+        return None
+    return (pod.deletion_us + eff.force_timeout_us, RULE_FORCE_DELETE)
+
+
+def force_forbidden_by(pod: PodState) -> str | None:
+    """``"job"`` / ``"pod"`` when ``jobreaper.io/forbid-force-deletion: "true"`` is
+    set on the Job / the pod, else None."""
+    if pod.gen.forbid:
+        return "job"
+    if pod.forbid:
+        return "pod"
+    return None
+
+
+RETRY_BASE_US: Final = 1 * SECOND
+RETRY_CAP_US: Final = 60 * SECOND
+
+
+def retry_backoff_us(attempt: int, outcome: str) -> int:
+    """Rule *retry*: after a ``failed`` result of attempt ``n`` the step may be
+    re-issued as attempt ``n + 1`` no earlier than ``applied_at + min(60 s,
+    2^(n-1) s)``; after ``forbidden`` (an RBAC problem, not transient) no earlier
+    than ``applied_at + 60 s``."""
+    if outcome == "forbidden":
+        return RETRY_CAP_US
+    return min(RETRY_CAP_US, RETRY_BASE_US << min(attempt - 1, 20))

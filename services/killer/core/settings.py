@@ -1,0 +1,88 @@
+"""Configuration resolution for one Job generation (rule: *config resolution*).
+
+defaults < namespace override < label-selector overrides < the Job's own
+annotations. The first three come from :meth:`schemas.config.KillerConfig.resolve`
+and are cached per generation and snapshot; the annotations
+(``jobreaper.io/pending-timeout-seconds``, ``jobreaper.io/running-timeout-seconds``,
+``jobreaper.io/forbid-force-deletion``) are folded onto the generation by
+``evolve`` and applied by :func:`pending_timeout_us` and the ladder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from schemas.config import KillerConfig, KillerSettings
+
+from .state import SECOND, JobGen
+
+if TYPE_CHECKING:
+    from schemas.config import ConfigSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class Effective:
+    """Resolved settings, in the units the core computes with."""
+
+    version: int
+    delete_method: bool
+    """``killMethod: delete``: skip the active-deadline step."""
+    delete_timeout_us: int
+    force_timeout_us: int
+    """0: force deletion disabled."""
+    pending_timeout_us: int
+    """The configured default; 0: disabled."""
+
+
+def _effective(version: int, s: KillerSettings) -> Effective:
+    return Effective(
+        version=version,
+        delete_method=s.kill_method == "delete",
+        delete_timeout_us=s.delete_killing_tasks_timeout_seconds * SECOND,
+        force_timeout_us=s.force_delete_task_timeout_seconds * SECOND,
+        pending_timeout_us=s.default_pending_timeout_seconds * SECOND,
+    )
+
+
+_DEFAULT_CONFIG = KillerConfig()
+DEFAULTS = _effective(0, _DEFAULT_CONFIG)
+"""Built-in defaults (config version 0: no snapshot folded yet)."""
+
+
+class Resolver:
+    """Effective settings per generation for one snapshot, cached on the generation."""
+
+    __slots__ = ("base", "config", "key", "version")
+
+    def __init__(self, snapshot: ConfigSnapshot | None) -> None:
+        self.key: object = snapshot if snapshot is not None else _DEFAULT_CONFIG
+        if snapshot is None:
+            self.version = 0
+            self.config = _DEFAULT_CONFIG
+            self.base = DEFAULTS
+        else:
+            self.version = snapshot.version
+            self.config = snapshot.config
+            self.base = _effective(snapshot.version, snapshot.config)
+
+    def for_gen(self, gen: JobGen) -> Effective:
+        """Defaults < namespace override < label-selector overrides, for ``gen``."""
+        if gen.eff_key is self.key and isinstance(gen.eff, Effective):
+            return gen.eff
+        if self.config.has_overrides():
+            eff = _effective(self.version, self.config.resolve(gen.namespace, gen.labels))
+            if eff == self.base:
+                eff = self.base
+        else:
+            eff = self.base
+        gen.eff = eff
+        gen.eff_key = self.key
+        return eff
+
+
+def pending_timeout_us(gen: JobGen, eff: Effective) -> int:
+    """The Job annotation wins over the configured default; 0 disables."""
+    if gen.pending_override_s is not None:
+        return gen.pending_override_s * SECOND
+    return eff.pending_timeout_us

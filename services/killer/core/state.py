@@ -1,0 +1,289 @@
+"""The killer's folded state: slotted dataclasses, times as integer microseconds.
+
+Layout (one ``KillerState``):
+
+* ``keys``: ``namespace/job-name`` -> :class:`KeyState`, which holds the Job
+  *generations* seen under that name (one :class:`JobGen` per Job uid, plus
+  the ownerless generation ``""`` for orphans found by label only), the pod
+  name index (a name re-used by a new pod uid means the old pod is gone) and
+  the kill requests for that name.
+* ``pods``: pod uid -> :class:`PodState` (a pod is identified by uid, never by
+  name).
+* ``nodes`` and ``node_pods``: node readiness and the not-done pods on each
+  node (so a node loss wakes exactly those pods).
+* the timer heap ``(due_us, seq, gen, pod | None)`` and the dirty set of
+  generations, so ``decide`` touches only what changed or is due.
+
+Times are integer microseconds since the Unix epoch (exact arithmetic, no
+float rounding, 32 bytes each); ``to_us``/``from_us`` convert at the edges.
+Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from schemas.config import ConfigSnapshot
+
+SECOND: Final = 1_000_000
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO: Final = timedelta(microseconds=1)
+
+
+def to_us(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact)."""
+    return (value - _EPOCH) // _MICRO
+
+
+def from_us(value: int) -> datetime:
+    """The inverse of :func:`to_us` (UTC)."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def parse_rv(value: str) -> int:
+    """A resourceVersion as an int, or -1 when it is not a decimal number.
+
+    Kubernetes documents resource versions as opaque; in practice they are
+    etcd revisions, so we compare them as integers when both are decimal. An
+    event with a non-decimal version (or compared with one) is taken in
+    arrival order.
+    """
+    return int(value) if value.isdigit() else -1
+
+
+# Pod phases, as small ints.
+PENDING: Final = 0
+RUNNING: Final = 1
+SUCCEEDED: Final = 2
+FAILED: Final = 3
+UNKNOWN: Final = 4
+PHASES: Final[Mapping[str, int]] = {
+    "Pending": PENDING,
+    "Running": RUNNING,
+    "Succeeded": SUCCEEDED,
+    "Failed": FAILED,
+    "Unknown": UNKNOWN,
+}
+
+# Ladder steps (index into PodState.cmds).
+ADS: Final = 0
+DELETE: Final = 1
+FORCE: Final = 2
+STEP_NAMES: Final = ("set-active-deadline", "delete", "force-delete")
+STEP_INDEX: Final[Mapping[str, int]] = {name: i for i, name in enumerate(STEP_NAMES)}
+
+# Command record status.
+ISSUED: Final = 0
+APPLIED: Final = 1
+FAILED_RETRY: Final = 2
+
+# How a pod of a killed Job ended (PodState.ended); 0 = not decided yet.
+ENDED_NONE: Final = 0
+ENDED_ALREADY_DONE: Final = 1
+
+# Generation dirtiness.
+CLEAN: Final = 0
+JOB_DIRTY: Final = 1
+FULL_DIRTY: Final = 2
+
+
+@dataclass(slots=True, eq=False)
+class Cmd:
+    """The newest attempt of one ladder step on one pod."""
+
+    attempt: int
+    status: int
+    """ISSUED (waiting for its result), APPLIED, or FAILED_RETRY."""
+    retry_us: int = 0
+    """For FAILED_RETRY: not re-issued before this time."""
+
+
+@dataclass(slots=True, eq=False)
+class Latch:
+    """A Job-level kill trigger that fired (kept: a kill is not undone, except
+    ``Suspended``, which lifts when the Job is resumed)."""
+
+    trigger: str
+    reason: str
+    due_us: int
+
+
+@dataclass(slots=True, eq=False)
+class Episode:
+    """One kill of one Job generation: from ``KillStarted`` to ``JobKilled``."""
+
+    number: int
+    trigger: str
+    reason: str
+    due_us: int
+    decided_us: int
+    open: bool = True
+    open_count: int = 0
+    """Pods of the episode not yet done."""
+
+
+@dataclass(slots=True, eq=False)
+class PodState:
+    """One pod (by uid)."""
+
+    uid: str
+    name: str
+    gen: JobGen
+    rv: int = -1
+    seen_us: int | None = None
+    """First observation; ``None`` for a placeholder known only from our own output."""
+    created_us: int | None = None
+    phase: int = PENDING
+    node: str | None = None
+    start_us: int | None = None
+    run_start_us: int | None = None
+    """Earliest container start seen (the running timeout counts from here)."""
+    running: bool = False
+    """Some container is in state ``running``."""
+    deletion_us: int | None = None
+    ads: int | None = None
+    forbid: bool = False
+    gone: bool = False
+    done_us: int | None = None
+    """When the pod was first seen done (gone, or terminal with no container running)."""
+    # the kill
+    k_us: int | None = None
+    """K: when the killer decided to kill this pod."""
+    kdue_us: int = 0
+    """When killing this pod became due (the trigger time, or the pod's first sighting)."""
+    ep: Episode | None = None
+    ended: int = ENDED_NONE
+    counted: bool = False
+    """Already counted done in its episode."""
+    cmds: list[Cmd | None] | None = None
+    """Per step (ADS, DELETE, FORCE): the newest attempt, or None."""
+    force_applied: bool = False
+    forbidden_emitted: bool = False
+    # scheduling
+    timer_us: int | None = None
+    dirty: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.done_us is not None
+
+
+@dataclass(slots=True, eq=False)
+class JobGen:
+    """One Job object (uid) under a ``namespace/name`` key; ``uid == ""`` holds
+    pods found by label with no owner reference."""
+
+    key: str
+    namespace: str
+    name: str
+    uid: str
+    observed: bool = False
+    rv: int = -1
+    created_us: int | None = None
+    deleted_us: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    kill_ts_us: int | None = None
+    pending_override_s: int | None = None
+    running_timeout_s: int | None = None
+    forbid: bool = False
+    ads: int | None = None
+    start_us: int | None = None
+    suspend: bool = False
+    suspended_cond: bool = False
+    suspended_since_us: int | None = None
+    finished_us: int | None = None
+    finished_reason: str = ""
+    has_active: bool = False
+    pods: dict[str, PodState] = field(default_factory=dict)
+    alive: int = 0
+    """Observed pods of this generation not yet gone."""
+    latch: Latch | None = None
+    episode: Episode | None = None
+    episodes: int = 0
+    eff: object = None
+    """Cached effective settings (an ``Effective``), valid for the snapshot ``eff_key``."""
+    eff_key: object = None
+    timer_us: int | None = None
+    dirty: int = CLEAN
+    dirty_pods: list[PodState] = field(default_factory=list)
+    removed: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Request:
+    """A folded ``KillRequested``."""
+
+    kill_us: int
+    job_uid: str | None
+    requested_us: int
+
+
+@dataclass(slots=True, eq=False)
+class KeyState:
+    """Everything seen under one ``namespace/job-name``."""
+
+    namespace: str
+    name: str
+    gens: dict[str, JobGen] = field(default_factory=dict)
+    current: str | None = None
+    """The uid of the live Job of this name, if any."""
+    names: dict[str, PodState] = field(default_factory=dict)
+    """Pod name -> the newest pod of that name."""
+    requests: list[Request] = field(default_factory=list)
+    deleted_us: int | None = None
+    """The latest observed deletion of a Job of this name."""
+
+
+@dataclass(slots=True, eq=False)
+class NodeState:
+    lost_us: int | None = None
+    """Since when the node is not ready / unreachable / gone; None while ready."""
+    rv: int = -1
+
+
+@dataclass(slots=True, eq=False)
+class KillerState:
+    """The whole folded state. ``evolve`` and ``decide`` mutate it in place."""
+
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    pods: dict[str, PodState] = field(default_factory=dict)
+    nodes: dict[str, NodeState] = field(default_factory=dict)
+    node_pods: dict[str, set[PodState]] = field(default_factory=dict)
+    config: ConfigSnapshot | None = None
+    """The newest folded configuration snapshot."""
+    decided_config: object = None
+    """The snapshot the last ``decide`` used (``None``: none yet); a change re-evaluates
+    every Job generation."""
+    heap: list[tuple[int, int, JobGen, PodState | None]] = field(default_factory=list)
+    seq: int = 0
+    dirty: dict[JobGen, None] = field(default_factory=dict)
+    resolver: object = None
+    """Cached ``settings.Resolver`` for ``decided_config``."""
+
+
+def new_state() -> KillerState:
+    """An empty state."""
+    return KillerState()
+
+
+def mark_pod(state: KillerState, pod: PodState) -> None:
+    """Queue ``pod`` (and its generation) for the next ``decide``."""
+    gen = pod.gen
+    if not pod.dirty:
+        pod.dirty = True
+        gen.dirty_pods.append(pod)
+    if gen.dirty == CLEAN:
+        gen.dirty = JOB_DIRTY
+        state.dirty[gen] = None
+
+
+def mark_gen(state: KillerState, gen: JobGen, level: int) -> None:
+    """Queue ``gen`` for the next ``decide`` (JOB_DIRTY: Job-level facts changed;
+    FULL_DIRTY: every pod must be looked at again)."""
+    if gen.dirty < level:
+        gen.dirty = level
+    state.dirty[gen] = None
