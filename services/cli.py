@@ -9,6 +9,7 @@ import typer
 
 from services.runtime.topics_cli import app as topics_app
 from services.stack.cli import app as stack_app
+from services.watcher.cli import app as watcher_app
 
 app = typer.Typer(
     name="jobreaper",
@@ -20,6 +21,7 @@ app = typer.Typer(
 # Command groups are registered here, one line each.
 app.add_typer(topics_app, name="topics")
 app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Kubernetes, kwok.")
+app.add_typer(watcher_app, name="watcher")
 
 
 def main() -> None:

@@ -10,11 +10,11 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
@@ -146,6 +146,44 @@ async def ensure_topics(
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer,
+    topics: Sequence[str],
+    handle: Callable[[ConsumerRecord[bytes, bytes]], None],
+    *,
+    batch_timeout_ms: int = 200,
+) -> dict[TopicPartition, int]:
+    """Read every partition of ``topics`` from its start to the current end.
+
+    ``consumer`` must be started without a group or subscription; it is
+    left assigned to those partitions, positioned at the end. Returns the
+    end offsets it read up to. With read_committed, the end is the last
+    stable offset; transaction markers are skipped by the position moving
+    past them.
+    """
+    await consumer.topics()  # fetch metadata for every topic
+    partitions = [
+        TopicPartition(topic, p)
+        for topic in topics
+        for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    consumer.assign(partitions)
+    if not partitions:
+        return {}
+    await consumer.seek_to_beginning(*partitions)
+    end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    pending = {tp for tp in partitions if end[tp] > 0}
+    while pending:
+        batches = await consumer.getmany(*pending, timeout_ms=batch_timeout_ms)
+        for records in batches.values():
+            for record in records:
+                handle(record)
+        for tp in list(pending):
+            if await consumer.position(tp) >= end[tp]:
+                pending.discard(tp)
+    return end
 
 
 def dead_letter_record(

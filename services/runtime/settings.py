@@ -34,6 +34,13 @@ class KafkaSettings(BaseSettings):
         description="Prefix of every jobreaper topic, so several installs share a cluster.",
     )
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    create_topics: bool = Field(
+        default=True,
+        description="Create missing topics at start (needs the CreateTopics ACL on real clusters).",
+    )
+    job_partitions: int = Field(
+        default=6, ge=1, description="Partitions of the Job-keyed topics when creating them."
+    )
 
 
 class ServiceSettings(BaseSettings):

@@ -17,10 +17,10 @@ app = typer.Typer(help="Kafka topics of jobreaper.", no_args_is_help=True)
 @app.command("create")
 def create(
     bootstrap: str | None = typer.Option(
-        None, help="Kafka bootstrap servers [env: JOBREAPER_KAFKA_BOOTSTRAP]"
+        None, help="Kafka bootstrap servers (env: JOBREAPER_KAFKA_BOOTSTRAP)"
     ),
     prefix: str | None = typer.Option(
-        None, help="Topic prefix [env: JOBREAPER_KAFKA_TOPIC_PREFIX, default 'jobreaper.']"
+        None, help="Topic prefix (env: JOBREAPER_KAFKA_TOPIC_PREFIX, default 'jobreaper.')"
     ),
     partitions: int = typer.Option(
         6, min=1, help="Partitions of each Job-keyed topic (all share it; the rest have 1)."

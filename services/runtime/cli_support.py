@@ -1,0 +1,45 @@
+"""What every service's ``run`` command shares: settings from the
+environment with command-line overrides, logging, one-line fatal errors."""
+
+from __future__ import annotations
+
+import typer
+
+from .kube import KubeConfigError
+from .logging import configure_logging
+from .settings import KafkaSettings, ServiceSettings
+
+
+def load_settings(
+    *,
+    kafka_bootstrap: str | None,
+    topic_prefix: str | None,
+    kubeconfig: str | None,
+    http_port: int | None,
+) -> tuple[KafkaSettings, ServiceSettings]:
+    kafka_overrides = {
+        k: v
+        for k, v in {"bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix}.items()
+        if v is not None
+    }
+    service_overrides = {
+        k: v for k, v in {"kubeconfig": kubeconfig, "http_port": http_port}.items() if v is not None
+    }
+    kafka = KafkaSettings(**kafka_overrides)  # type: ignore[arg-type]
+    service = ServiceSettings(**service_overrides)  # type: ignore[arg-type]
+    configure_logging(service.log_level, service.log_format)
+    return kafka, service
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line error and return the Exit to raise."""
+    typer.echo(f"jobreaper: {message}", err=True)
+    return typer.Exit(code)
+
+
+KUBECONFIG_HELP = "Kubeconfig path (env: JOBREAPER_KUBECONFIG; unset: in-cluster)"
+BOOTSTRAP_HELP = "Kafka bootstrap servers (env: JOBREAPER_KAFKA_BOOTSTRAP)"
+PREFIX_HELP = "Topic prefix (env: JOBREAPER_KAFKA_TOPIC_PREFIX, default 'jobreaper.')"
+HTTP_PORT_HELP = "Port of /healthz, /readyz, /metrics (env: JOBREAPER_HTTP_PORT, default 8080)"
+
+__all__ = ["KubeConfigError", "fail", "load_settings"]

@@ -1,0 +1,56 @@
+"""The watcher's Prometheus metrics (one registry per instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WatcherMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.observed = Counter(
+            "jobreaper_watcher_observed_total",
+            "Watch events and listed objects seen",
+            ["kind"],
+            registry=registry,
+        )
+        self.published = Counter(
+            "jobreaper_watcher_published_total",
+            "Observations acknowledged by Kafka",
+            ["kind", "change"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "jobreaper_watcher_dropped_total",
+            "Changes not published: unchanged content (noise) or malformed",
+            ["kind", "reason"],
+            registry=registry,
+        )
+        self.relists = Counter(
+            "jobreaper_watcher_relists_total",
+            "Full lists (start, 410 Gone)",
+            ["kind"],
+            registry=registry,
+        )
+        self.watch_restarts = Counter(
+            "jobreaper_watcher_watch_restarts_total",
+            "Watch connections re-opened after a drop",
+            ["kind"],
+            registry=registry,
+        )
+        self.publish_retries = Counter(
+            "jobreaper_watcher_publish_retries_total",
+            "Batches sent again after Kafka refused or timed out",
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "jobreaper_watcher_publish_latency_seconds",
+            "From receiving a change to Kafka acknowledging its record",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "jobreaper_watcher_queue_depth", "Observations waiting to be sent", registry=registry
+        )
+        self.leader = Gauge(
+            "jobreaper_watcher_leader", "1 while this replica holds the Lease", registry=registry
+        )

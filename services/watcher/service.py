@@ -1,0 +1,376 @@
+"""The watcher: Kubernetes watch streams -> ordered observations on Kafka.
+
+One cycle, run by the holder of the Lease:
+
+1. read ``k8s.objects`` and ``k8s.nodes`` to their end: what the log says
+   exists (the seed of every reflector's store);
+2. list each kind and publish the difference (``added``,
+   ``synthetic-modified``, ``synthetic-deleted``): the log now matches the
+   cluster, whatever happened while no watcher ran;
+3. watch from the list's version, publishing each real change; on
+   ``410 Gone`` list again and publish the difference.
+
+Observations go through one queue to one idempotent producer, in order.
+A batch Kafka does not acknowledge is sent again from its first failed
+record (so a key's records stay in order; a duplicate is possible and
+harmless: consumers fold by resource version). Any other failure ends the
+cycle, and the next cycle starts again from the log: nothing the cluster
+did is lost, because step 2 re-derives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from schemas.cloudevents import DecodeError
+from schemas.observations import DELETED_CHANGES, JobObserved, NodeObserved, PodObserved
+from schemas.topics import K8S_NODES, K8S_OBJECTS
+from services.runtime.kafka import (
+    OutgoingRecord,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    read_to_end,
+)
+from services.runtime.kube import KubeApiError
+from services.runtime.lease import LeaderElector, LeaseSettings
+from services.runtime.logging import get_logger
+from services.runtime.messages import CODEC, outgoing
+from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TopicNames
+
+from . import wire
+from .convert import Observation
+from .metrics import WatcherMetrics
+from .reflector import Reflector
+from .settings import WatcherSettings
+from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
+
+log = get_logger(__name__)
+
+
+class PermissionDenied(Exception):
+    """The API server refused a request RBAC must allow; retrying cannot help."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _permission_hint(exc: KubeApiError) -> str:
+    resource = exc.path.rstrip("/").split("/")[-1]
+    return (
+        f"the API server denied {exc.verb} {exc.path} (403): grant the watcher's service account "
+        f"get, list and watch on {resource} ({exc.message})"
+    )
+
+
+class Watcher:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kafka: KafkaSettings,
+        settings: WatcherSettings,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.api = api
+        self.kafka = kafka
+        self.settings = settings
+        self.names = TopicNames(kafka.topic_prefix)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = WatcherMetrics(self.registry)
+        self.source = f"/jobreaper/watcher/{settings.identity}"
+        self.elector = LeaderElector(
+            api,
+            LeaseSettings(
+                namespace=settings.lease_namespace,
+                name=settings.lease_name,
+                identity=settings.identity,
+                lease_duration_s=settings.lease_duration_s,
+                renew_deadline_s=settings.lease_duration_s * 0.7,
+                retry_period_s=max(0.5, settings.lease_duration_s / 5),
+            ),
+        )
+        self._stopping = asyncio.Event()
+        self._streams: list[tuple[ResourceStream[Any], Reflector]] = []
+        self._synced: set[int] = set()
+        self._queue: asyncio.Queue[Observation] = asyncio.Queue(settings.queue_size)
+        self.last_error: str | None = None
+        self.published = 0
+
+    # -- the service protocol -------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.elector.is_leader:
+            return True, f"standby: {self.elector.settings.name} is held by another replica"
+        if self.last_error and len(self._synced) < len(self._streams):
+            return False, f"not synced: {self.last_error}"
+        if not self._streams or len(self._synced) < len(self._streams):
+            return False, f"listing: {len(self._synced)}/{len(self._streams) or '?'} streams synced"
+        return True, f"leader, {len(self._streams)} streams watched, {self.published} published"
+
+    async def run(self) -> None:
+        lead = asyncio.create_task(self.elector.run(self._lead))
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({lead, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if lead.done():
+                lead.result()
+        finally:
+            stop.cancel()
+            if not lead.done():
+                lead.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lead
+
+    # -- leading ----------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """Cycles until stopped; a failed cycle is retried with capped backoff."""
+        self.metrics.leader.set(1)
+        delay = 0.5
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                try:
+                    await self._cycle()
+                except KubeApiError as exc:
+                    if exc.status in (401, 403):
+                        raise PermissionDenied(_permission_hint(exc)) from exc
+                    self._failed(exc)
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    self._failed(exc)
+                if time.monotonic() - started > 60:
+                    delay = 0.5  # it ran well for a while: this is a fresh failure
+                if not self._stopping.is_set():
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 15.0)
+        finally:
+            self.metrics.leader.set(0)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self._synced.clear()
+        log.warning("watcher.cycle_failed", error=self.last_error)
+
+    async def _cycle(self) -> None:
+        if self.kafka.create_topics:
+            await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
+        known = await self._read_log()
+        self._streams = self._make_streams(known)
+        self._synced.clear()
+        self._queue = asyncio.Queue(self.settings.queue_size)
+        producer = make_producer(
+            self.kafka, client_id=f"jobreaper-watcher-{self.settings.identity}"
+        )
+        await producer.start()
+        tasks = [asyncio.create_task(self._publish(producer), name="publisher")]
+        tasks += [
+            asyncio.create_task(self._reflect(i, stream, reflector), name=f"reflect-{i}")
+            for i, (stream, reflector) in enumerate(self._streams)
+        ]
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stop}:
+                task.result()  # a failed task fails the cycle
+            if stop in done:
+                await self._drain(tasks[1:])
+        finally:
+            stop.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await producer.stop()  # flushes what was sent but not yet acknowledged
+
+    async def _drain(self, reflectors: list[asyncio.Task[None]]) -> None:
+        """On stop: no new changes; publish what is queued (bounded wait)."""
+        for task in reflectors:
+            task.cancel()
+        await asyncio.gather(*reflectors, return_exceptions=True)
+        try:
+            async with asyncio.timeout(20):
+                await self._queue.join()
+        except TimeoutError:
+            log.warning("watcher.drain_timeout", left=self._queue.qsize())
+
+    # -- reading the log ----------------------------------------------------------
+
+    async def _read_log(self) -> list[Observation]:
+        """The last observation of every object the log says exists."""
+        latest: dict[tuple[str, str], Observation] = {}
+        undecodable = 0
+
+        def fold(record: ConsumerRecord[bytes, bytes]) -> None:
+            nonlocal undecodable
+            try:
+                message = CODEC.decode(record.headers, record.value).message
+            except DecodeError:
+                undecodable += 1
+                return
+            if isinstance(message, PodObserved | JobObserved | NodeObserved):
+                key = (type(message).__name__, message.uid)
+                if message.change in DELETED_CHANGES:
+                    latest.pop(key, None)
+                else:
+                    latest[key] = message
+
+        consumer = make_consumer(
+            self.kafka, client_id=f"jobreaper-watcher-{self.settings.identity}", group_id=None
+        )
+        await consumer.start()
+        try:
+            await read_to_end(consumer, [self.names(K8S_OBJECTS), self.names(K8S_NODES)], fold)
+        finally:
+            await consumer.stop()
+        if undecodable:
+            log.warning("watcher.log_undecodable", records=undecodable)
+        log.info("watcher.log_read", objects=len(latest))
+        return list(latest.values())
+
+    def _make_streams(
+        self, known: Iterable[Observation]
+    ) -> list[tuple[ResourceStream[Any], Reflector]]:
+        s = self.settings
+        scopes: list[str | None] = list(s.namespaces) or [None]
+        pod_selector = ",".join(x for x in (s.pod_label_selector, s.label_selector) if x)
+        by_kind: dict[type[Any], list[Observation]] = {wire.Pod: [], wire.Job: [], wire.Node: []}
+        for obs in known:
+            if isinstance(obs, PodObserved):
+                by_kind[wire.Pod].append(obs)
+            elif isinstance(obs, JobObserved):
+                by_kind[wire.Job].append(obs)
+            else:
+                by_kind[wire.Node].append(obs)
+
+        def in_scope(obs: Observation, namespace: str | None) -> bool:
+            return namespace is None or getattr(obs, "namespace", None) == namespace
+
+        streams: list[tuple[ResourceStream[Any], Reflector]] = []
+        kinds: list[tuple[Kind[Any], str | None]] = [(JOBS, s.label_selector), (PODS, pod_selector)]
+        for kind, selector in kinds:
+            for namespace in scopes:
+                stream: ResourceStream[Any] = ResourceStream(
+                    self.api,
+                    kind,
+                    namespace=namespace,
+                    label_selector=selector or None,
+                    watch_timeout_s=s.watch_timeout_s,
+                )
+                seed = [o for o in by_kind[kind.object_type] if in_scope(o, namespace)]
+                streams.append((stream, Reflector(kind.object_type, seed)))
+        node_stream: ResourceStream[Any] = ResourceStream(
+            self.api, NODES, watch_timeout_s=s.watch_timeout_s
+        )
+        streams.append((node_stream, Reflector(wire.Node, by_kind[wire.Node])))
+        return streams
+
+    # -- watching -------------------------------------------------------------------
+
+    async def _reflect(self, index: int, stream: ResourceStream[Any], reflector: Reflector) -> None:
+        kind = stream.kind.name
+        while True:
+            items = await stream.list()
+            self.metrics.relists.labels(kind).inc()
+            self.metrics.observed.labels(kind).inc(len(items))
+            for listed in reflector.on_list(items, stream.resource_version, _now()):
+                await self._queue.put(listed)
+            await self._queue.join()
+            self._synced.add(index)
+            self.last_error = None
+            log.info("watcher.synced", kind=kind, namespace=stream.namespace, objects=len(items))
+            restarts, malformed = stream.stats.restarts, stream.stats.malformed
+            try:
+                async for event in stream.watch():
+                    self.metrics.observed.labels(kind).inc()
+                    before = reflector.stats.dropped_unchanged, reflector.stats.malformed
+                    observation = reflector.on_event(event.type, event.obj, _now())
+                    if observation is not None:
+                        await self._queue.put(observation)
+                        self.metrics.queue_depth.set(self._queue.qsize())
+                    elif reflector.stats.dropped_unchanged > before[0]:
+                        self.metrics.dropped.labels(kind, "unchanged").inc()
+                    elif reflector.stats.malformed > before[1]:
+                        self.metrics.dropped.labels(kind, "malformed").inc()
+                    if stream.stats.restarts != restarts:
+                        self.metrics.watch_restarts.labels(kind).inc(
+                            stream.stats.restarts - restarts
+                        )
+                        restarts = stream.stats.restarts
+                    if stream.stats.malformed != malformed:
+                        self.metrics.dropped.labels(kind, "malformed").inc(
+                            stream.stats.malformed - malformed
+                        )
+                        malformed = stream.stats.malformed
+            except Gone as exc:
+                log.info("watcher.gone", kind=kind, namespace=stream.namespace, detail=str(exc))
+
+    # -- publishing -----------------------------------------------------------------
+
+    async def _publish(self, producer: AIOKafkaProducer) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.settings.publish_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._send(producer, batch)
+            for _ in batch:
+                self._queue.task_done()
+            self.metrics.queue_depth.set(self._queue.qsize())
+
+    async def _send(self, producer: AIOKafkaProducer, batch: list[Observation]) -> None:
+        records = [outgoing(self.names, obs, source=self.source) for obs in batch]
+        start = 0
+        delay = 0.2
+        while True:
+            first_failed = await self._send_from(producer, records, start)
+            if first_failed is None:
+                break
+            self.metrics.publish_retries.inc()
+            log.warning(
+                "watcher.publish_retry", unsent=len(records) - first_failed, retry_in_s=delay
+            )
+            start = first_failed
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        acked = time.time()
+        for obs in batch:
+            self.metrics.published.labels(type(obs).__name__, obs.change).inc()
+            self.metrics.publish_latency.observe(max(0.0, acked - obs.observed_at.timestamp()))
+        self.published += len(batch)
+
+    async def _send_from(
+        self, producer: AIOKafkaProducer, records: list[OutgoingRecord], start: int
+    ) -> int | None:
+        """Send ``records[start:]``; the index of the first unacknowledged one, or None."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for record in records[start:]:
+                futures.append(
+                    await producer.send(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+                )
+        except KafkaError as exc:
+            log.warning("watcher.send_failed", error=str(exc))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for offset, result in enumerate(results):
+            if isinstance(result, BaseException):
+                log.warning("watcher.not_acknowledged", error=str(result))
+                return start + offset
+        if len(futures) < len(records) - start:
+            return start + len(futures)
+        return None
