@@ -104,7 +104,7 @@ class LeaderElector:
 
     async def _write(self, verb: str, path: str, body: dict[str, Any]) -> bool:
         try:
-            await request_json(self.api, verb, path, body=orjson.dumps(body))
+            await request_json(self.api, verb, path, body=body)
         except KubeApiError as exc:
             if exc.status == 409:  # somebody else wrote first: not ours this round
                 return False
@@ -122,7 +122,7 @@ class LeaderElector:
             if lease.get("spec", {}).get("holderIdentity") == self.settings.identity:
                 lease["spec"]["holderIdentity"] = ""
                 lease["spec"]["leaseDurationSeconds"] = 1
-                await request_json(self.api, "PUT", self._path, body=orjson.dumps(lease))
+                await request_json(self.api, "PUT", self._path, body=lease)
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``work`` whenever we lead; cancel it the moment we may not.
