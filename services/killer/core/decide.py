@@ -225,6 +225,7 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
         if pod.seen_us is None or pod.gen is not gen:
             continue  # a placeholder, or moved to another generation
         if pod.done_us is not None:
+            pod.timer_us = None  # nothing left to time for a done pod
             ep = pod.ep
             if ep is not None and not pod.counted:
                 pod.counted = True
@@ -282,6 +283,7 @@ def _fire(ctx: _Ctx, gen: JobGen, eff: Effective, pods: Iterable[PodState]) -> L
                 _pod_timer(ctx, pod, cand.due_us)
     if best is None:
         return None
+    gen.timer_us = None  # latched: Job-level triggers no longer matter
     gen.latch = Latch(best.trigger, best.reason, best.due_us)
     return gen.latch
 

@@ -184,11 +184,16 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     obs_us = to_us(ev.observed_at)
     pod = state.pods.get(ev.uid)
     if pod is None:
-        if deleted:
-            return  # never seen alive: nothing to track
         key, ks = _key(state, ev.namespace, ev.job_name)
         gen = _gen(ks, key, ev.job_uid or "")
         pod = state.pods[ev.uid] = gen.pods[ev.uid] = PodState(ev.uid, ev.name, gen)
+        if deleted:
+            # Never seen alive: keep a tombstone so a stale event cannot revive it.
+            pod.seen_us = pod.done_us = obs_us
+            pod.gone = True
+            pod.rv = rv
+            mark_pod(state, pod)
+            return
     else:
         if pod.gone:
             return  # a tombstone: nothing comes back from a deletion

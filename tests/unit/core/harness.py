@@ -213,9 +213,7 @@ class Harness:
     def last_command(self, pod: str, step: str) -> CommandIssued:
         return next(c for c in reversed(self.commands) if c.pod_name == pod and c.step == step)
 
-    def result(
-        self, t: float, pod: str, step: str, outcome: Outcome = "applied"
-    ) -> CommandApplied:
+    def result(self, t: float, pod: str, step: str, outcome: Outcome = "applied") -> CommandApplied:
         c = self.last_command(pod, step)
         ev = CommandApplied(
             command_id=c.command_id,

@@ -1,0 +1,845 @@
+"""Table-driven cases, one per rule and edge case of DESIGN.md section 1, each
+named after the rule it pins. A case is a script of steps: events folded
+(``J`` job, ``P`` pod, ``N`` node, ``Req`` kill request, ``Cfg`` config
+snapshot, ``R`` a command result) and decisions (``D``) with what they must
+produce: commands as ``(step, pod, rule, due seconds)``, event type names,
+and the next due time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from schemas.commands import CommandApplied, Outcome
+from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
+from schemas.observations import (
+    FORBID_FORCE_DELETION,
+    KILL_TIMESTAMP,
+    PENDING_TIMEOUT,
+    RUNNING_TIMEOUT,
+)
+from services.killer.core import Decision
+
+from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, snapshot
+
+Step = Callable[[Harness], Any]
+ANY: Any = object()
+
+AD = "set-active-deadline"
+DEL = "delete"
+FORCE = "force-delete"
+R_AD = "ladder.active-deadline"
+R_UNSCHED = "ladder.unscheduled-delete"
+R_METHOD = "ladder.delete-method"
+R_TIMEOUT = "ladder.delete-after-timeout"
+R_LOST = "ladder.node-lost-delete"
+R_FORCE = "ladder.force-delete"
+
+PENDING_POD: dict[str, Any] = {
+    "phase": "Pending",
+    "node": None,
+    "start": None,
+    "containers": "none",
+}
+
+
+def J(t: float, **kw: Any) -> Step:
+    return lambda h: h.feed(h.b.job(t, **kw))
+
+
+def P(t: float, name: str = "p1", **kw: Any) -> Step:
+    return lambda h: h.feed(h.b.pod(t, name, **kw))
+
+
+def N(t: float, name: str = "n1", status: str = "not-ready") -> Step:
+    return lambda h: h.feed(h.b.node(t, name, status))
+
+
+def Req(t: float, kill_at: float | None = None, **kw: Any) -> Step:
+    return lambda h: h.feed(request(t, kill_at, **kw))
+
+
+def Cfg(version: int, **config: Any) -> Step:
+    return lambda h: h.feed(snapshot(version, **config))
+
+
+def R(t: float, pod: str, step: str, outcome: Outcome = "applied") -> Step:
+    return lambda h: h.result(t, pod, step, outcome)
+
+
+@dataclass
+class D:
+    """Decide at ``t`` and check the outcome."""
+
+    t: float
+    cmds: list[CmdTuple] | None = None
+    events: list[str] | None = None
+    next_due: Any = ANY
+    check: Callable[[Decision], None] | None = None
+
+    def __call__(self, h: Harness) -> Decision:
+        d = h.decide(self.t)
+        if self.cmds is not None:
+            assert [cmd_tuple(c) for c in d.commands] == self.cmds, f"at {self.t}"
+        if self.events is not None:
+            assert [type(e).__name__ for e in d.kill_events] == self.events, f"at {self.t}"
+        if self.next_due is not ANY:
+            expected = None if self.next_due is None else at(self.next_due)
+            assert d.next_due_at == expected, f"at {self.t}"
+        for c in d.commands:
+            assert c.due_at <= c.decided_at == at(self.t)
+        if self.check is not None:
+            self.check(d)
+        return d
+
+
+@dataclass
+class Case:
+    name: str
+    steps: list[Step] = field(default_factory=list)
+
+
+def only(**expected: Any) -> Callable[[Decision], None]:
+    """Every command of the decision has these attribute values."""
+
+    def check(d: Decision) -> None:
+        assert d.commands
+        for c in d.commands:
+            for key, value in expected.items():
+                assert getattr(c, key) == value, (key, getattr(c, key), value)
+
+    return check
+
+
+def endings(**expected: str) -> Callable[[Decision], None]:
+    def check(d: Decision) -> None:
+        killed = [e for e in d.kill_events if isinstance(e, JobKilled)]
+        assert len(killed) == 1
+        assert {p.name: p.ended for p in killed[0].pods} == expected
+
+    return check
+
+
+def started(episode: int, pods: list[str], already: list[str] | None = None) -> Step:
+    def check(d: Decision) -> None:
+        ks = [e for e in d.kill_events if isinstance(e, KillStarted)]
+        assert len(ks) == 1
+        assert ks[0].episode == episode
+        assert [p.name for p in ks[0].pods] == pods
+        assert [p.name for p in ks[0].already_done] == (already or [])
+
+    return check  # type: ignore[return-value]
+
+
+KILL_AT_0: dict[str, Any] = {"annotations": {KILL_TIMESTAMP: iso(0)}}
+
+CASES = [
+    # ---- triggers -------------------------------------------------------------
+    Case(
+        "kill-timestamp-future-waits-and-is-due-exactly-then",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(50, [], [], next_due=100),
+            D(99.999999, [], []),
+            D(100, [(AD, "p1", R_AD, 100)], ["KillStarted", "KillStep"], next_due=280),
+            D(100, [], []),
+        ],
+    ),
+    Case(
+        "kill-timestamp-in-the-past-kills-at-once",
+        [J(5, annotations={KILL_TIMESTAMP: iso(1)}), P(5), D(6, [(AD, "p1", R_AD, 5)])],
+    ),
+    Case(
+        "kill-timestamp-unparseable-is-ignored",
+        [J(0, annotations={KILL_TIMESTAMP: "tomorrow"}), P(0), D(10_000, [], [])],
+    ),
+    Case(
+        "kill-timestamp-only-lowers-never-postpones",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(50)}),
+            P(0),
+            Req(10, 100),
+            D(50, [(AD, "p1", R_AD, 50)], check=only(trigger="Killed", reason="Killed")),
+        ],
+    ),
+    Case(
+        "kill-request-now",
+        [J(0), P(0), Req(10), D(10, [(AD, "p1", R_AD, 10)], check=only(trigger="Killed"))],
+    ),
+    Case(
+        "kill-request-future-waits",
+        [J(0), P(0), Req(10, 50), D(49, [], next_due=50), D(50, [(AD, "p1", R_AD, 50)])],
+    ),
+    Case(
+        "kill-request-earliest-wins",
+        [J(0), P(0), Req(1, 100, rid="a"), Req(2, 60, rid="b"), D(60, [(AD, "p1", R_AD, 60)])],
+    ),
+    Case(
+        "kill-request-pinned-to-another-uid-is-ignored",
+        [J(0), P(0), Req(10, job_uid="other"), D(100, [])],
+    ),
+    Case(
+        "kill-request-before-job-observed-applies-when-it-is",
+        [Req(10, 20, job_uid="job-1"), D(30, []), J(31), P(31), D(32, [(AD, "p1", R_AD, 31)])],
+    ),
+    Case(
+        "kill-request-never-hits-a-job-recreated-later-under-the-name",
+        [
+            J(0),
+            J(5, change="deleted"),
+            Req(10),
+            J(20, uid="job-2", created=20, start=20),
+            P(20, "p2", job_uid="job-2", created=20, start=20),
+            D(30, [], []),
+        ],
+    ),
+    Case(
+        "job-deadline",
+        [
+            J(0, ads=60),
+            P(0),
+            D(59, [], next_due=60),
+            D(60, [(AD, "p1", R_AD, 60)], check=only(trigger="DeadlineExceeded")),
+        ],
+    ),
+    Case(
+        "job-deadline-suspended-then-resumed-restarts-from-the-new-start-time",
+        [
+            J(0, ads=60),
+            P(0),
+            # suspended at 10: Kubernetes deleted the pod; no active pods left
+            J(
+                10,
+                ads=60,
+                suspend=True,
+                conditions=[("Suspended", "True", "JobSuspended", 10)],
+                active=0,
+            ),
+            P(11, deletion=11, phase="Failed", containers="terminated"),
+            P(12, change="deleted", phase="Failed", containers="terminated"),
+            D(70, [], []),
+            # resumed at 100: spec first, status (startTime, condition) a moment later
+            J(100, ads=60, conditions=[("Suspended", "True", "JobSuspended", 10)], active=0),
+            D(101, [], []),
+            J(101, ads=60, start=101, conditions=[("Suspended", "False", "JobResumed", 101)]),
+            P(102, "p2", created=101, start=102),
+            D(160, [], [], next_due=161),
+            D(161, [(AD, "p2", R_AD, 161)], check=only(trigger="DeadlineExceeded")),
+        ],
+    ),
+    Case(
+        "job-deadline-not-while-suspended",
+        [J(0, ads=10, start=None, suspend=True, active=0), D(1000, [], [], next_due=None)],
+    ),
+    Case(
+        "pending-timeout-default-from-config",
+        [
+            J(0),
+            P(0, **PENDING_POD),
+            D(899, [], next_due=900),
+            D(900, [(DEL, "p1", R_UNSCHED, 900)], check=only(trigger="PendingTimeout")),
+        ],
+    ),
+    Case(
+        "pending-timeout-annotation",
+        [
+            J(0, annotations={PENDING_TIMEOUT: "30"}),
+            P(0, **PENDING_POD),
+            D(30, [(DEL, "p1", R_UNSCHED, 30)]),
+        ],
+    ),
+    Case(
+        "pending-timeout-annotation-zero-disables",
+        [
+            J(0, annotations={PENDING_TIMEOUT: "0"}),
+            P(0, **PENDING_POD),
+            D(100_000, [], next_due=None),
+        ],
+    ),
+    Case(
+        "pending-timeout-config-zero-disables",
+        [
+            Cfg(1, defaultPendingTimeoutSeconds=0),
+            J(0),
+            P(0, **PENDING_POD),
+            D(100_000, [], next_due=None),
+        ],
+    ),
+    Case(
+        "pending-timeout-scheduled-pod-waiting-for-image-is-still-pending",
+        [
+            J(0, annotations={PENDING_TIMEOUT: "60"}),
+            P(0, phase="Pending", start=1, containers="waiting"),
+            D(60, [(AD, "p1", R_AD, 60)], check=only(trigger="PendingTimeout")),
+        ],
+    ),
+    Case(
+        "pending-timeout-not-after-the-pod-started",
+        [J(0), P(0, **PENDING_POD), P(100, start=100), D(100_000, [], next_due=None)],
+    ),
+    Case(
+        "running-timeout-from-container-start",
+        [
+            J(0, annotations={RUNNING_TIMEOUT: "120"}),
+            P(10, start=10),
+            D(129, [], next_due=130),
+            D(130, [(AD, "p1", R_AD, 130)], check=only(trigger="RunningTimeout")),
+        ],
+    ),
+    Case(
+        "running-timeout-absent-means-none", [J(0), P(10, start=10), D(100_000, [], next_due=None)]
+    ),
+    Case(
+        "job-finished-failed-with-active-pods-uses-the-jobs-reason",
+        [
+            J(50, conditions=[("Failed", "True", "BackoffLimitExceeded", 50)], active=1),
+            P(0),
+            D(
+                50,
+                [(AD, "p1", R_AD, 50)],
+                check=only(trigger="JobFinished", reason="BackoffLimitExceeded"),
+            ),
+        ],
+    ),
+    Case(
+        "job-finished-complete-without-active-pods-is-not-a-kill",
+        [J(50, conditions=[("Complete", "True", None, 50)], active=0), P(0), D(100, [], [])],
+    ),
+    Case(
+        "job-finished-failure-target-with-terminating-pods",
+        [
+            J(
+                50,
+                conditions=[("FailureTarget", "True", "PodFailurePolicy", 40)],
+                active=0,
+                terminating=1,
+            ),
+            P(0),
+            D(50, [(AD, "p1", R_AD, 40)], check=only(reason="PodFailurePolicy")),
+        ],
+    ),
+    Case(
+        "suspended-with-pods-left",
+        [
+            J(10, suspend=True, conditions=[("Suspended", "True", "JobSuspended", 10)]),
+            P(0),
+            D(10, [(AD, "p1", R_AD, 10)], check=only(trigger="Suspended")),
+        ],
+    ),
+    Case(
+        "suspended-then-resumed-stops-killing-new-pods",
+        [
+            J(10, suspend=True),
+            P(0),
+            D(10, [(AD, "p1", R_AD, 10)]),
+            J(20, start=20, conditions=[("Suspended", "False", "JobResumed", 20)]),
+            P(25, "p2", created=25, start=25),
+            D(30, [], []),
+            D(190, [(DEL, "p1", R_TIMEOUT, 190)]),
+        ],
+    ),
+    Case(
+        "job-deleted-orphans-are-killed",
+        [
+            J(0),
+            P(0),
+            J(50, change="deleted"),
+            D(50, [(AD, "p1", R_AD, 50)], check=only(trigger="JobDeleted")),
+        ],
+    ),
+    Case(
+        "orphan-by-label-after-job-deleted",
+        [
+            J(0),
+            P(0, job_uid=None),
+            D(10, []),
+            J(50, change="deleted"),
+            D(50, [(AD, "p1", R_AD, 50)], check=only(trigger="JobDeleted", job_uid=None)),
+        ],
+    ),
+    Case(
+        "orphan-by-label-with-its-job-alive-is-left-alone",
+        [J(0), P(0, job_uid=None), D(10_000, [])],
+    ),
+    Case(
+        "pod-of-an-unobserved-job-is-never-killed-by-defaults",
+        [P(0, **PENDING_POD), D(100_000, [], [], next_due=None)],
+    ),
+    Case(
+        "job-deleted-mid-ladder-keeps-the-ladder-and-trigger",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            J(10, change="deleted", **KILL_AT_0),
+            D(10, [], []),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)], check=only(trigger="Killed")),
+        ],
+    ),
+    Case(
+        "stuck-terminating-any-pod-whoever-deleted-it",
+        [
+            J(0),
+            P(0, deletion=100),
+            D(999, [], [], next_due=1000),
+            D(
+                1000,
+                [(FORCE, "p1", R_FORCE, 1000)],
+                ["KillStep"],
+                check=only(trigger="StuckTerminating", grace_period_seconds=0),
+            ),
+        ],
+    ),
+    Case(
+        "trigger-earliest-wins",
+        [
+            J(0, ads=60, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(200, [(AD, "p1", R_AD, 60)], check=only(trigger="DeadlineExceeded")),
+        ],
+    ),
+    Case(
+        "trigger-tie-is-broken-by-priority",
+        [
+            J(0, ads=60, annotations={KILL_TIMESTAMP: iso(60)}),
+            P(0),
+            D(60, [(AD, "p1", R_AD, 60)], check=only(trigger="Killed")),
+        ],
+    ),
+    # ---- the ladder -------------------------------------------------------------
+    Case(
+        "done-kubelet-marks-failed-while-containers-still-run-is-not-done",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            R(1, "p1", AD),
+            P(2, phase="Failed", ads=1),  # containers still running
+            D(179, [], []),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)]),
+        ],
+    ),
+    Case(
+        "done-failed-with-containers-stopped-ends-the-kill",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            P(2, phase="Failed", ads=1, containers="terminated"),
+            D(3, [], ["JobKilled"], next_due=None, check=endings(p1="exited")),
+            D(180, [], []),
+        ],
+    ),
+    Case(
+        "ladder-unscheduled-delete-at-once",
+        [
+            J(0, **KILL_AT_0),
+            P(0, **PENDING_POD),
+            D(1, [(DEL, "p1", R_UNSCHED, 0)], check=only(grace_period_seconds=None)),
+        ],
+    ),
+    Case(
+        "ladder-active-deadline-is-elapsed-seconds-since-start",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0, start=0.5),
+            D(100.7, [(AD, "p1", R_AD, 100)], check=only(active_deadline_seconds=100)),
+        ],
+    ),
+    Case(
+        "ladder-active-deadline-is-at-least-one",
+        [
+            J(0, **KILL_AT_0),
+            P(0, start=0),
+            D(0.2, [(AD, "p1", R_AD, 0)], check=only(active_deadline_seconds=1)),
+        ],
+    ),
+    Case(
+        "ladder-active-deadline-without-start-time-is-one",
+        [
+            J(0, **KILL_AT_0),
+            P(0, start=None, phase="Pending", containers="none"),
+            D(5, [(AD, "p1", R_AD, 0)], check=only(active_deadline_seconds=1)),
+        ],
+    ),
+    Case(
+        "ladder-active-deadline-lowers-a-higher-value",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0, ads=3600),
+            D(100, [(AD, "p1", R_AD, 100)], check=only(active_deadline_seconds=100)),
+        ],
+    ),
+    Case(
+        "ladder-active-deadline-never-raised",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0, ads=50),
+            D(100, [], ["KillStarted"], next_due=280),
+            D(280, [(DEL, "p1", R_TIMEOUT, 280)]),
+        ],
+    ),
+    Case(
+        "ladder-delete-after-timeout-exactly-at-k-plus-timeout",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(100.5, [(AD, "p1", R_AD, 100)], next_due=280.5),
+            R(101, "p1", AD),
+            D(280.499999, [], []),
+            D(280.5, [(DEL, "p1", R_TIMEOUT, 280.5)], check=only(grace_period_seconds=None)),
+        ],
+    ),
+    Case(
+        "ladder-delete-timeout-zero-deletes-at-once",
+        [
+            Cfg(1, deleteKillingTasksTimeoutSeconds=0),
+            J(0, **KILL_AT_0),
+            P(0),
+            D(1, [(DEL, "p1", R_TIMEOUT, 1)]),
+        ],
+    ),
+    Case(
+        "ladder-delete-method-skips-the-deadline",
+        [Cfg(1, killMethod="delete"), J(0, **KILL_AT_0), P(0), D(1, [(DEL, "p1", R_METHOD, 0)])],
+    ),
+    Case(
+        "ladder-no-delete-while-already-being-deleted",
+        [J(0, **KILL_AT_0), P(0, deletion=5), D(6, [], ["KillStarted"], next_due=905)],
+    ),
+    Case(
+        "node-lost-delete-at-once-no-deadline",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            N(50),
+            D(100, [(DEL, "p1", R_LOST, 100)]),
+        ],
+    ),
+    Case(
+        "node-lost-mid-ladder-deletes-when-seen-lost",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            N(30, status="unreachable"),
+            D(31, [(DEL, "p1", R_LOST, 30)]),
+        ],
+    ),
+    Case(
+        "node-gone-counts-as-lost",
+        [J(0, **KILL_AT_0), P(0), N(0, status="gone"), D(1, [(DEL, "p1", R_LOST, 0)])],
+    ),
+    Case(
+        "node-ready-again-does-not-undo",
+        [J(0, **KILL_AT_0), P(0), N(0), N(0.5, status="ready"), D(1, [(AD, "p1", R_AD, 0)])],
+    ),
+    Case(
+        "force-delete-at-deletion-timestamp-plus-timeout",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)]),
+            R(181, "p1", DEL),
+            P(181, deletion=211),
+            D(1110.999, [], [], next_due=1111),
+            D(
+                1111,
+                [(FORCE, "p1", R_FORCE, 1111)],
+                check=only(grace_period_seconds=0, trigger="Killed"),
+            ),
+            R(1112, "p1", FORCE),
+            D(1112, [], ["JobKilled"], check=endings(p1="force-deleted")),
+        ],
+    ),
+    Case(
+        "force-delete-disabled-by-zero",
+        [
+            Cfg(1, forceDeleteTaskTimeoutSeconds=0),
+            J(0, **KILL_AT_0),
+            P(0, deletion=5),
+            D(100_000, [], ["KillStarted"], next_due=None),
+        ],
+    ),
+    Case(
+        "force-delete-disabled-by-zero-old-name",
+        [
+            Cfg(1, forceDeleteKillingTasksTimeoutSeconds=0),
+            J(0),
+            P(0, deletion=5),
+            D(100_000, [], [], next_due=None),
+        ],
+    ),
+    Case(
+        "forbid-force-deletion-on-job-alerts-once",
+        [
+            J(0, annotations={FORBID_FORCE_DELETION: "true", KILL_TIMESTAMP: iso(0)}),
+            P(0, deletion=5),
+            D(905, [], ["KillStarted", "ForceDeletionForbidden"], next_due=None),
+            D(2000, [], []),
+            P(2001, deletion=5, phase="Running"),
+            D(2002, [], []),
+        ],
+    ),
+    Case(
+        "forbid-force-deletion-on-pod",
+        [
+            J(0),
+            P(0, deletion=5, annotations={FORBID_FORCE_DELETION: "True"}),
+            D(905, [], ["ForceDeletionForbidden"]),
+        ],
+    ),
+    Case(
+        "forbid-and-lost-node-deletes-but-never-forces",
+        [
+            J(0, annotations={FORBID_FORCE_DELETION: "true", KILL_TIMESTAMP: iso(0)}),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            R(2, "p1", DEL),
+            P(2, deletion=32),  # the kubelet is gone: the deletion never completes
+            D(931, [], []),
+            D(932, [], ["ForceDeletionForbidden"]),
+            D(100_000, [], []),
+        ],
+    ),
+    # ---- identity, order, time --------------------------------------------------
+    Case(
+        "recreated-pod-under-the-same-name-is-a-different-pod",
+        [
+            J(0, **KILL_AT_0),
+            P(0, uid="A"),
+            D(0, [(AD, "p1", R_AD, 0)], check=only(pod_uid="A")),
+            P(10, uid="B", created=10, start=10),
+            D(10, [(AD, "p1", R_AD, 10)], ["KillStarted", "KillStep"], check=only(pod_uid="B")),
+            D(180, [], []),  # A is gone: no delete for it
+            D(190, [(DEL, "p1", R_TIMEOUT, 190)], check=only(pod_uid="B")),
+        ],
+    ),
+    Case(
+        "recreated-stale-event-about-the-old-pod-is-ignored",
+        [
+            J(0, **KILL_AT_0),
+            P(10, uid="B", rv="20"),
+            P(5, uid="A", rv="10"),
+            D(11, [(AD, "p1", R_AD, 10)], check=only(pod_uid="B")),
+        ],
+    ),
+    Case(
+        "stale-pod-event-is-ignored",
+        [
+            J(0),
+            P(10, deletion=10, rv="50"),
+            P(5, rv="40"),  # older: the pod is still being deleted
+            D(910, [(FORCE, "p1", R_FORCE, 910)]),
+        ],
+    ),
+    Case(
+        "stale-job-event-is-ignored",
+        [
+            J(0, rv="50", annotations={KILL_TIMESTAMP: iso(5)}),
+            J(1, rv="40"),
+            P(0),
+            D(5, [(AD, "p1", R_AD, 5)]),
+        ],
+    ),
+    Case(
+        "tombstone-nothing-comes-back-from-a-deletion",
+        [J(0, **KILL_AT_0), P(0, change="deleted"), P(1), D(5, [], [])],
+    ),
+    Case(
+        "now-backwards-never-acts-early",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(100, [(AD, "p1", R_AD, 100)]),
+            D(50, [], []),
+            D(279, [], []),
+            D(280, [(DEL, "p1", R_TIMEOUT, 280)]),
+        ],
+    ),
+    Case(
+        "retry-after-failed-with-backoff",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], check=only(attempt=1)),
+            R(1, "p1", AD, "failed"),
+            D(1.5, [], [], next_due=2),
+            D(2, [(AD, "p1", R_AD, 0)], check=only(attempt=2, active_deadline_seconds=2)),
+            R(3, "p1", AD, "failed"),
+            D(4.9, [], []),
+            D(5, [(AD, "p1", R_AD, 0)], check=only(attempt=3)),
+        ],
+    ),
+    Case(
+        "retry-after-forbidden-waits-a-minute",
+        [
+            J(0, **KILL_AT_0),
+            P(0, **PENDING_POD),
+            D(0, [(DEL, "p1", R_UNSCHED, 0)]),
+            R(1, "p1", DEL, "forbidden"),
+            D(60, []),
+            D(61, [(DEL, "p1", R_UNSCHED, 0)], check=only(attempt=2)),
+        ],
+    ),
+    Case(
+        "result-gone-or-uid-mismatch-counts-as-done",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            P(0, "p2"),
+            D(0, [(AD, "p1", R_AD, 0), (AD, "p2", R_AD, 0)]),
+            R(1, "p1", AD, "gone"),
+            R(1, "p2", AD, "uid-mismatch"),
+            D(2, [], ["JobKilled"], next_due=None, check=endings(p1="deleted", p2="deleted")),
+        ],
+    ),
+    Case(
+        "unknown-result-is-ignored",
+        [
+            lambda h: h.feed(
+                CommandApplied(
+                    command_id="x",
+                    step="delete",
+                    namespace="ns",
+                    job_name="j",
+                    pod_name="zz",
+                    pod_uid="zz",
+                    outcome="applied",
+                    applied_at=at(1),
+                )
+            ),
+            D(2, [], []),
+        ],
+    ),
+    # ---- configuration ---------------------------------------------------------------
+    Case(
+        "config-version-is-recorded-on-every-command",
+        [Cfg(7), J(0, **KILL_AT_0), P(0), D(0, check=only(config_version=7))],
+    ),
+    Case(
+        "config-namespace-override",
+        [
+            Cfg(2, overrides={"namespaces": {"ns": {"deleteKillingTasksTimeoutSeconds": 60}}}),
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, next_due=60),
+        ],
+    ),
+    Case(
+        "config-selector-override-beats-namespace",
+        [
+            Cfg(
+                2,
+                overrides={
+                    "namespaces": {"ns": {"deleteKillingTasksTimeoutSeconds": 60}},
+                    "selectors": [
+                        {
+                            "matchLabels": {"tier": "x"},
+                            "settings": {"deleteKillingTasksTimeoutSeconds": 30},
+                        }
+                    ],
+                },
+            ),
+            J(0, labels={"tier": "x"}, **KILL_AT_0),
+            P(0),
+            D(0, next_due=30),
+        ],
+    ),
+    Case(
+        "config-job-annotation-beats-overrides",
+        [
+            Cfg(
+                2,
+                overrides={
+                    "selectors": [
+                        {
+                            "matchLabels": {"tier": "x"},
+                            "settings": {"defaultPendingTimeoutSeconds": 0},
+                        }
+                    ]
+                },
+            ),
+            J(0, labels={"tier": "x"}, annotations={PENDING_TIMEOUT: "20"}),
+            P(0, **PENDING_POD),
+            D(20, [(DEL, "p1", R_UNSCHED, 20)]),
+        ],
+    ),
+    Case(
+        "config-change-reschedules-pending-steps",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], next_due=180),
+            Cfg(3, deleteKillingTasksTimeoutSeconds=60),
+            D(61, [(DEL, "p1", R_TIMEOUT, 60)], check=only(config_version=3)),
+        ],
+    ),
+    # ---- episodes and endings ---------------------------------------------------------
+    Case(
+        "endings-exited-deleted-force-deleted-already-done",
+        [
+            J(0, **KILL_AT_0),
+            P(0, "a", phase="Succeeded", containers="terminated"),
+            P(0, "b"),
+            P(0, "c"),
+            P(0, "d", **PENDING_POD),
+            D(0, check=started(1, ["b", "c", "d"], ["a"])),
+            P(1, "b", phase="Failed", containers="terminated"),
+            P(1, "d", change="deleted", **PENDING_POD),
+            N(2),
+            D(2, [(DEL, "c", R_LOST, 2)]),
+            P(3, "c", deletion=3),
+            D(903, [(FORCE, "c", R_FORCE, 903)]),
+            P(904, "c", change="deleted", deletion=3),
+            D(
+                904,
+                [],
+                ["JobKilled"],
+                check=endings(a="already-done", b="exited", c="force-deleted", d="deleted"),
+            ),
+        ],
+    ),
+    Case(
+        "replacement-pod-after-the-kill-starts-a-new-episode",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            P(1, phase="Failed", containers="terminated"),
+            D(1, [], ["JobKilled"]),
+            P(2, "p2", created=2, start=2),
+            D(2, [(AD, "p2", R_AD, 2)], check=started(2, ["p2"], [])),
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_rule(case: Case) -> None:
+    h = Harness()
+    for step in case.steps:
+        step(h)
+    # Whatever happened, no command id was issued twice.
+    ids = [c.command_id for c in h.commands]
+    assert len(ids) == len(set(ids))
+
+
+def test_rule_names_are_unique() -> None:
+    names = [c.name for c in CASES]
+    assert len(names) == len(set(names))
+
+
+def test_force_deletion_forbidden_event_names_who_forbids() -> None:
+    h = Harness()
+    h.feed(h.b.job(0), h.b.pod(0, deletion=5, annotations={FORBID_FORCE_DELETION: "true"}))
+    d = h.decide(905)
+    (ev,) = d.kill_events
+    assert isinstance(ev, ForceDeletionForbidden)
+    assert (ev.forbidden_by, ev.since, ev.due_at) == ("pod", at(5), at(905))
