@@ -363,10 +363,16 @@ def _on_node(state: KillerState, ev: NodeObserved) -> None:
     lost = ev.status != "ready" or ev.change in DELETED_CHANGES
     if lost and node.lost_us is None:
         node.lost_us = to_us(ev.observed_at)
-        for pod in state.node_pods.get(ev.name, ()):
+        # Sorted: a set's order depends on object ids, and decisions must not.
+        on_node = sorted(state.node_pods.get(ev.name, ()), key=_pod_order)
+        for pod in on_node:
             mark_pod(state, pod)
     elif not lost:
         node.lost_us = None
+
+
+def _pod_order(pod: PodState) -> tuple[str, str, str, str]:
+    return (pod.gen.key, pod.gen.uid, pod.name, pod.uid)
 
 
 def _on_request(state: KillerState, ev: KillRequested) -> None:

@@ -1,0 +1,391 @@
+"""A small simulated cluster that reacts to the killer's commands like kwok:
+
+* ``set-active-deadline``: on a healthy node the kubelet marks the pod Failed
+  one second later *while its container still runs* (Furiko issue #64), and
+  stops the container one second after that;
+* ``delete``: an unscheduled pod goes at once; on a healthy node the pod gets
+  a deletionTimestamp and is gone 3 s later; on a lost node it stays
+  terminating forever;
+* ``force-delete``: gone at once.
+
+The driver plays a script of actions against the cluster and the core like
+the killer's runtime would: fold observations, decide at every event and at
+every ``next_due_at``, apply the commands, fold the results and the core's own
+output back.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from schemas.commands import CommandApplied, CommandIssued
+from schemas.config import ConfigSnapshot, KillerConfig
+from schemas.observations import (
+    FORBID_FORCE_DELETION,
+    ContainerSummary,
+    JobObserved,
+    NodeObserved,
+    PodObserved,
+)
+from schemas.requests import KillRequested
+from services.killer.core import decide, evolve, new_state
+
+from .harness import NS, at, secs
+
+CONFIGS: list[dict[str, Any]] = [
+    {},
+    {"deleteKillingTasksTimeoutSeconds": 0},
+    {"forceDeleteTaskTimeoutSeconds": 0},
+    {"killMethod": "delete", "forceDeleteTaskTimeoutSeconds": 60},
+    {"deleteKillingTasksTimeoutSeconds": 5, "forceDeleteTaskTimeoutSeconds": 20},
+    {"defaultPendingTimeoutSeconds": 30},
+]
+
+
+@dataclass
+class SimPod:
+    name: str
+    uid: str
+    job: SimJob
+    created: float
+    node: str | None = None
+    phase: str = "Pending"
+    running: bool = False
+    start: float | None = None
+    deletion: float | None = None
+    ads: int | None = None
+    forbid: bool = False
+    gone: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.gone or (self.phase in ("Succeeded", "Failed") and not self.running)
+
+
+@dataclass
+class SimJob:
+    name: str
+    uid: str
+    forbid: bool = False
+    deleted: bool = False
+    pods: list[SimPod] = field(default_factory=list)
+
+
+@dataclass
+class Sim:
+    """The cluster, the core, and a record of everything that went through."""
+
+    jobs: list[SimJob]
+    nodes: dict[str, bool]  # name -> healthy
+    fold_back: bool = True
+    fail_mask: int = 0
+    now: float = 0.0
+    rv: int = 0
+    version: int = 0
+    config: KillerConfig = field(default_factory=KillerConfig)
+    state: Any = field(default_factory=new_state)
+    commands: list[CommandIssued] = field(default_factory=list)
+    events: list[Any] = field(default_factory=list)
+    log: list[Any] = field(default_factory=list)
+    decided: list[tuple[datetime, int, int]] = field(default_factory=list)
+    timers: list[tuple[float, int, Callable[[], None]]] = field(default_factory=list)
+    seq: int = 0
+    next_due: datetime | None = None
+    checks: list[Callable[[CommandIssued], None]] = field(default_factory=list)
+
+    # --- observations ----------------------------------------------------------
+    def _rv(self) -> str:
+        self.rv += 1
+        return str(self.rv)
+
+    def feed(self, *events: Any) -> None:
+        for ev in events:
+            self.log.append(ev)
+            self.state = evolve(self.state, ev)
+
+    def observe_pod(self, p: SimPod, deleted: bool = False) -> None:
+        containers: tuple[ContainerSummary, ...] = ()
+        if p.start is not None:
+            containers = (
+                ContainerSummary(
+                    name="c",
+                    state="running" if p.running else "terminated",
+                    started_at=at(p.start),
+                ),
+            )
+        self.feed(
+            PodObserved(
+                change="deleted" if deleted else "modified",
+                observed_at=at(self.now),
+                resource_version=self._rv(),
+                uid=p.uid,
+                namespace=NS,
+                name=p.name,
+                job_name=p.job.name,
+                job_uid=p.job.uid,
+                annotations={FORBID_FORCE_DELETION: "true"} if p.forbid else {},
+                creation_timestamp=at(p.created),
+                phase=p.phase,  # type: ignore[arg-type]
+                node_name=p.node,
+                start_time=None if p.start is None else at(p.start),
+                deletion_timestamp=None if p.deletion is None else at(p.deletion),
+                active_deadline_seconds=p.ads,
+                containers=containers,
+            )
+        )
+
+    def observe_job(self, j: SimJob) -> None:
+        active = sum(1 for p in j.pods if not p.done and p.deletion is None)
+        self.feed(
+            JobObserved(
+                change="deleted" if j.deleted else "modified",
+                observed_at=at(self.now),
+                resource_version=self._rv(),
+                uid=j.uid,
+                namespace=NS,
+                name=j.name,
+                annotations={FORBID_FORCE_DELETION: "true"} if j.forbid else {},
+                creation_timestamp=at(0),
+                start_time=at(0),
+                active=active,
+            )
+        )
+
+    def observe_node(self, name: str) -> None:
+        self.feed(
+            NodeObserved(
+                change="modified",
+                observed_at=at(self.now),
+                resource_version=self._rv(),
+                name=name,
+                uid=f"node-{name}",
+                status="ready" if self.nodes[name] else "unreachable",
+            )
+        )
+
+    # --- the runtime loop --------------------------------------------------------
+    def decide(self, now: float | None = None) -> None:
+        """Decide, apply the commands, and decide again on their results (as the
+        runtime does on every batch of events) until nothing new comes out."""
+        while self._decide_once(now):
+            pass
+
+    def _decide_once(self, now: float | None) -> bool:
+        when = at(self.now if now is None else now)
+        d = decide(self.state, when)
+        assert d.next_due_at is None or d.next_due_at > when
+        self.decided.append((when, len(d.commands), len(d.kill_events)))
+        self.next_due = d.next_due_at
+        self.commands.extend(d.commands)
+        self.events.extend(d.kill_events)
+        if self.fold_back:
+            self.feed(*d.commands, *d.kill_events)
+        for c in d.commands:
+            for check in self.checks:
+                check(c)
+        for c in d.commands:
+            self.apply(c)
+        return bool(d.commands)
+
+    def later(self, dt: float, fn: Callable[[], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.timers, (self.now + dt, self.seq, fn))
+
+    def advance(self, dt: float) -> None:
+        """Move the clock, running cluster transitions and the core's timers in order."""
+        end = self.now + dt
+        while True:
+            t_sim = self.timers[0][0] if self.timers else None
+            t_core = None if self.next_due is None else secs(self.next_due)
+            nxt = min((t for t in (t_sim, t_core) if t is not None), default=None)
+            if nxt is None or nxt > end:
+                break
+            self.now = max(self.now, nxt)
+            while self.timers and self.timers[0][0] <= self.now:
+                _, _, fn = heapq.heappop(self.timers)
+                fn()
+            self.decide()
+        self.now = end
+        self.decide()
+
+    # --- the cluster reacting to commands ---------------------------------------------
+    def pod_by_uid(self, uid: str) -> SimPod:
+        return next(p for j in self.jobs for p in j.pods if p.uid == uid)
+
+    def healthy(self, p: SimPod) -> bool:
+        return p.node is not None and self.nodes[p.node]
+
+    def apply(self, c: CommandIssued) -> None:
+        p = self.pod_by_uid(c.pod_uid)
+        index = len(self.commands) - 1
+        if index < 16 and self.fail_mask >> index & 1 and not p.gone:
+            self.result(c, "failed")
+            return
+        if p.gone:
+            self.result(c, "gone")
+            return
+        if c.step == "set-active-deadline":
+            assert c.active_deadline_seconds is not None
+            p.ads = min(p.ads or c.active_deadline_seconds, c.active_deadline_seconds)
+            self.observe_pod(p)
+            self.result(c, "applied")
+            if self.healthy(p):
+                self.later(1, lambda: self.kubelet_deadline(p))
+        elif c.step == "delete":
+            self.result(c, "applied")
+            self.api_delete(p)
+        else:
+            self.result(c, "applied")
+            self.remove(p)
+
+    def result(self, c: CommandIssued, outcome: str) -> None:
+        self.feed(
+            CommandApplied(
+                command_id=c.command_id,
+                step=c.step,
+                namespace=c.namespace,
+                job_name=c.job_name,
+                job_uid=c.job_uid,
+                pod_name=c.pod_name,
+                pod_uid=c.pod_uid,
+                attempt=c.attempt,
+                outcome=outcome,  # type: ignore[arg-type]
+                applied_at=at(self.now),
+            )
+        )
+
+    def kubelet_deadline(self, p: SimPod) -> None:
+        if p.gone or p.done or not self.healthy(p):
+            return
+        p.phase = "Failed"  # containers still running for one more second
+        self.observe_pod(p)
+        self.later(1, lambda: self.containers_stop(p))
+
+    def containers_stop(self, p: SimPod) -> None:
+        if p.gone or not self.healthy(p):
+            return
+        p.running = False
+        if p.phase not in ("Succeeded", "Failed"):
+            p.phase = "Failed"
+        self.observe_pod(p)
+
+    def api_delete(self, p: SimPod, grace: float = 30) -> None:
+        if p.gone:
+            return
+        if p.node is None:
+            self.remove(p)
+            return
+        if p.deletion is None:
+            p.deletion = self.now + grace
+            self.observe_pod(p)
+        if self.healthy(p):
+            self.later(3, lambda: self.kubelet_confirm(p))
+
+    def kubelet_confirm(self, p: SimPod) -> None:
+        if not p.gone and self.healthy(p):
+            self.remove(p)
+
+    def remove(self, p: SimPod) -> None:
+        if not p.gone:
+            p.gone = True
+            p.running = False
+            self.observe_pod(p, deleted=True)
+
+    # --- actions a script may take -------------------------------------------------------
+    def act(self, action: tuple[Any, ...]) -> None:
+        kind = action[0]
+        pods = [p for j in self.jobs for p in j.pods]
+        if kind == "advance":
+            self.advance(action[1])
+            return
+        if kind == "schedule":
+            p = pods[action[1] % len(pods)]
+            if not p.gone and p.node is None and p.deletion is None and p.phase == "Pending":
+                p.node = sorted(self.nodes)[action[2] % len(self.nodes)]
+                if self.nodes[p.node]:
+                    p.phase, p.running, p.start = "Running", True, self.now
+                self.observe_pod(p)
+        elif kind == "finish":
+            p = pods[action[1] % len(pods)]
+            if p.running and self.healthy(p):
+                p.phase, p.running = "Succeeded", False
+                self.observe_pod(p)
+        elif kind == "kill":
+            j = self.jobs[action[1] % len(self.jobs)]
+            self.feed(
+                KillRequested(
+                    request_id=f"r{len(self.log)}",
+                    namespace=NS,
+                    job_name=j.name,
+                    kill_at=at(self.now + action[2]),
+                    requested_by="sim",
+                    requested_at=at(self.now),
+                )
+            )
+        elif kind in ("lose", "recover"):
+            name = sorted(self.nodes)[action[1] % len(self.nodes)]
+            healthy = kind == "recover"
+            if self.nodes[name] != healthy:
+                self.nodes[name] = healthy
+                self.observe_node(name)
+                if healthy:
+                    for p in pods:
+                        if p.node == name and not p.gone:
+                            if p.deletion is not None:
+                                self.later(3, lambda p=p: self.kubelet_confirm(p))
+                            elif p.ads is not None and p.running:
+                                self.later(1, lambda p=p: self.kubelet_deadline(p))
+        elif kind == "ext_delete":
+            p = pods[action[1] % len(pods)]
+            self.api_delete(p)
+        elif kind == "delete_job":
+            j = self.jobs[action[1] % len(self.jobs)]
+            if not j.deleted:
+                j.deleted = True
+                self.observe_job(j)
+        elif kind == "config":
+            self.version += 1
+            self.config = KillerConfig.model_validate(CONFIGS[action[1] % len(CONFIGS)])
+            self.feed(
+                ConfigSnapshot(
+                    version=self.version, config=self.config, changed_at=at(self.now)
+                )
+            )
+        elif kind == "decide_past":
+            self.decide(max(0.0, self.now - action[1]))
+            return
+        self.decide()
+
+    def start(self) -> None:
+        for name in sorted(self.nodes):
+            self.observe_node(name)
+        for j in self.jobs:
+            self.observe_job(j)
+            for p in j.pods:
+                self.observe_pod(p)
+        self.decide()
+
+
+def make_sim(
+    shape: list[tuple[int, bool, list[bool]]], fold_back: bool = True, fail_mask: int = 0
+) -> Sim:
+    """``shape``: per Job, (pods, forbid on the Job, forbid per pod)."""
+    jobs: list[SimJob] = []
+    for i, (n_pods, forbid, pod_forbids) in enumerate(shape):
+        j = SimJob(name=f"job{i}", uid=f"job-uid-{i}", forbid=forbid)
+        for k in range(n_pods):
+            j.pods.append(
+                SimPod(
+                    name=f"job{i}-p{k}",
+                    uid=f"pod-uid-{i}-{k}",
+                    job=j,
+                    created=0,
+                    forbid=pod_forbids[k % len(pod_forbids)] if pod_forbids else False,
+                )
+            )
+        jobs.append(j)
+    return Sim(jobs=jobs, nodes={"n1": True, "n2": True}, fold_back=fold_back, fail_mask=fail_mask)

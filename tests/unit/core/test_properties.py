@@ -1,0 +1,217 @@
+"""Property tests over random scripts played against a kwok-like simulated
+cluster (``sim.py``): determinism, the safety rules of the ladder, and that
+every pod of a killed Job ends done."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas.commands import CommandIssued
+from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
+from services.killer.core import decide, evolve, new_state
+
+from .harness import at, secs
+from .sim import Sim, make_sim
+
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True,
+)
+
+actions = st.one_of(
+    st.tuples(st.just("advance"), st.sampled_from([0.5, 1.0, 2.0, 5.0, 30.0, 200.0, 1000.0])),
+    st.tuples(st.just("schedule"), st.integers(0, 8), st.integers(0, 1)),
+    st.tuples(st.just("finish"), st.integers(0, 8)),
+    st.tuples(st.just("kill"), st.integers(0, 2), st.sampled_from([0.0, 0.5, 10.0, 300.0])),
+    st.tuples(st.just("lose"), st.integers(0, 1)),
+    st.tuples(st.just("recover"), st.integers(0, 1)),
+    st.tuples(st.just("ext_delete"), st.integers(0, 8)),
+    st.tuples(st.just("delete_job"), st.integers(0, 2)),
+    st.tuples(st.just("config"), st.integers(0, 5)),
+    st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
+)
+shapes = st.lists(
+    st.tuples(st.integers(1, 3), st.booleans(), st.lists(st.booleans(), max_size=3)),
+    min_size=1,
+    max_size=3,
+)
+scripts = st.tuples(shapes, st.lists(actions, max_size=25), st.integers(0, 2**16 - 1))
+
+SETTLE = 20_000.0
+"""Seconds to run after the script so every ladder can finish."""
+
+
+def play(
+    script: tuple[Any, ...], fold_back: bool = True, checks: list[Any] | None = None
+) -> Sim:
+    shape, steps, fail_mask = script
+    sim = make_sim(shape, fold_back=fold_back, fail_mask=fail_mask)
+    sim.checks.extend(checks or [])
+    sim.start()
+    for action in steps:
+        sim.act(action)
+    sim.advance(SETTLE)
+    return sim
+
+
+def dumps(sim: Sim) -> list[str]:
+    return [m.model_dump_json() for m in [*sim.commands, *sim.events]]
+
+
+@FAST
+@given(scripts)
+def test_pure_and_deterministic(script: tuple[Any, ...]) -> None:
+    """The same inputs give the same outputs, whether or not the runtime folds
+    the core's own output back (folding it is idempotent)."""
+    first = play(script)
+    assert dumps(play(script)) == dumps(first)
+    assert dumps(play(script, fold_back=False)) == dumps(first)
+
+
+@FAST
+@given(scripts)
+def test_replay_then_redecide_yields_nothing_new(script: tuple[Any, ...]) -> None:
+    """State rebuilt from the recorded log (observations, results and the core's
+    own output) decides nothing new at the last ``now``."""
+    sim = play(script)
+    state = new_state()
+    for ev in sim.log:
+        state = evolve(state, ev)
+    d = decide(state, at(sim.now))
+    assert d.commands == ()
+    assert [e for e in d.kill_events if not isinstance(e, KillStarted)] == []
+    assert [e for e in d.kill_events if isinstance(e, KillStarted)] == []
+
+
+@FAST
+@given(scripts)
+def test_no_command_id_twice_and_never_before_due(script: tuple[Any, ...]) -> None:
+    sim = play(script)
+    ids = [c.command_id for c in sim.commands]
+    assert len(ids) == len(set(ids))
+    for c in sim.commands:
+        assert c.due_at <= c.decided_at
+    # Kill requests are never acted on before their time: a Killed command is
+    # never decided before the earliest kill_at requested for its Job.
+    from schemas.requests import KillRequested
+
+    earliest: dict[str, Any] = {}
+    for ev in sim.log:
+        if isinstance(ev, KillRequested) and ev.kill_at is not None:
+            prev = earliest.get(ev.job_name)
+            earliest[ev.job_name] = ev.kill_at if prev is None else min(prev, ev.kill_at)
+    for c in sim.commands:
+        if c.trigger == "Killed":
+            assert c.job_name in earliest
+            assert c.decided_at >= earliest[c.job_name]
+            assert c.due_at >= earliest[c.job_name]
+
+
+@FAST
+@given(scripts)
+def test_never_raises_active_deadline(script: tuple[Any, ...]) -> None:
+    seen: list[CommandIssued] = []
+    holder: dict[str, Sim] = {}
+
+    def check(c: CommandIssued) -> None:
+        if c.step != "set-active-deadline":
+            return
+        pod = holder["sim"].pod_by_uid(c.pod_uid)
+        assert c.active_deadline_seconds is not None and c.active_deadline_seconds >= 1
+        if pod.ads is not None:
+            assert c.active_deadline_seconds < pod.ads, (c.active_deadline_seconds, pod.ads)
+        seen.append(c)
+
+    shape, steps, fail_mask = script
+    sim = make_sim(shape, fail_mask=fail_mask)
+    holder["sim"] = sim
+    sim.checks.append(check)
+    sim.start()
+    for action in steps:
+        sim.act(action)
+    sim.advance(SETTLE)
+
+
+@FAST
+@given(scripts)
+def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...]) -> None:
+    holder: dict[str, Sim] = {}
+
+    def check(c: CommandIssued) -> None:
+        sim = holder["sim"]
+        if c.step == "delete":
+            pod = sim.pod_by_uid(c.pod_uid)
+            if c.rule == "ladder.delete-after-timeout":
+                first = min(
+                    x.decided_at
+                    for x in sim.commands
+                    if x.pod_uid == c.pod_uid and x.trigger != "StuckTerminating"
+                )
+                timeout = sim.config.delete_killing_tasks_timeout_seconds
+                assert secs(c.due_at) >= secs(first) + timeout or pod.node is None
+            return
+        if c.step != "force-delete":
+            return
+        pod = sim.pod_by_uid(c.pod_uid)
+        assert not pod.forbid and not pod.job.forbid
+        timeout = sim.config.force_delete_task_timeout_seconds
+        assert timeout > 0
+        assert pod.deletion is not None
+        assert secs(c.due_at) >= pod.deletion + timeout
+        assert c.grace_period_seconds == 0
+
+    shape, steps, fail_mask = script
+    sim = make_sim(shape, fail_mask=fail_mask)
+    holder["sim"] = sim
+    sim.checks.append(check)
+    sim.start()
+    for action in steps:
+        sim.act(action)
+    sim.advance(SETTLE)
+    # At most one alert per pod.
+    alerted = [e.pod_uid for e in sim.events if isinstance(e, ForceDeletionForbidden)]
+    assert len(alerted) == len(set(alerted))
+
+
+@FAST
+@given(scripts)
+def test_every_pod_of_a_killed_job_ends_done(script: tuple[Any, ...]) -> None:
+    sim = play(script)
+    force_off = sim.config.force_delete_task_timeout_seconds == 0
+    targeted = {
+        ref.uid: e.episode
+        for e in sim.events
+        if isinstance(e, KillStarted)
+        for ref in e.pods
+    }
+    for uid in targeted:
+        pod = sim.pod_by_uid(uid)
+        if pod.done:
+            continue
+        # The only pods allowed to survive: stuck in deletion on a lost node,
+        # with force deletion forbidden or disabled.
+        assert pod.node is not None and not sim.nodes[pod.node], pod
+        assert pod.deletion is not None, pod
+        assert force_off or pod.forbid or pod.job.forbid, pod
+        if not force_off:
+            assert any(
+                isinstance(e, ForceDeletionForbidden) and e.pod_uid == uid for e in sim.events
+            )
+    # Every episode whose pods are all done was reported killed, exactly once.
+    killed = [(e.job_name, e.episode) for e in sim.events if isinstance(e, JobKilled)]
+    assert len(killed) == len(set(killed))
+    for e in sim.events:
+        if isinstance(e, KillStarted):
+            pods = [
+                sim.pod_by_uid(ref.uid)
+                for s in sim.events
+                if isinstance(s, KillStarted) and (s.job_name, s.episode) == (e.job_name, e.episode)
+                for ref in s.pods
+            ]
+            if all(p.done for p in pods):
+                assert (e.job_name, e.episode) in killed
