@@ -69,6 +69,8 @@ def stack_from_env() -> StackInfo | None:
 
 
 def _stack(info: StackInfo) -> Stack:
+    if info.stack_dir is None:
+        raise StackError("this cluster was not started by services.stack: no node control")
     return Stack(info.name, say_stderr, root=info.stack_dir)
 
 

@@ -54,13 +54,17 @@ PORT_IN_USE = ("address already in use", "BindException", "bind: address already
 
 @dataclass(frozen=True)
 class StackInfo:
-    """What a client of a running stack needs to know."""
+    """What a client of a running stack needs to know.
+
+    ``stack_dir`` and ``audit_log`` are None only for a cluster described by
+    environment variables alone (not started by services.stack).
+    """
 
     name: str
-    stack_dir: Path
+    stack_dir: Path | None
     kubeconfig: Path
     kafka_bootstrap: str
-    audit_log: Path
+    audit_log: Path | None
     api_server: str
     nodes: tuple[str, ...]
     kube_version: str
@@ -68,13 +72,16 @@ class StackInfo:
 
     def env(self) -> dict[str, str]:
         """Environment variables for services and tests (``stack env`` prints them)."""
-        return {
+        env = {
             "JOBREAPER_KUBECONFIG": str(self.kubeconfig),
             "KUBECONFIG": str(self.kubeconfig),
             "JOBREAPER_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "JOBREAPER_AUDIT_LOG": str(self.audit_log),
-            "JOBREAPER_STACK_DIR": str(self.stack_dir),
         }
+        if self.audit_log is not None:
+            env["JOBREAPER_AUDIT_LOG"] = str(self.audit_log)
+        if self.stack_dir is not None:
+            env["JOBREAPER_STACK_DIR"] = str(self.stack_dir)
+        return env
 
 
 @dataclass
