@@ -93,6 +93,7 @@ class State:
     versions: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
     up: bool = False
+    lost: list[str] = field(default_factory=list)  # nodes made lost on purpose
 
 
 class Layout:
@@ -378,8 +379,11 @@ class Stack:
         return {p: process.running(self.layout.pid(p)) for p in process_names(state)}
 
     def healthy(self, state: State) -> bool:
-        """Every process runs, the API server is ready and Kafka answers."""
-        if not state.up or not all(self.processes(state).values()):
+        """Every process runs (but kwok of lost nodes), the API server is ready, Kafka answers."""
+        if not state.up:
+            return False
+        lost = {kwok_proc(n) for n in state.lost}
+        if not all(rec for name, rec in self.processes(state).items() if name not in lost):
             return False
         pki = Pki(self.layout.pki_dir)
         if not KubeRest(state.ports["apiserver"], pki, timeout=5).readyz():
@@ -858,6 +862,9 @@ class Stack:
             if node not in state.nodes:
                 raise StackError(f"no such node {node!r} (nodes: {', '.join(state.nodes)})")
             process.stop(self.layout.pid(kwok_proc(node)), sig=signal.SIGKILL)
+            if node not in state.lost:
+                state.lost.append(node)
+                save_state(self.layout, state)
         if wait_not_ready:
             rest = self._rest(state)
             wait_for(
@@ -878,6 +885,9 @@ class Stack:
                 if not kwok.complete:
                     raise StackError("kwok is not built (run: jobreaper stack build)")
                 self.start_kwok(state, kwok, node)
+            if node in state.lost:
+                state.lost.remove(node)
+                save_state(self.layout, state)
         if wait_ready:
             rest = self._rest(state)
             wait_for(
