@@ -24,6 +24,7 @@ from typing import Any
 
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
+from schemas.events import JobKilled
 from schemas.observations import (
     FORBID_FORCE_DELETION,
     ContainerSummary,
@@ -59,6 +60,8 @@ class SimPod:
     deletion: float | None = None
     ads: int | None = None
     forbid: bool = False
+    stubborn: bool = False
+    """Its containers take 400 s to stop (a hung process): the ladder must go on."""
     gone: bool = False
 
     @property
@@ -187,6 +190,11 @@ class Sim:
         for c in d.commands:
             for check in self.checks:
                 check(c)
+        for e in d.kill_events:
+            if isinstance(e, JobKilled):
+                # JobKilled never lies: every pod it lists is really done now.
+                for ending in e.pods:
+                    assert self.pod_by_uid(ending.uid).done, (e, ending)
         for c in d.commands:
             self.apply(c)
         return bool(d.commands)
@@ -261,9 +269,9 @@ class Sim:
     def kubelet_deadline(self, p: SimPod) -> None:
         if p.gone or p.done or not self.healthy(p):
             return
-        p.phase = "Failed"  # containers still running for one more second
+        p.phase = "Failed"  # containers still running for a while
         self.observe_pod(p)
-        self.later(1, lambda: self.containers_stop(p))
+        self.later(400 if p.stubborn else 1, lambda: self.containers_stop(p))
 
     def containers_stop(self, p: SimPod) -> None:
         if p.gone or not self.healthy(p):
@@ -283,7 +291,7 @@ class Sim:
             p.deletion = self.now + grace
             self.observe_pod(p)
         if self.healthy(p):
-            self.later(3, lambda: self.kubelet_confirm(p))
+            self.later(400 if p.stubborn else 3, lambda: self.kubelet_confirm(p))
 
     def kubelet_confirm(self, p: SimPod) -> None:
         if not p.gone and self.healthy(p):
@@ -351,10 +359,21 @@ class Sim:
             self.version += 1
             self.config = KillerConfig.model_validate(CONFIGS[action[1] % len(CONFIGS)])
             self.feed(
-                ConfigSnapshot(
-                    version=self.version, config=self.config, changed_at=at(self.now)
-                )
+                ConfigSnapshot(version=self.version, config=self.config, changed_at=at(self.now))
             )
+        elif kind == "approach":
+            # Decide just before each of the next due times: nothing may happen early.
+            # A re-list just before makes every pod dirty, so the core looks at them.
+            for _ in range(4):
+                if self.next_due is None or secs(self.next_due) - action[1] <= self.now:
+                    break
+                self.advance(secs(self.next_due) - action[1] - self.now)
+                for p in pods:
+                    if not p.gone:
+                        self.observe_pod(p)
+                self.decide()
+                self.advance(action[1])
+            return
         elif kind == "decide_past":
             self.decide(max(0.0, self.now - action[1]))
             return
@@ -370,22 +389,32 @@ class Sim:
         self.decide()
 
 
+PodShape = tuple[bool, int | None, int | None, bool]
+"""(forbid force deletion, the template's activeDeadlineSeconds, node index or None,
+stubborn)."""
+
+
 def make_sim(
-    shape: list[tuple[int, bool, list[bool]]], fold_back: bool = True, fail_mask: int = 0
+    shape: list[tuple[bool, list[PodShape]]], fold_back: bool = True, fail_mask: int = 0
 ) -> Sim:
-    """``shape``: per Job, (pods, forbid on the Job, forbid per pod)."""
+    """``shape``: per Job, (forbid on the Job, its pods). Scheduled pods start running at 0."""
+    nodes = {"n1": True, "n2": True}
     jobs: list[SimJob] = []
-    for i, (n_pods, forbid, pod_forbids) in enumerate(shape):
+    for i, (forbid, pods) in enumerate(shape):
         j = SimJob(name=f"job{i}", uid=f"job-uid-{i}", forbid=forbid)
-        for k in range(n_pods):
-            j.pods.append(
-                SimPod(
-                    name=f"job{i}-p{k}",
-                    uid=f"pod-uid-{i}-{k}",
-                    job=j,
-                    created=0,
-                    forbid=pod_forbids[k % len(pod_forbids)] if pod_forbids else False,
-                )
+        for k, (pod_forbid, ads, node, stubborn) in enumerate(pods):
+            p = SimPod(
+                name=f"job{i}-p{k}",
+                uid=f"pod-uid-{i}-{k}",
+                job=j,
+                created=0,
+                forbid=pod_forbid,
+                ads=ads,
+                stubborn=stubborn,
             )
+            if node is not None:
+                p.node = sorted(nodes)[node % len(nodes)]
+                p.phase, p.running, p.start = "Running", True, 0.0
+            j.pods.append(p)
         jobs.append(j)
-    return Sim(jobs=jobs, nodes={"n1": True, "n2": True}, fold_back=fold_back, fail_mask=fail_mask)
+    return Sim(jobs=jobs, nodes=nodes, fold_back=fold_back, fail_mask=fail_mask)

@@ -547,7 +547,7 @@ CASES = [
             D(180, [(DEL, "p1", R_TIMEOUT, 180)]),
             R(181, "p1", DEL),
             P(181, deletion=211),
-            D(1110.999, [], [], next_due=1111),
+            D(1110.999999, [], [], next_due=1111),
             D(
                 1111,
                 [(FORCE, "p1", R_FORCE, 1111)],
