@@ -166,6 +166,29 @@ def stop(pid_file: Path, *, timeout: float = 15.0, sig: int = signal.SIGTERM) ->
     return stopped
 
 
+def stop_many(pid_files: list[Path], *, timeout: float = 15.0) -> list[ProcessRecord]:
+    """Stop several processes at once (SIGTERM to all, then SIGKILL); returns those stopped."""
+    records = [r for r in (read(p) for p in pid_files) if r is not None and alive(r)]
+    for record in records:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(alive(r) for r in records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for record in records:
+        if alive(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while any(alive(r) for r in records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for record in records:
+        _reap(record.pid)
+    for pid_file in pid_files:
+        pid_file.unlink(missing_ok=True)
+    return records
+
+
 def rss_bytes(record: ProcessRecord) -> int:
     """Resident memory of the process (0 if it is gone)."""
     if not alive(record):

@@ -390,6 +390,23 @@ class Stack:
             return False
         return kafkaprobe.ready("127.0.0.1", state.ports["kafka"])
 
+    def _healthy_within(self, state: State, *, timeout: float) -> bool:
+        """Healthy now, or soon: a loaded machine can make a probe time out once.
+
+        False at once if a process is gone (a restart is needed anyway).
+        """
+        deadline = time.monotonic() + timeout
+        lost = {kwok_proc(n) for n in state.lost}
+        while state.up:
+            if not all(r for n, r in self.processes(state).items() if n not in lost):
+                return False
+            if self.healthy(state):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return False
+
     def info(self) -> StackInfo | None:
         state = self.state()
         if state is None or not state.up:
@@ -401,7 +418,7 @@ class Stack:
     def up(self, *, nodes: int = config.DEFAULT_NODE_COUNT) -> StackInfo:
         with locked(self.layout):
             state = self.state()
-            if state is not None and self.healthy(state):
+            if state is not None and self._healthy_within(state, timeout=30):
                 self.say(f"stack '{self.name}' is already up")
                 return info_from(self.layout, state)
             if state is not None:
@@ -831,17 +848,26 @@ class Stack:
             return stopped
 
     def _stop_all(self, state: State, *, quiet: bool = False) -> bool:
-        stopped = False
-        # Reverse start order: kwok first, the API server late, etcd last.
+        """Stop in three waves: kwok and the controllers, then the API server and
+        Kafka, then etcd. Pid files of processes not in ``state`` are stopped too."""
         names = process_names(state)
-        order = [n for n in reversed(names) if n not in ("kafka", "etcd")] + ["kafka", "etcd"]
-        known = {self.layout.pid(n) for n in order}
+        known = {self.layout.pid(n) for n in names}
         extra = [p for p in sorted(self.layout.run.glob("*.pid")) if p not in known]
-        for pid_file in [self.layout.pid(n) for n in order] + extra:
-            record = process.running(pid_file)
-            if record is not None and not quiet:
-                self.say(f"  stopping {record.name} (pid {record.pid})")
-            stopped = process.stop(pid_file, timeout=20) or stopped
+        waves = [
+            [
+                n
+                for n in names
+                if n.startswith("kwok-") or n in ("kube-controller-manager", "kube-scheduler")
+            ],
+            ["kube-apiserver", "kafka"],
+            ["etcd"],
+        ]
+        stopped = False
+        for wave in [*[[self.layout.pid(n) for n in w] for w in waves], extra]:
+            for record in process.stop_many(wave, timeout=20):
+                stopped = True
+                if not quiet:
+                    self.say(f"  stopped {record.name} (pid {record.pid})")
         return stopped
 
     # -- nodes -------------------------------------------------------------------

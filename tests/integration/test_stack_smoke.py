@@ -178,7 +178,8 @@ async def test_graceful_delete_on_a_lost_node_never_completes(
 
     await eventually("pod Running", running)
 
-    node_loss.lose(node)  # waits until the node is NotReady
+    # Waits until the node is NotReady (8-10 s); in a thread, not to block the loop.
+    await asyncio.to_thread(node_loss.lose, node)
     n = await core.read_node(node)
     ready = next(c for c in n.status.conditions if c.type == "Ready")
     assert ready.status != "True"
