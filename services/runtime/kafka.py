@@ -148,14 +148,30 @@ async def ensure_topics(
         await admin.close()
 
 
+async def topic_partitions(settings: KafkaSettings, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (a missing topic has none)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-metadata")
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        if topic.get("error_code", 0) == 0
+        for partition in topic["partitions"]
+    )
+
+
 async def read_to_end(
     consumer: AIOKafkaConsumer,
-    topics: Sequence[str],
+    partitions: Sequence[TopicPartition],
     handle: Callable[[ConsumerRecord[bytes, bytes]], None],
     *,
     batch_timeout_ms: int = 200,
 ) -> dict[TopicPartition, int]:
-    """Read every partition of ``topics`` from its start to the current end.
+    """Read ``partitions`` from their start to their current end.
 
     ``consumer`` must be started without a group or subscription; it is
     left assigned to those partitions, positioned at the end. Returns the
@@ -163,17 +179,11 @@ async def read_to_end(
     stable offset; transaction markers are skipped by the position moving
     past them.
     """
-    await consumer.topics()  # fetch metadata for every topic
-    partitions = [
-        TopicPartition(topic, p)
-        for topic in topics
-        for p in sorted(consumer.partitions_for_topic(topic) or ())
-    ]
-    consumer.assign(partitions)
+    consumer.assign(list(partitions))
     if not partitions:
         return {}
     await consumer.seek_to_beginning(*partitions)
-    end: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    end: dict[TopicPartition, int] = await consumer.end_offsets(list(partitions))
     pending = {tp for tp in partitions if end[tp] > 0}
     while pending:
         batches = await consumer.getmany(*pending, timeout_ms=batch_timeout_ms)

@@ -41,6 +41,7 @@ from services.runtime.kafka import (
     make_consumer,
     make_producer,
     read_to_end,
+    topic_partitions,
 )
 from services.runtime.kube import KubeApiError
 from services.runtime.lease import LeaderElector, LeaseSettings
@@ -229,12 +230,15 @@ class Watcher:
                 else:
                     latest[key] = message
 
+        partitions = await topic_partitions(
+            self.kafka, [self.names(K8S_OBJECTS), self.names(K8S_NODES)]
+        )
         consumer = make_consumer(
             self.kafka, client_id=f"jobreaper-watcher-{self.settings.identity}", group_id=None
         )
         await consumer.start()
         try:
-            await read_to_end(consumer, [self.names(K8S_OBJECTS), self.names(K8S_NODES)], fold)
+            await read_to_end(consumer, partitions, fold)
         finally:
             await consumer.stop()
         if undecodable:

@@ -1,0 +1,93 @@
+"""Helpers shared by the tests on the real stack: polling, manifests, topics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pytest
+from aiokafka import ConsumerRecord
+from kubernetes_asyncio import client
+
+from schemas.base import Message
+from schemas.cloudevents import DecodeError
+from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
+from services.runtime.messages import CODEC
+from services.runtime.settings import KafkaSettings
+
+T = TypeVar("T")
+IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images
+
+
+async def eventually(
+    what: str, probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
+
+
+def job_manifest(
+    name: str,
+    *,
+    run: str = "1s",
+    parallelism: int = 1,
+    annotations: dict[str, str] | None = None,
+    pod_annotations: dict[str, str] | None = None,
+    pod_labels: dict[str, str] | None = None,
+    active_deadline_seconds: int | None = None,
+    node: str | None = None,
+) -> client.V1Job:
+    """A Job whose pods run ``run`` on kwok (a duration, or "never")."""
+    pod_meta = {"pod-complete.stage.kwok.x-k8s.io/delay": run, **(pod_annotations or {})}
+    return client.V1Job(
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+        spec=client.V1JobSpec(
+            parallelism=parallelism,
+            completions=parallelism,
+            backoff_limit=0,
+            active_deadline_seconds=active_deadline_seconds,
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(annotations=pod_meta, labels=pod_labels),
+                spec=client.V1PodSpec(
+                    containers=[client.V1Container(name="main", image=IMAGE)],
+                    restart_policy="Never",
+                    node_selector={"kubernetes.io/hostname": node} if node else None,
+                ),
+            ),
+        ),
+    )
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[tuple[ConsumerRecord[bytes, bytes], Any]]:
+    """Every record of ``topic`` so far with its decoded message (or the DecodeError)."""
+    out: list[tuple[ConsumerRecord[bytes, bytes], Any]] = []
+
+    def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+        try:
+            message: Message | DecodeError = CODEC.decode(record.headers, record.value).message
+        except DecodeError as exc:
+            message = exc
+        out.append((record, message))
+
+    settings = KafkaSettings(bootstrap=bootstrap)
+    partitions = await topic_partitions(settings, [topic])
+    consumer = make_consumer(settings, client_id="test-reader", group_id=None)
+    await consumer.start()
+    try:
+        await read_to_end(consumer, partitions, keep)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def messages(bootstrap: str, topic: str) -> list[Any]:
+    return [message for _, message in await read_topic(bootstrap, topic)]

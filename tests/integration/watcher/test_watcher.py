@@ -1,0 +1,271 @@
+"""The watcher on the real stack: facts on Kafka, in order per Job, converging after restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+from schemas.observations import JobObserved, NodeObserved, PodObserved
+from services.runtime.kube import load_api_client
+from services.runtime.settings import KafkaSettings
+from services.stack.api import StackInfo
+from services.watcher.service import Watcher
+from services.watcher.settings import WatcherSettings
+from tests.integration.helpers import (
+    eventually,
+    job_manifest,
+    messages,
+    read_topic,
+)
+
+pytestmark = pytest.mark.stack
+
+
+class RunningWatcher:
+    def __init__(self, watcher: Watcher, task: asyncio.Task[None]) -> None:
+        self.watcher = watcher
+        self.task = task
+
+    async def stop(self) -> None:
+        self.watcher.stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def start_watcher(stack: StackInfo, topic_prefix: str, namespace: str) -> AsyncIterator[Any]:
+    """Start in-process watchers scoped to the test's namespace and topics."""
+    running: list[RunningWatcher] = []
+    lease = f"watcher-{uuid.uuid4().hex[:8]}"
+
+    async def start(identity: str = "w1") -> RunningWatcher:
+        api = await load_api_client(str(stack.kubeconfig))
+        watcher = Watcher(
+            api,
+            KafkaSettings(
+                bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix, job_partitions=3
+            ),
+            WatcherSettings(
+                namespaces=[namespace],
+                lease_namespace=namespace,
+                lease_name=lease,
+                identity=identity,
+            ),
+        )
+        task = asyncio.create_task(watcher.run())
+        task.add_done_callback(lambda _: asyncio.ensure_future(api.close()))
+        handle = RunningWatcher(watcher, task)
+        running.append(handle)
+        await eventually("watcher ready", lambda: _ready(handle), timeout=60)
+        return handle
+
+    yield start
+    for handle in running:
+        if not handle.task.done():
+            await handle.stop()
+
+
+async def _ready(handle: RunningWatcher) -> bool:
+    if handle.task.done():
+        handle.task.result()  # raises what stopped it
+        raise AssertionError("the watcher stopped by itself")
+    ready, detail = handle.watcher.readiness()
+    return ready and detail.startswith("leader")
+
+
+def _objects_topic(prefix: str) -> str:
+    return f"{prefix}k8s.objects"
+
+
+async def test_job_and_pod_changes_arrive_ordered_per_job_without_noise(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    topic_prefix: str,
+    start_watcher: Any,
+) -> None:
+    running = await start_watcher()
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("report", run="2s"))
+    topic = _objects_topic(topic_prefix)
+
+    async def completed() -> list[Any] | None:
+        msgs = await messages(stack.kafka_bootstrap, topic)
+        done = any(
+            isinstance(m, JobObserved) and any(c.type == "Complete" for c in m.conditions)
+            for m in msgs
+        )
+        return msgs if done else None
+
+    await eventually("the Job's completion on the topic", completed, timeout=60)
+    await running.stop()
+    records = await read_topic(stack.kafka_bootstrap, topic)
+    mine = [(r, m) for r, m in records if getattr(m, "namespace", None) == namespace]
+    assert {r.key for r, _ in mine} == {f"{namespace}/report".encode()}
+    assert len({r.partition for r, _ in mine}) == 1, "one Job's history is in one partition"
+    pods = [m for _, m in mine if isinstance(m, PodObserved)]
+    phases = [p.phase for p in pods]
+    assert "Running" in phases
+    assert phases[-1] == "Succeeded"
+    for kind in (PodObserved, JobObserved):  # one watch stream each: ordered within a kind
+        versions = [int(m.resource_version) for _, m in mine if isinstance(m, kind)]
+        assert versions == sorted(versions), f"{kind.__name__}s arrive in the API server's order"
+    for before, after in itertools.pairwise(pods):
+        same = before.model_dump(
+            exclude={"change", "observed_at", "resource_version"}
+        ) == after.model_dump(exclude={"change", "observed_at", "resource_version"})
+        assert not same, "a change that touches no field of the model is not published"
+    nodes = await messages(stack.kafka_bootstrap, f"{topic_prefix}k8s.nodes")
+    assert {n.name for n in nodes if isinstance(n, NodeObserved)} >= set(stack.nodes)
+
+
+async def test_a_restarted_watcher_publishes_what_it_missed(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    topic_prefix: str,
+    start_watcher: Any,
+) -> None:
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("doomed", run="never"))
+    first = await start_watcher("w1")
+    topic = _objects_topic(topic_prefix)
+
+    async def running_pod() -> bool:
+        return any(
+            isinstance(m, PodObserved) and m.job_name == "doomed" and m.phase == "Running"
+            for m in await messages(stack.kafka_bootstrap, topic)
+        )
+
+    await eventually("doomed's pod running on the topic", running_pod)
+    await first.stop()
+
+    # While no watcher runs: the Job and its pod go away, another Job comes.
+    await batch.delete_namespaced_job("doomed", namespace, propagation_policy="Foreground")
+    core = client.CoreV1Api(kube_api)
+
+    async def doomed_gone() -> bool:
+        pods = await core.list_namespaced_pod(namespace, label_selector="job-name=doomed")
+        jobs = await batch.list_namespaced_job(namespace)
+        return not pods.items and all(j.metadata.name != "doomed" for j in jobs.items)
+
+    await eventually("doomed deleted", doomed_gone)
+    await batch.create_namespaced_job(namespace, job_manifest("newcomer", run="never"))
+
+    await start_watcher("w2")
+
+    async def converged() -> list[Any] | None:
+        msgs = await messages(stack.kafka_bootstrap, topic)
+        deleted = {
+            (type(m).__name__, getattr(m, "job_name", getattr(m, "name", "")))
+            for m in msgs
+            if getattr(m, "change", "") == "synthetic-deleted"
+        }
+        newcomer = any(isinstance(m, JobObserved) and m.name == "newcomer" for m in msgs)
+        want = {("JobObserved", "doomed"), ("PodObserved", "doomed")}
+        return msgs if want <= deleted and newcomer else None
+
+    await eventually("synthetic deletions and the new Job on the topic", converged)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def replicas(stack: StackInfo, topic_prefix: str, namespace: str) -> Iterator[Any]:
+    """``spawn(identity) -> (process, port)``: watcher replicas as real processes."""
+    procs: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+    lease = f"watcher-{uuid.uuid4().hex[:8]}"
+
+    def spawn(identity: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = _free_port()
+        env = {
+            **os.environ,
+            "JOBREAPER_KUBECONFIG": str(stack.kubeconfig),
+            "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
+            "JOBREAPER_KAFKA_JOB_PARTITIONS": "3",
+            "JOBREAPER_HTTP_PORT": str(port),
+            "JOBREAPER_WATCHER_NAMESPACES": namespace,
+            "JOBREAPER_WATCHER_LEASE_NAMESPACE": namespace,
+            "JOBREAPER_WATCHER_LEASE_NAME": lease,
+            "JOBREAPER_WATCHER_IDENTITY": identity,
+        }
+        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{lease}-{identity}.log", "wb")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services", "watcher", "run"], env=env, stdout=log, stderr=log
+        )
+        procs.append(proc)
+        logs.append(log)
+        return proc, port
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(20)
+        if proc.poll() is None:
+            proc.kill()
+    for log in logs:
+        log.close()
+
+
+async def _readyz(port: int) -> str:
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/readyz") as r,
+        ):
+            return await r.text()
+    except aiohttp.ClientError:
+        return ""
+
+
+async def test_two_replicas_one_publishes_and_the_other_takes_over(
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str, topic_prefix: str, replicas: Any
+) -> None:
+    a, a_port = replicas("replica-a")
+    await eventually("replica-a leads", lambda: _is(a_port, "leader"))
+    _b, b_port = replicas("replica-b")
+    await eventually("replica-b stands by", lambda: _is(b_port, "standby"))
+
+    a.send_signal(signal.SIGKILL)  # dies without giving the Lease up
+    killed = time.monotonic()
+    await eventually("replica-b takes over", lambda: _is(b_port, "leader"), timeout=15)
+    print(f"takeover after SIGKILL of the leader: {time.monotonic() - killed:.1f} s")
+
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("after-failover", run="1s"))
+
+    async def published() -> bool:
+        return any(
+            isinstance(m, JobObserved) and m.name == "after-failover"
+            for m in await messages(stack.kafka_bootstrap, f"{topic_prefix}k8s.objects")
+        )
+
+    await eventually("the new leader publishes", published)
+
+
+async def _is(port: int, state: str) -> bool:
+    return (await _readyz(port)).startswith(state)
