@@ -15,9 +15,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.commands import CommandIssued, Rule, Step, Trigger
 from schemas.events import (
@@ -47,6 +46,8 @@ from .state import (
     FORCE,
     FULL_DIRTY,
     ISSUED,
+    JOB_DIRTY,
+    PENDING,
     STEP_NAMES,
     Cmd,
     Episode,
@@ -73,8 +74,7 @@ if TYPE_CHECKING:
 KillEvent = KillStarted | KillStep | ForceDeletionForbidden | JobKilled
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The output of one ``decide``."""
 
     commands: tuple[CommandIssued, ...] = ()
@@ -97,10 +97,10 @@ _NO_CONFIG = object()
 class _Ctx:
     __slots__ = ("commands", "events", "now", "now_us", "resolver", "state")
 
-    def __init__(self, state: KillerState, now: datetime, resolver: Resolver) -> None:
+    def __init__(self, state: KillerState, now: datetime, now_us: int, resolver: Resolver) -> None:
         self.state = state
         self.now = now
-        self.now_us = to_us(now)
+        self.now_us = now_us
         self.resolver = resolver
         self.commands: list[CommandIssued] = []
         self.events: list[KillEvent] = []
@@ -121,14 +121,17 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
         if state.decided_config is not None:
             # Every timeout may have changed: look at every Job generation once.
             for ks in state.keys.values():
-                for gen in ks.gens.values():
+                for gen in ks.gens:
                     mark_gen(state, gen, FULL_DIRTY)
         state.decided_config = config_key
         resolver = state.resolver = Resolver(snapshot)
-    ctx = _Ctx(state, now, resolver)
-    now_us = ctx.now_us
-
+    now_us = to_us(now)
     heap = state.heap
+    dirty = state.dirty
+    if not dirty and (not heap or heap[0][0] > now_us):
+        return _nothing(state, heap)
+    ctx = _Ctx(state, now, now_us, resolver)
+
     while heap and heap[0][0] <= now_us:
         due, _, gen, pod = heapq.heappop(heap)
         if pod is not None:
@@ -139,7 +142,7 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
         elif gen.timer_us == due:
             gen.timer_us = None
             if not gen.removed:
-                mark_gen(state, gen, 1)
+                mark_gen(state, gen, JOB_DIRTY)
 
     dirty = state.dirty
     if dirty:
@@ -151,11 +154,33 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
 
     while heap and not _live(heap[0]):
         heapq.heappop(heap)
-    return Decision(
-        tuple(ctx.commands),
-        tuple(ctx.events),
-        from_us(heap[0][0]) if heap else None,
-    )
+    if not ctx.commands and not ctx.events:
+        return _nothing(state, heap)
+    return Decision(tuple(ctx.commands), tuple(ctx.events), _next_due(state, heap))
+
+
+def _next_due(
+    state: KillerState, heap: list[tuple[int, int, JobGen, PodState | None]]
+) -> datetime | None:
+    if not heap:
+        return None
+    due = heap[0][0]
+    cached = state.next_due
+    if cached is not None and cached[0] == due:
+        return cached[1]
+    state.next_due = (due, from_us(due))
+    return state.next_due[1]
+
+
+def _nothing(state: KillerState, heap: list[tuple[int, int, JobGen, PodState | None]]) -> Decision:
+    """A decision with no output (the common case), shared while the next due time holds."""
+    due = heap[0][0] if heap else None
+    cached = state.empty
+    if cached is not None and cached[0] == due and isinstance(cached[1], Decision):
+        return cached[1]
+    decision = Decision((), (), _next_due(state, heap))
+    state.empty = (due, decision)
+    return decision
 
 
 def _gen_order(gen: JobGen) -> tuple[str, str]:
@@ -199,10 +224,11 @@ def _gen_timer(ctx: _Ctx, gen: JobGen, due: int) -> None:
 def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
     state = ctx.state
     now_us = ctx.now_us
-    full = gen.dirty == FULL_DIRTY
-    dirty_pods = gen.dirty_pods
+    level = gen.dirty
+    full = level == FULL_DIRTY
+    dirty_pods = gen.dirty_pods or []
     gen.dirty = CLEAN
-    gen.dirty_pods = []
+    gen.dirty_pods = None
     for pod in dirty_pods:
         pod.dirty = False
     eff = ctx.resolver.for_gen(gen)
@@ -213,14 +239,14 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
         latch = gen.latch = None
         full = True
     if latch is None:
-        latch = _fire(ctx, gen, eff, gen.pods.values() if full else dirty_pods)
+        latch = _fire(ctx, gen, eff, gen.pods if full else dirty_pods, level >= JOB_DIRTY)
         if latch is not None:
             full = True
 
     started: list[PodState] = []
     already_done: list[PodState] | None = None
     steps: list[KillEvent] = []
-    pods = list(gen.pods.values()) if full else dirty_pods
+    pods = list(gen.pods) if full else dirty_pods
     for pod in pods:
         if pod.seen_us is None or pod.gen is not gen:
             continue  # a placeholder, or moved to another generation
@@ -231,7 +257,11 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
                 pod.counted = True
                 ep.open_count -= 1
             continue
-        if pod.ep is None and latch is not None:
+        if pod.ep is None:
+            if latch is None:
+                if pod.deletion_us is not None:
+                    _ladder(ctx, gen, pod, eff, steps)  # stuck deletion only
+                continue
             ep = gen.episode
             if ep is None or not ep.open:
                 ep, already_done = _open_episode(gen, latch, now_us)
@@ -258,29 +288,50 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
         _remove(state, gen)
 
 
-def _fire(ctx: _Ctx, gen: JobGen, eff: Effective, pods: Iterable[PodState]) -> Latch | None:
+def _fire(
+    ctx: _Ctx, gen: JobGen, eff: Effective, pods: Iterable[PodState], job_level: bool
+) -> Latch | None:
     """Rule *trigger selection*: the earliest due trigger (Job-level or from a
-    pod), ties by priority; timers for the ones still in the future."""
+    pod), ties by priority; timers for the ones still in the future. Job-level
+    triggers are looked at only when Job-level facts changed (``job_level``) or
+    their timer fired: when only pods changed they are as they were."""
     now_us = ctx.now_us
     best: Candidate | None = None
     next_due: int | None = None
-    for cand in job_candidates(gen, ctx.state.keys[gen.key]):
-        if cand.due_us <= now_us:
-            if best is None or cand[:2] < best[:2]:
-                best = cand
-        elif next_due is None or cand.due_us < next_due:
-            next_due = cand.due_us
-    if next_due is not None:
-        _gen_timer(ctx, gen, next_due)
-    for pod in pods:
-        if pod.done_us is not None or pod.seen_us is None:
-            continue
-        for cand in pod_candidates(pod, gen, eff):
+    # Cheap guards first: most Jobs have no Job-level trigger at all.
+    if job_level and (
+        gen.kill_ts_us is not None
+        or gen.ads is not None
+        or gen.finished_us is not None
+        or gen.suspend
+        or gen.deleted_us is not None
+        or not gen.uid
+        or ctx.state.keys[gen.key].requests
+    ):
+        for cand in job_candidates(gen, ctx.state.keys[gen.key]):
             if cand.due_us <= now_us:
                 if best is None or cand[:2] < best[:2]:
                     best = cand
-            else:
-                _pod_timer(ctx, pod, cand.due_us)
+            elif next_due is None or cand.due_us < next_due:
+                next_due = cand.due_us
+        if next_due is not None:
+            _gen_timer(ctx, gen, next_due)
+    if gen.observed:
+        check_running = gen.running_timeout_s is not None
+        for pod in pods:
+            if pod.done_us is not None or pod.seen_us is None:
+                continue
+            if pod.run_start_us is None:
+                if pod.phase != PENDING:
+                    continue
+            elif not check_running:
+                continue
+            for cand in pod_candidates(pod, gen, eff):
+                if cand.due_us <= now_us:
+                    if best is None or cand[:2] < best[:2]:
+                        best = cand
+                else:
+                    _pod_timer(ctx, pod, cand.due_us)
     if best is None:
         return None
     gen.timer_us = None  # latched: Job-level triggers no longer matter
@@ -292,7 +343,7 @@ def _open_episode(gen: JobGen, latch: Latch, now_us: int) -> tuple[Episode, list
     gen.episodes += 1
     ep = gen.episode = Episode(gen.episodes, latch.trigger, latch.reason, latch.due_us, now_us)
     already: list[PodState] = []
-    for pod in gen.pods.values():
+    for pod in gen.pods:
         if pod.ep is None and pod.done_us is not None and pod.seen_us is not None:
             pod.ep = ep
             pod.ended = ENDED_ALREADY_DONE
@@ -307,13 +358,14 @@ def _remove(state: KillerState, gen: JobGen) -> None:
     gen.removed = True
     if ks is None:
         return
-    if ks.gens.get(gen.uid) is gen:
-        del ks.gens[gen.uid]
-    for pod in gen.pods.values():
+    if gen in ks.gens:
+        ks.gens.remove(gen)
+    names = state.pod_names.get(gen.namespace)
+    for pod in gen.pods:
         if state.pods.get(pod.uid) is pod:
             del state.pods[pod.uid]
-        if ks.names.get(pod.name) is pod:
-            del ks.names[pod.name]
+        if names is not None and names.get(pod.name) is pod:
+            del names[pod.name]
     if not ks.gens:
         del state.keys[gen.key]
 
@@ -473,7 +525,7 @@ def pod_end(pod: PodState) -> PodEnd:
 def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> JobKilled:
     endings: list[PodEnding] = []
     killed_us = ep.decided_us
-    for pod in gen.pods.values():
+    for pod in gen.pods:
         if pod.ep is not ep:
             continue
         endings.append(PodEnding(name=pod.name, uid=pod.uid, ended=pod_end(pod)))

@@ -49,6 +49,7 @@ from .state import (
     JOB_DIRTY,
     PHASES,
     STEP_INDEX,
+    UNKNOWN,
     Cmd,
     Episode,
     JobGen,
@@ -58,6 +59,7 @@ from .state import (
     NodeState,
     PodState,
     Request,
+    find_gen,
     mark_gen,
     mark_pod,
     parse_rv,
@@ -103,9 +105,10 @@ def _key(state: KillerState, namespace: str, name: str) -> tuple[str, KeyState]:
 
 
 def _gen(ks: KeyState, key: str, uid: str) -> JobGen:
-    gen = ks.gens.get(uid)
+    gen = find_gen(ks, uid)
     if gen is None:
-        gen = ks.gens[uid] = JobGen(key, ks.namespace, ks.name, uid)
+        gen = JobGen(key, ks.namespace, ks.name, uid)
+        ks.gens.append(gen)
     return gen
 
 
@@ -117,7 +120,8 @@ def _placeholder(
     if pod is None:
         key, ks = _key(state, namespace, job_name)
         gen = _gen(ks, key, job_uid or "")
-        pod = state.pods[uid] = gen.pods[uid] = PodState(uid, name, gen)
+        pod = state.pods[uid] = PodState(uid, name, gen)
+        gen.pods.append(pod)
     return pod
 
 
@@ -138,6 +142,25 @@ def _unindex_node(state: KillerState, pod: PodState) -> None:
         on_node = state.node_pods.get(pod.node)
         if on_node is not None:
             on_node.discard(pod)
+
+
+_PER_JOB_LABELS = frozenset(
+    {
+        "job-name",
+        "controller-uid",
+        "batch.kubernetes.io/job-name",
+        "batch.kubernetes.io/controller-uid",
+    }
+)
+"""Labels Kubernetes sets on every Job with a per-Job value: no override selects on them."""
+_NO_LABELS: dict[str, str] = {}
+
+
+def _selectable_labels(labels: dict[str, str]) -> dict[str, str]:
+    """The labels an override may select on, keys and values interned (they repeat
+    across Jobs); all Jobs without such labels share one empty dict."""
+    out = {_intern(k): _intern(v) for k, v in labels.items() if k not in _PER_JOB_LABELS}
+    return out if out else _NO_LABELS
 
 
 def _rfc3339_us(value: str | None) -> int | None:
@@ -166,30 +189,35 @@ def _true(value: str | None) -> bool:
 # --- observations ---------------------------------------------------------------
 
 
-def _first_sighting(state: KillerState, ks: KeyState, pod: PodState, rv: int, at_us: int) -> bool:
+def _first_sighting(state: KillerState, pod: PodState, rv: int, at_us: int) -> bool:
     """Name index on a pod's first observation. Returns False when this pod is an
     older incarnation of a name already taken by a newer pod (a stale event)."""
-    other = ks.names.get(pod.name)
+    names = state.pod_names.get(pod.gen.namespace)
+    if names is None:
+        names = state.pod_names[pod.gen.namespace] = {}
+    other = names.get(pod.name)
     if other is not None and other is not pod and not other.gone:
         if rv >= 0 and other.rv > rv:
             return False
         _set_gone(state, other, at_us)
-    ks.names[pod.name] = pod
+    names[pod.name] = pod
     return True
 
 
 def _on_pod(state: KillerState, ev: PodObserved) -> None:
+    # The hot path of the killer: every pod event of the cluster comes through here.
     deleted = ev.change in DELETED_CHANGES
-    rv = parse_rv(ev.resource_version)
-    obs_us = to_us(ev.observed_at)
+    rv_text = ev.resource_version
+    rv = int(rv_text) if rv_text.isdigit() else -1
     pod = state.pods.get(ev.uid)
     if pod is None:
         key, ks = _key(state, ev.namespace, ev.job_name)
         gen = _gen(ks, key, ev.job_uid or "")
-        pod = state.pods[ev.uid] = gen.pods[ev.uid] = PodState(ev.uid, ev.name, gen)
+        pod = state.pods[ev.uid] = PodState(ev.uid, ev.name, gen)
+        gen.pods.append(pod)
         if deleted:
             # Never seen alive: keep a tombstone so a stale event cannot revive it.
-            pod.seen_us = pod.done_us = obs_us
+            pod.seen_us = pod.done_us = to_us(ev.observed_at)
             pod.gone = True
             pod.rv = rv
             mark_pod(state, pod)
@@ -203,16 +231,16 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
         if ev.job_uid and not gen.uid and pod.ep is None:
             # Learnt the owner of a pod first found by label: move it.
             ks = state.keys[gen.key]
-            del gen.pods[pod.uid]
+            gen.pods.remove(pod)
             if pod.seen_us is not None:
                 gen.alive -= 1
             gen = pod.gen = _gen(ks, gen.key, ev.job_uid)
-            gen.pods[pod.uid] = pod
+            gen.pods.append(pod)
             if pod.seen_us is not None:
                 gen.alive += 1
     if pod.seen_us is None:
-        ks = state.keys[gen.key]
-        if not _first_sighting(state, ks, pod, rv, obs_us):
+        obs_us = to_us(ev.observed_at)
+        if not _first_sighting(state, pod, rv, obs_us):
             pod.seen_us = obs_us
             pod.gone = True
             pod.done_us = obs_us
@@ -221,27 +249,34 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
         gen.alive += 1
     pod.rv = rv
     if deleted:
-        _set_gone(state, pod, obs_us)
+        _set_gone(state, pod, to_us(ev.observed_at))
         return
 
-    pod.phase = PHASES.get(ev.phase, 4)
-    if ev.creation_timestamp is not None:
+    phase = pod.phase = PHASES.get(ev.phase, UNKNOWN)
+    # creationTimestamp and startTime never change once set: convert them once.
+    if pod.created_us is None and ev.creation_timestamp is not None:
         pod.created_us = to_us(ev.creation_timestamp)
-    pod.start_us = None if ev.start_time is None else to_us(ev.start_time)
-    pod.deletion_us = None if ev.deletion_timestamp is None else to_us(ev.deletion_timestamp)
+    if ev.start_time is None:
+        pod.start_us = None
+    elif pod.start_us is None:
+        pod.start_us = to_us(ev.start_time)
+    deletion = ev.deletion_timestamp
+    pod.deletion_us = None if deletion is None else to_us(deletion)
     pod.ads = ev.active_deadline_seconds
-    pod.forbid = _true(ev.annotations.get(FORBID_FORCE_DELETION)) or _true(
-        ev.labels.get(FORBID_FORCE_DELETION)
-    )
+    if ev.annotations or ev.labels:
+        pod.forbid = _true(ev.annotations.get(FORBID_FORCE_DELETION)) or _true(
+            ev.labels.get(FORBID_FORCE_DELETION)
+        )
+    else:
+        pod.forbid = False
     running = False
     run_start = pod.run_start_us
     for c in ev.containers:
         if c.state == "running":
             running = True
-        if c.started_at is not None:
-            started = to_us(c.started_at)
-            if run_start is None or started < run_start:
-                run_start = started
+        if run_start is None and c.started_at is not None:
+            run_start = to_us(c.started_at)
+        # (an earlier start than the one recorded cannot appear later: kept as is)
     pod.running = running
     pod.run_start_us = run_start
 
@@ -249,8 +284,8 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     if node != pod.node:
         _unindex_node(state, pod)
         pod.node = None if node is None else _intern(node)
-    if pod.done_us is None and is_done(pod.phase, running, False):
-        pod.done_us = obs_us
+    if pod.done_us is None and is_done(phase, running, False):
+        pod.done_us = to_us(ev.observed_at)
     if pod.done_us is not None:
         _unindex_node(state, pod)
     elif pod.node is not None:
@@ -265,7 +300,7 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     deleted = ev.change in DELETED_CHANGES
     rv = parse_rv(ev.resource_version)
     key, ks = _key(state, ev.namespace, ev.name)
-    gen = ks.gens.get(ev.uid)
+    gen = find_gen(ks, ev.uid)
     if gen is None:
         gen = _gen(ks, key, ev.uid)
     elif gen.deleted_us is not None or (not deleted and gen.observed and rv >= 0 and rv <= gen.rv):
@@ -285,7 +320,7 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
         return
 
     # One live Job per name: a different live uid means the older one is gone.
-    current = ks.gens.get(ks.current) if ks.current is not None else None
+    current = find_gen(ks, ks.current) if ks.current is not None else None
     if current is not None and current is not gen and current.deleted_us is None:
         if (gen.created_us or 0) >= (current.created_us or 0):
             _job_deleted(state, ks, current, gen.created_us or obs_us)
@@ -298,8 +333,9 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     else:
         ks.current = gen.uid
 
-    if ev.labels != gen.labels:
-        gen.labels = ev.labels
+    labels = _selectable_labels(ev.labels)
+    if labels != gen.labels:
+        gen.labels = labels
         gen.eff_key = None
         level = FULL_DIRTY
     ann = ev.annotations
@@ -347,7 +383,7 @@ def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> N
         ks.deleted_us = at_us
     if ks.current == gen.uid:
         ks.current = None
-    ownerless = ks.gens.get("")
+    ownerless = find_gen(ks, "")
     if ownerless is not None and ownerless is not gen:
         mark_gen(state, ownerless, JOB_DIRTY)
 
@@ -379,8 +415,12 @@ def _on_request(state: KillerState, ev: KillRequested) -> None:
     _, ks = _key(state, ev.namespace, ev.job_name)
     requested_us = to_us(ev.requested_at)
     kill_us = requested_us if ev.kill_at is None else to_us(ev.kill_at)
-    ks.requests.append(Request(kill_us, ev.job_uid, requested_us))
-    for gen in ks.gens.values():
+    request = Request(kill_us, ev.job_uid, requested_us)
+    if ks.requests is None:
+        ks.requests = [request]
+    else:
+        ks.requests.append(request)
+    for gen in ks.gens:
         mark_gen(state, gen, JOB_DIRTY)
 
 
@@ -475,7 +515,7 @@ def _on_started(state: KillerState, ev: KillStarted) -> None:
 
 def _on_killed(state: KillerState, ev: JobKilled) -> None:
     ks = state.keys.get(job_key(ev.namespace, ev.job_name))
-    gen = None if ks is None else ks.gens.get(ev.job_uid or "")
+    gen = None if ks is None else find_gen(ks, ev.job_uid or "")
     if gen is None or gen.episode is None or gen.episode.number != ev.episode:
         return
     gen.episode.open = False

@@ -4,11 +4,11 @@ Layout (one ``KillerState``):
 
 * ``keys``: ``namespace/job-name`` -> :class:`KeyState`, which holds the Job
   *generations* seen under that name (one :class:`JobGen` per Job uid, plus
-  the ownerless generation ``""`` for orphans found by label only), the pod
-  name index (a name re-used by a new pod uid means the old pod is gone) and
-  the kill requests for that name.
+  the ownerless generation ``""`` for orphans found by label only) and the
+  kill requests for that name.
 * ``pods``: pod uid -> :class:`PodState` (a pod is identified by uid, never by
-  name).
+  name); ``pod_names``: namespace -> pod name -> the newest pod of that name
+  (a name re-used by a new uid means the old pod is gone).
 * ``nodes`` and ``node_pods``: node readiness and the not-done pods on each
   node (so a node loss wakes exactly those pods).
 * the timer heap ``(due_us, seq, gen, pod | None)`` and the dirty set of
@@ -85,10 +85,14 @@ FAILED_RETRY: Final = 2
 ENDED_NONE: Final = 0
 ENDED_ALREADY_DONE: Final = 1
 
-# Generation dirtiness.
+# Generation dirtiness (increasing).
 CLEAN: Final = 0
-JOB_DIRTY: Final = 1
-FULL_DIRTY: Final = 2
+PODS_DIRTY: Final = 1
+"""Only some pods changed: Job-level triggers need no new look."""
+JOB_DIRTY: Final = 2
+"""Job-level facts (or requests, or a Job timer) changed."""
+FULL_DIRTY: Final = 3
+"""Every pod must be looked at again (settings or the kill changed)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -186,6 +190,7 @@ class JobGen:
     created_us: int | None = None
     deleted_us: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    """The Job's labels that overrides may select on (Kubernetes' per-Job ones dropped)."""
     kill_ts_us: int | None = None
     pending_override_s: int | None = None
     running_timeout_s: int | None = None
@@ -198,7 +203,8 @@ class JobGen:
     finished_us: int | None = None
     finished_reason: str = ""
     has_active: bool = False
-    pods: dict[str, PodState] = field(default_factory=dict)
+    pods: list[PodState] = field(default_factory=list)
+    """In first-seen order (deterministic)."""
     alive: int = 0
     """Observed pods of this generation not yet gone."""
     latch: Latch | None = None
@@ -209,7 +215,7 @@ class JobGen:
     eff_key: object = None
     timer_us: int | None = None
     dirty: int = CLEAN
-    dirty_pods: list[PodState] = field(default_factory=list)
+    dirty_pods: list[PodState] | None = None
     removed: bool = False
 
 
@@ -228,12 +234,11 @@ class KeyState:
 
     namespace: str
     name: str
-    gens: dict[str, JobGen] = field(default_factory=dict)
+    gens: list[JobGen] = field(default_factory=list)
+    """Usually one; a small list is lighter than a dict."""
     current: str | None = None
     """The uid of the live Job of this name, if any."""
-    names: dict[str, PodState] = field(default_factory=dict)
-    """Pod name -> the newest pod of that name."""
-    requests: list[Request] = field(default_factory=list)
+    requests: list[Request] | None = None
     deleted_us: int | None = None
     """The latest observed deletion of a Job of this name."""
 
@@ -251,6 +256,7 @@ class KillerState:
 
     keys: dict[str, KeyState] = field(default_factory=dict)
     pods: dict[str, PodState] = field(default_factory=dict)
+    pod_names: dict[str, dict[str, PodState]] = field(default_factory=dict)
     nodes: dict[str, NodeState] = field(default_factory=dict)
     node_pods: dict[str, set[PodState]] = field(default_factory=dict)
     config: ConfigSnapshot | None = None
@@ -263,6 +269,18 @@ class KillerState:
     dirty: dict[JobGen, None] = field(default_factory=dict)
     resolver: object = None
     """Cached ``settings.Resolver`` for ``decided_config``."""
+    next_due: tuple[int, datetime] | None = None
+    """Cache: the last ``next_due_at`` handed out, as (microseconds, datetime)."""
+    empty: tuple[int | None, object] | None = None
+    """Cache: the last empty ``Decision``, keyed by its next due time."""
+
+
+def find_gen(ks: KeyState, uid: str) -> JobGen | None:
+    """The generation ``uid`` of a key, if known."""
+    for gen in ks.gens:
+        if gen.uid == uid:
+            return gen
+    return None
 
 
 def new_state() -> KillerState:
@@ -275,15 +293,17 @@ def mark_pod(state: KillerState, pod: PodState) -> None:
     gen = pod.gen
     if not pod.dirty:
         pod.dirty = True
-        gen.dirty_pods.append(pod)
+        if gen.dirty_pods is None:
+            gen.dirty_pods = [pod]
+        else:
+            gen.dirty_pods.append(pod)
     if gen.dirty == CLEAN:
-        gen.dirty = JOB_DIRTY
+        gen.dirty = PODS_DIRTY
         state.dirty[gen] = None
 
 
 def mark_gen(state: KillerState, gen: JobGen, level: int) -> None:
-    """Queue ``gen`` for the next ``decide`` (JOB_DIRTY: Job-level facts changed;
-    FULL_DIRTY: every pod must be looked at again)."""
+    """Queue ``gen`` for the next ``decide`` at ``level`` (JOB_DIRTY or FULL_DIRTY)."""
     if gen.dirty < level:
         gen.dirty = level
     state.dirty[gen] = None

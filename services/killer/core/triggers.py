@@ -62,7 +62,7 @@ def kill_timestamp(gen: JobGen, key: KeyState) -> int | None:
     """Rule *kill-timestamp*: the ``jobreaper.io/kill-timestamp`` annotation or a
     ``KillRequested``; the earliest wins."""
     due = gen.kill_ts_us
-    for request in key.requests:
+    for request in key.requests or ():
         if request_matches(request, gen) and (due is None or request.kill_us < due):
             due = request.kill_us
     return due
