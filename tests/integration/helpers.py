@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
 
 from schemas.base import Message
@@ -68,7 +74,22 @@ def job_manifest(
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[tuple[ConsumerRecord[bytes, bytes], Any]]:
-    """Every record of ``topic`` so far with its decoded message (or the DecodeError)."""
+    """Every record of ``topic`` so far with its decoded message (or the DecodeError).
+
+    Retries for a while when Kafka does not answer (tests restart and pause it)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await _read_topic_once(bootstrap, topic)
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
+async def _read_topic_once(
+    bootstrap: str, topic: str
+) -> list[tuple[ConsumerRecord[bytes, bytes], Any]]:
     out: list[tuple[ConsumerRecord[bytes, bytes], Any]] = []
 
     def keep(record: ConsumerRecord[bytes, bytes]) -> None:
@@ -91,3 +112,18 @@ async def read_topic(bootstrap: str, topic: str) -> list[tuple[ConsumerRecord[by
 
 async def messages(bootstrap: str, topic: str) -> list[Any]:
     return [message for _, message in await read_topic(bootstrap, topic)]
+
+
+@contextlib.contextmanager
+def kafka_paused(stack_dir: Path) -> Iterator[None]:
+    """Freeze the stack's Kafka broker (SIGSTOP): clients see a dead broker, no clean
+    close. It resumes (SIGCONT) when the block ends."""
+    record = json.loads((stack_dir / "run" / "kafka.pid").read_text())
+    pid = int(record["pid"])
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    assert b"kafka.Kafka" in cmdline, f"pid {pid} is not the stack's Kafka broker"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -30,6 +30,7 @@ from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import (
     eventually,
     job_manifest,
+    kafka_paused,
     messages,
     read_topic,
 )
@@ -181,6 +182,49 @@ async def test_a_restarted_watcher_publishes_what_it_missed(
         return msgs if want <= deleted and newcomer else None
 
     await eventually("synthetic deletions and the new Job on the topic", converged)
+
+
+async def test_nothing_is_lost_when_kafka_stops_for_30_s_during_a_burst(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    topic_prefix: str,
+    start_watcher: Any,
+) -> None:
+    if stack.stack_dir is None:
+        pytest.skip("pausing Kafka needs a stack started by services.stack")
+    await start_watcher()
+    batch = client.BatchV1Api(kube_api)
+    core = client.CoreV1Api(kube_api)
+    with kafka_paused(stack.stack_dir):
+        for i in range(5):
+            await batch.create_namespaced_job(
+                namespace, job_manifest(f"burst-{i}", run="2s", parallelism=4)
+            )
+        await asyncio.sleep(30)
+    # Back: the topic must end with each object's state in the cluster.
+
+    async def converged() -> bool:
+        pods = {
+            p.metadata.uid: p.status.phase
+            for p in (await core.list_namespaced_pod(namespace)).items
+        }
+        if len(pods) < 20 or any(phase != "Succeeded" for phase in pods.values()):
+            return False
+        last: dict[str, str] = {}
+        for m in await messages(stack.kafka_bootstrap, _objects_topic(topic_prefix)):
+            if isinstance(m, PodObserved) and m.namespace == namespace:
+                last[m.uid] = m.phase
+        return last == pods
+
+    await eventually("every pod's final phase on the topic", converged, timeout=90)
+    history = [
+        m
+        for m in await messages(stack.kafka_bootstrap, _objects_topic(topic_prefix))
+        if isinstance(m, PodObserved) and m.namespace == namespace
+    ]
+    running = {m.uid for m in history if m.phase == "Running"}
+    assert len(running) == 20, "the intermediate Running states made while Kafka was down are kept"
 
 
 def _free_port() -> int:
