@@ -80,6 +80,7 @@ def make_consumer(
     client_id: str,
     group_id: str | None,
     auto_offset_reset: str = "earliest",
+    **extra: Any,
 ) -> AIOKafkaConsumer:
     """A read_committed consumer that never commits by itself."""
     return AIOKafkaConsumer(
@@ -90,6 +91,7 @@ def make_consumer(
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset=auto_offset_reset,
+        **extra,
     )
 
 

@@ -1,0 +1,53 @@
+"""The killer's Prometheus metrics (one registry per instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class KillerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.folded = Counter(
+            "jobreaper_killer_events_folded_total",
+            "Records folded into state",
+            ["topic"],
+            registry=registry,
+        )
+        self.commands = Counter(
+            "jobreaper_killer_commands_total",
+            "Commands issued",
+            ["step", "trigger"],
+            registry=registry,
+        )
+        self.kill_events = Counter(
+            "jobreaper_killer_kill_events_total",
+            "Public kill events published",
+            ["type"],
+            registry=registry,
+        )
+        self.undecodable = Counter(
+            "jobreaper_killer_undecodable_total",
+            "Records that are not a message we understand (dead-lettered when live)",
+            ["topic"],
+            registry=registry,
+        )
+        self.decide_lateness = Histogram(
+            "jobreaper_killer_decide_lateness_seconds",
+            "How late a command was decided after it became due (decided_at - due_at)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300),
+            registry=registry,
+        )
+        self.rebuild_seconds = Histogram(
+            "jobreaper_killer_rebuild_seconds",
+            "Time from a partition's assignment to its state being caught up",
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.partitions = Gauge(
+            "jobreaper_killer_partitions", "Partitions owned", ["state"], registry=registry
+        )
+        self.lag = Gauge(
+            "jobreaper_killer_rebuild_records_left",
+            "Records left to fold before the owned partitions are caught up",
+            registry=registry,
+        )

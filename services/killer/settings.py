@@ -1,0 +1,31 @@
+"""Killer settings (``JOBREAPER_KILLER_*``)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_identity() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class KillerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="JOBREAPER_KILLER_", extra="ignore")
+
+    group_id: str = Field(
+        default="jobreaper-killer",
+        description="Consumer group of the killer instances (they split the partitions).",
+    )
+    identity: str = Field(
+        default_factory=_default_identity, description="This instance's name (client ids, logs)."
+    )
+    max_poll_wait_s: float = Field(
+        default=0.1,
+        gt=0,
+        le=5,
+        description="Longest wait for records before looking at timers and node/config changes.",
+    )
