@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from services.killer.cli import app as killer_app
+from services.killer.executor.cli import app as executor_app
 from services.runtime.topics_cli import app as topics_app
 from services.stack.cli import app as stack_app
 from services.watcher.cli import app as watcher_app
@@ -23,6 +24,7 @@ app = typer.Typer(
 app.add_typer(topics_app, name="topics")
 app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Kubernetes, kwok.")
 app.add_typer(watcher_app, name="watcher")
+app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
 
 

@@ -1,0 +1,374 @@
+"""One command -> Kubernetes API calls -> one outcome.
+
+The mapping is pure (:func:`plan`, :func:`classify`, :func:`parse_pod`); the
+loop (:class:`Applier`) does the calls through an injected transport, clock
+and sleep, so every path is unit-tested without an API server.
+
+Each command starts with a GET of the pod. That read is what makes a
+redelivered command (a crash between the API call and the Kafka commit)
+harmless: if its effect is already there, no second write is sent.
+
+- 404 -> ``gone``; another uid under the name -> ``uid-mismatch`` (nothing
+  written: the UID precondition, checked by us and by the API server).
+- ``set-active-deadline``: current ``activeDeadlineSeconds`` <= the value ->
+  ``applied`` without a write; otherwise a JSON patch whose ``test`` op on
+  ``/metadata/uid`` makes the API server refuse another pod (422). The API
+  server itself refuses to raise the value (422), so a concurrent lowering
+  cannot be undone: on 422 we read again and decide from what is there.
+- ``delete``: already being deleted -> ``applied`` without a write; else
+  DELETE with ``preconditions.uid`` and the command's grace period.
+- ``force-delete``: DELETE with ``gracePeriodSeconds: 0`` and
+  ``preconditions.uid``, unless a grace-0 deletion is already recorded.
+- Writes: 409 on a DELETE (the uid precondition) -> ``uid-mismatch``;
+  403 -> ``forbidden``; 429, 5xx, timeouts, connection errors -> retried
+  with capped exponential backoff (from the GET again, which sees a write
+  whose answer was lost) until the command's budget is spent -> ``failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from schemas.commands import CommandIssued, Outcome, Step
+
+from .retry import RetryPolicy
+
+JSON = "application/json"
+JSON_PATCH = "application/json-patch+json"
+
+
+# -- what the API server says --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One API answer. ``status`` 0: no answer (timeout, connection error)."""
+
+    status: int
+    reason: str = ""
+    message: str = ""
+    body: bytes = b""
+
+
+class Transport(Protocol):
+    async def __call__(
+        self, verb: str, path: str, body: Any, content_type: str, timeout: float
+    ) -> Answer: ...
+
+
+Verdict = Literal["ok", "gone", "uid-mismatch", "forbidden", "failed", "retry", "recheck"]
+
+
+def retryable(status: int) -> bool:
+    """Throttling, server errors and no answer at all are worth another try."""
+    return status == 0 or status == 429 or status >= 500
+
+
+def classify(status: int, *, step: Step, write: bool) -> Verdict:
+    """What an answer means for the command.
+
+    ``recheck``: read the pod again and decide from what is there (a refused
+    patch: another uid under the name, or a value lowered meanwhile).
+    """
+    if 200 <= status < 300:
+        return "ok"
+    if retryable(status):
+        return "retry"
+    if status == 404:
+        return "gone"
+    if status == 403:
+        return "forbidden"
+    if write and step == "set-active-deadline" and status in (409, 422):
+        return "recheck"
+    if write and status == 409:
+        return "uid-mismatch"  # the only precondition a DELETE of ours carries
+    return "failed"
+
+
+# -- the pod, as far as a command cares ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodView:
+    uid: str
+    deletion_timestamp: str | None = None
+    deletion_grace_period_seconds: int | None = None
+    active_deadline_seconds: int | None = None
+    job_name: str | None = None
+    job_uid: str | None = None
+
+
+class BadPod(ValueError):
+    """A GET answered with something that is not a pod."""
+
+
+def parse_pod(body: bytes) -> PodView:
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadPod(f"the pod is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BadPod("the pod is not a JSON object")
+    meta = raw.get("metadata") or {}
+    spec = raw.get("spec") or {}
+    uid = meta.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadPod("the pod has no metadata.uid")
+    job_name = job_uid = None
+    for ref in meta.get("ownerReferences") or ():
+        if isinstance(ref, dict) and ref.get("kind") == "Job" and ref.get("controller"):
+            job_name, job_uid = ref.get("name"), ref.get("uid")
+    return PodView(
+        uid=uid,
+        deletion_timestamp=meta.get("deletionTimestamp"),
+        deletion_grace_period_seconds=meta.get("deletionGracePeriodSeconds"),
+        active_deadline_seconds=spec.get("activeDeadlineSeconds"),
+        job_name=job_name,
+        job_uid=job_uid,
+    )
+
+
+def pod_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+# -- command -> request ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Write:
+    verb: str
+    path: str
+    body: Any
+    content_type: str
+
+
+@dataclass(frozen=True)
+class AlreadyDone:
+    """The command's effect is already there: nothing is written."""
+
+    message: str
+
+
+def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
+    """The write that applies ``command`` to ``pod`` (whose uid matched), if one is needed."""
+    path = pod_path(command.namespace, command.pod_name)
+    if command.step == "set-active-deadline":
+        value = command.active_deadline_seconds
+        if value is None:
+            raise ValueError("set-active-deadline without active_deadline_seconds")
+        current = pod.active_deadline_seconds
+        if current is not None and current <= value:
+            return AlreadyDone(
+                f"activeDeadlineSeconds is already {current} <= {value}: not written "
+                "(only ever set or lowered)"
+            )
+        return Write(
+            "PATCH",
+            path,
+            [
+                {"op": "test", "path": "/metadata/uid", "value": command.pod_uid},
+                {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": value},
+            ],
+            JSON_PATCH,
+        )
+    if command.step == "delete":
+        if pod.deletion_timestamp is not None:
+            return AlreadyDone(
+                f"already being deleted since {pod.deletion_timestamp} "
+                f"(grace {pod.deletion_grace_period_seconds}s): no second delete sent"
+            )
+        return Write(
+            "DELETE", path, delete_options(command.pod_uid, command.grace_period_seconds), JSON
+        )
+    # force-delete
+    if pod.deletion_timestamp is not None and pod.deletion_grace_period_seconds == 0:
+        return AlreadyDone(
+            f"already force-deleted at {pod.deletion_timestamp} (grace 0), "
+            "waiting on its finalizers: no second delete sent"
+        )
+    return Write("DELETE", path, delete_options(command.pod_uid, 0), JSON)
+
+
+def delete_options(uid: str, grace_period_seconds: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "preconditions": {"uid": uid},
+    }
+    if grace_period_seconds is not None:
+        options["gracePeriodSeconds"] = grace_period_seconds
+    return options
+
+
+# -- the loop -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    applied_at: datetime
+    """When the API server gave the answer that decided the outcome."""
+    http_status: int | None
+    message: str
+    attempts: int
+    """API calls made for the command (reads and writes, retries included)."""
+    wrote: bool = False
+    """Whether a write of ours was accepted (False: found already done, or refused)."""
+    pod: PodView | None = None
+
+
+class Abandoned(Exception):
+    """The executor is stopping (or lost the partition) while the command waited to retry.
+
+    Nothing is recorded: the command is redelivered to the partition's next
+    owner, whose GET sees whatever effect a lost answer had.
+    """
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _sleep_unless(stopping: asyncio.Event, delay: float) -> None:
+    if stopping.is_set():
+        raise Abandoned
+    try:
+        await asyncio.wait_for(stopping.wait(), delay)
+    except TimeoutError:
+        return
+    raise Abandoned
+
+
+@dataclass
+class Applier:
+    transport: Transport
+    policy: RetryPolicy
+    request_timeout_s: float = 10.0
+    on_retry: Callable[[Step, int], None] | None = None
+    """Called with the step and the status (0: no answer) of each retried answer."""
+    now: Callable[[], datetime] = _now
+    monotonic: Callable[[], float] = time.monotonic
+    sleep: Callable[[asyncio.Event, float], Awaitable[None]] = _sleep_unless
+    rand: random.Random | None = None
+    max_rechecks: int = 2
+
+    async def apply(self, command: CommandIssued, stopping: asyncio.Event) -> Result:
+        """Apply ``command``; raises :class:`Abandoned` only if ``stopping`` is set."""
+        if stopping.is_set():
+            raise Abandoned
+        started = self.monotonic()
+        calls = retries = rechecks = 0
+        step = command.step
+        read = pod_path(command.namespace, command.pod_name)
+        pod: PodView | None = None
+
+        def done(outcome: Outcome, answer: Answer, message: str, *, wrote: bool = False) -> Result:
+            return Result(
+                outcome=outcome,
+                applied_at=self.now(),
+                http_status=answer.status or None,
+                message=message,
+                attempts=max(calls, 1),
+                wrote=wrote,
+                pod=pod,
+            )
+
+        async def call(verb: str, path: str, body: Any, content_type: str) -> Answer:
+            nonlocal calls
+            calls += 1
+            left = self.policy.budget_s - (self.monotonic() - started)
+            timeout = max(1.0, min(self.request_timeout_s, left))
+            return await self.transport(verb, path, body, content_type, timeout)
+
+        async def wait_or_give_up(answer: Answer) -> Result | None:
+            nonlocal retries
+            retries += 1
+            delay = self.policy.delay(retries, self.rand)
+            elapsed = self.monotonic() - started
+            if not self.policy.allows(elapsed, delay):
+                return done(
+                    "failed",
+                    answer,
+                    f"gave up after {calls} API calls in {elapsed:.1f}s: {describe(answer)}",
+                )
+            if self.on_retry is not None:
+                self.on_retry(step, answer.status)
+            await self.sleep(stopping, delay)
+            return None
+
+        while True:
+            got = await call("GET", read, None, JSON)
+            verdict = classify(got.status, step=step, write=False)
+            if verdict == "retry":
+                if (gave_up := await wait_or_give_up(got)) is not None:
+                    return gave_up
+                continue
+            if verdict == "gone":
+                return done("gone", got, f"pod {command.namespace}/{command.pod_name} not found")
+            if verdict == "forbidden":
+                return done("forbidden", got, f"get pods denied: {got.message}")
+            if verdict != "ok":
+                return done("failed", got, f"reading the pod: {describe(got)}")
+            try:
+                pod = parse_pod(got.body)
+            except BadPod as exc:
+                return done("failed", got, str(exc))
+            if pod.uid != command.pod_uid:
+                return done(
+                    "uid-mismatch",
+                    got,
+                    f"pod {command.namespace}/{command.pod_name} is now uid {pod.uid}, "
+                    f"not {command.pod_uid}: not touched",
+                )
+            action = plan(command, pod)
+            if isinstance(action, AlreadyDone):
+                return done("applied", got, action.message)
+            answer = await call(action.verb, action.path, action.body, action.content_type)
+            verdict = classify(answer.status, step=step, write=True)
+            if verdict == "ok":
+                return done("applied", answer, applied_message(command), wrote=True)
+            if verdict == "retry":
+                if (gave_up := await wait_or_give_up(answer)) is not None:
+                    return gave_up
+                continue  # from the GET: a write whose answer was lost may have landed
+            if verdict == "recheck":
+                rechecks += 1
+                if rechecks > self.max_rechecks:
+                    return done("failed", answer, f"refused: {describe(answer)}")
+                continue
+            if verdict == "uid-mismatch":
+                return done("uid-mismatch", answer, answer.message)
+            if verdict == "gone":
+                return done("gone", answer, answer.message or "not found")
+            if verdict == "forbidden":
+                verb = "patch" if action.verb == "PATCH" else "delete"
+                return done("forbidden", answer, f"{verb} pods denied: {answer.message}")
+            return done("failed", answer, describe(answer))
+
+
+def applied_message(command: CommandIssued) -> str:
+    if command.step == "set-active-deadline":
+        return f"activeDeadlineSeconds set to {command.active_deadline_seconds}"
+    if command.step == "delete":
+        grace = command.grace_period_seconds
+        return (
+            "deleted with the pod's own grace period"
+            if grace is None
+            else (f"deleted with grace period {grace}s")
+        )
+    return "force-deleted (grace period 0): its containers may still be running"
+
+
+def describe(answer: Answer) -> str:
+    if answer.status == 0:
+        return f"no answer ({answer.reason}: {answer.message})"
+    return f"HTTP {answer.status} {answer.reason}: {answer.message}".rstrip(": ")
