@@ -56,12 +56,23 @@ def _state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
-def _argv0(pid: int) -> str | None:
+def _exe_matches(pid: int, exe: str) -> bool | None:
+    """Whether the process runs ``exe``; None when the kernel will not say right now.
+
+    ``/proc/<pid>/exe`` first; ``/proc/<pid>/cmdline`` can read empty for a
+    moment (seen while a Go program starts up), so it is only a fallback.
+    """
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == os.path.realpath(exe)
+    except OSError:
+        pass
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return None
-    return raw.split(b"\0", 1)[0].decode(errors="replace") if raw else None
+    if not raw:
+        return None
+    return raw.split(b"\0", 1)[0].decode(errors="replace") == exe
 
 
 def _reap(pid: int) -> None:
@@ -132,7 +143,9 @@ def alive(record: ProcessRecord) -> bool:
         return False
     if _start_ticks(record.pid) != record.start_ticks:
         return False
-    return _argv0(record.pid) == record.exe
+    # Pid and start time already identify the process; the executable is a
+    # second check, skipped only when the kernel cannot tell at this moment.
+    return _exe_matches(record.pid, record.exe) is not False
 
 
 def running(pid_file: Path) -> ProcessRecord | None:
