@@ -102,7 +102,7 @@ def versions() -> Versions:
 #: Timings of the node lifecycle: kwok renews each node's lease every
 #: NODE_LEASE_SECONDS / 4; the controller manager checks every NODE_MONITOR_PERIOD
 #: and marks a node whose lease went stale for NODE_MONITOR_GRACE_PERIOD NotReady
-#: (Unknown). So a lost node turns NotReady 8-10 s after its kwok stops.
+#: (Unknown). So a lost node turns NotReady 8-12 s after its kwok stops.
 NODE_LEASE_SECONDS = 8
 NODE_MONITOR_PERIOD = "2s"
 NODE_MONITOR_GRACE_PERIOD = "8s"
