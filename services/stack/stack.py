@@ -479,7 +479,7 @@ class Stack:
         self._start_apiserver(state, builds["kube"], pki, taken)
         self._start_controllers(state, builds["kube"], pki, taken)
         self._start_nodes(state, builds["kwok"], pki)
-        self._wait_kafka(state)
+        self._wait_kafka(state, builds["kafka"], taken)
 
     def _start_with_port_retry(
         self,
@@ -800,26 +800,34 @@ class Stack:
             ],
         )
 
-    def _wait_kafka(self, state: State) -> None:
-        port = state.ports["kafka"]
-        try:
-            wait_for(
-                "start kafka",
-                lambda: kafkaprobe.ready("127.0.0.1", port),
-                timeout=120,
-                proc=("kafka", self.layout),
-            )
-        except StackError:
-            if log_mentions(self.layout.log("kafka"), *PORT_IN_USE):
-                raise StackError(
-                    f"port {port} or {state.ports['kafka-controller']} was taken; "
-                    "run `stack up` again",
-                    step="start kafka",
-                    log=self.layout.log("kafka"),
-                ) from None
-            raise
+    def _wait_kafka(self, state: State, kafka: Build, taken: set[int]) -> None:
+        """Wait for the broker; if a port was grabbed before it bound, try other ports."""
+        for attempt in range(3):
+            port = state.ports["kafka"]
+
+            def ready(port: int = port) -> bool:
+                return kafkaprobe.ready("127.0.0.1", port)
+
+            try:
+                wait_for(
+                    "start kafka",
+                    ready,
+                    timeout=120,
+                    proc=("kafka", self.layout),
+                )
+                break
+            except StackError:
+                process.stop(self.layout.pid("kafka"))
+                if attempt < 2 and log_mentions(self.layout.log("kafka"), *PORT_IN_USE):
+                    self.say("  a port of kafka was taken meanwhile; picking others")
+                    self.layout.log("kafka").rename(self.layout.log(f"kafka.port-clash-{attempt}"))
+                    self._prepare_kafka(state, kafka, taken)
+                    save_state(self.layout, state)
+                    self._start_kafka(state, kafka)
+                    continue
+                raise
         self.say(
-            f"  Kafka {state.versions.get('kafka', '')} ready on 127.0.0.1:{port} "
+            f"  Kafka {state.versions.get('kafka', '')} ready on 127.0.0.1:{state.ports['kafka']} "
             f"({elapsed(self._kafka_t0)} since start)"
         )
 
