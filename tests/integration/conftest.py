@@ -16,6 +16,7 @@ Mark tests that use them with ``@pytest.mark.stack``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -27,7 +28,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
-from services.stack.api import StackError, StackInfo, attach, ensure_stack
+from services.stack.api import StackError, StackInfo, attach, build_stack, ensure_stack
 from services.stack.testing import NodeLoss
 
 TEST_STACK_NAME = os.environ.get("JOBREAPER_TEST_STACK", "test")
@@ -60,6 +61,20 @@ def _stack_from_env() -> StackInfo | None:
         kube_version="",
         kafka_version="",
     )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the stack (minutes, the first time) before any test's timeout runs."""
+    if _stack_from_env() is not None or session.config.option.collectonly:
+        return
+    if not any(item.get_closest_marker("stack") for item in session.items):
+        return
+    capture = session.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        try:
+            build_stack()
+        except StackError as e:
+            pytest.exit(f"the local stack cannot be built: {e}", returncode=1)
 
 
 @pytest.fixture(scope="session")
