@@ -1,0 +1,213 @@
+"""The killer over real Kafka, fed by the real watcher: on time, once, across restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from kubernetes_asyncio import client
+
+from schemas.commands import CommandIssued
+from schemas.events import KillStarted
+from services.killer.service import Killer
+from services.killer.settings import KillerSettings
+from services.runtime.kube import load_api_client
+from services.runtime.settings import KafkaSettings
+from services.stack.api import StackInfo
+from services.watcher.service import Watcher
+from services.watcher.settings import WatcherSettings
+from tests.integration.helpers import eventually, job_manifest, messages
+
+pytestmark = pytest.mark.stack
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def start_running_jobs(kube_api: client.ApiClient, namespace: str, names: list[str]) -> None:
+    """Create Jobs whose pods run until killed (deadline ignored), and wait until all run."""
+    batch = client.BatchV1Api(kube_api)
+    core = client.CoreV1Api(kube_api)
+    for name in names:
+        await batch.create_namespaced_job(
+            namespace,
+            job_manifest(name, run="never", pod_labels={"jobreaper.test/ignore-deadline": "true"}),
+        )
+
+    async def all_running() -> bool:
+        pods = (await core.list_namespaced_pod(namespace)).items
+        return len(pods) == len(names) and all(p.status.phase == "Running" for p in pods)
+
+    await eventually("every pod running", all_running)
+
+
+async def kill_now(kube_api: client.ApiClient, namespace: str, names: list[str]) -> None:
+    """Set each Job's kill timestamp to now, as a person would with kubectl annotate."""
+    batch = client.BatchV1Api(kube_api)
+    now = _rfc3339(datetime.now(UTC))
+    for name in names:
+        await batch.patch_namespaced_job(
+            name, namespace, {"metadata": {"annotations": {"jobreaper.io/kill-timestamp": now}}}
+        )
+
+
+class Services:
+    """In-process watcher and killers on the test's namespace and topics."""
+
+    def __init__(self, stack: StackInfo, namespace: str, prefix: str) -> None:
+        self.stack = stack
+        self.namespace = namespace
+        self.prefix = prefix
+        self.kafka = KafkaSettings(
+            bootstrap=stack.kafka_bootstrap, topic_prefix=prefix, job_partitions=3
+        )
+        self.group = f"killer-{uuid.uuid4().hex[:8]}"
+        self.tasks: list[tuple[Any, asyncio.Task[None]]] = []
+
+    async def watcher(self) -> None:
+        api = await load_api_client(str(self.stack.kubeconfig))
+        watcher = Watcher(
+            api,
+            self.kafka,
+            WatcherSettings(namespaces=[self.namespace], lease_namespace=self.namespace),
+        )
+        task = asyncio.create_task(watcher.run())
+        task.add_done_callback(lambda _: asyncio.ensure_future(api.close()))
+        self.tasks.append((watcher, task))
+        await eventually("watcher ready", lambda: self._ready(watcher, task))
+
+    async def killer(self, identity: str = "k1") -> tuple[Killer, asyncio.Task[None]]:
+        killer = Killer(self.kafka, KillerSettings(group_id=self.group, identity=identity))
+        task = asyncio.create_task(killer.run())
+        self.tasks.append((killer, task))
+        await eventually("killer ready", lambda: self._ready(killer, task))
+        return killer, task
+
+    async def _ready(self, service: Any, task: asyncio.Task[None]) -> bool:
+        if task.done():
+            task.result()
+            raise AssertionError(f"{service} stopped by itself")
+        ready, _ = service.readiness()
+        return bool(ready)
+
+    async def stop(self, service: Any, task: asyncio.Task[None]) -> None:
+        service.stop()
+        await asyncio.wait_for(task, 30)
+
+    async def commands(self) -> list[CommandIssued]:
+        msgs = await messages(self.stack.kafka_bootstrap, f"{self.prefix}kill.commands")
+        return [m for m in msgs if isinstance(m, CommandIssued)]
+
+    async def close(self) -> None:
+        for service, task in self.tasks:
+            if not task.done():
+                await self.stop(service, task)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def services(stack: StackInfo, namespace: str, topic_prefix: str) -> AsyncIterator[Services]:
+    running = Services(stack, namespace, topic_prefix)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+async def test_a_future_kill_timestamp_waits_then_acts_at_once(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await services.watcher()
+    await services.killer()
+    kill_at = datetime.now(UTC) + timedelta(seconds=6)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace,
+        job_manifest(
+            "later", run="never", annotations={"jobreaper.io/kill-timestamp": _rfc3339(kill_at)}
+        ),
+    )
+    await asyncio.sleep(3)
+    assert await services.commands() == [], "nothing is decided before the kill time"
+    (command,) = await eventually("the first step", services.commands, timeout=30)
+    assert command.step == "set-active-deadline"
+    assert command.trigger == "Killed"
+    assert (
+        command.due_at == kill_at.replace(microsecond=command.due_at.microsecond)
+        or abs((command.due_at - kill_at).total_seconds()) < 1
+    )
+    assert command.decided_at >= command.due_at, "never decided before it is due"
+    print(
+        f"decided {(command.decided_at - command.due_at).total_seconds() * 1000:.0f} ms after due"
+    )
+
+
+async def test_a_restarted_killer_rebuilds_and_issues_nothing_twice(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await services.watcher()
+    killer, task = await services.killer("first")
+    await start_running_jobs(kube_api, namespace, ["a", "b", "c"])
+    await kill_now(kube_api, namespace, ["a", "b", "c"])
+
+    async def three() -> list[CommandIssued] | None:
+        found = await services.commands()
+        return found if len(found) >= 3 else None
+
+    await eventually("a first step for each Job", three)
+    await asyncio.sleep(2)
+    first = await services.commands()
+    await services.stop(killer, task)
+
+    await services.killer("second")  # rebuilds from the log
+    await asyncio.sleep(3)
+    again = await services.commands()
+    assert sorted(c.command_id for c in again) == sorted(c.command_id for c in first), [
+        (c.job_name, c.pod_name, c.step, c.rule, str(c.due_at), str(c.decided_at)) for c in again
+    ]
+    ids = [c.command_id for c in again]
+    assert len(ids) == len(set(ids)), "no command id twice"
+    started = [
+        m
+        for m in await messages(services.stack.kafka_bootstrap, f"{services.prefix}kill.events")
+        if isinstance(m, KillStarted)
+    ]
+    assert sorted(m.job_name for m in started) == ["a", "b", "c"]
+
+
+async def test_two_killers_split_the_partitions_and_issue_what_one_would(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await services.watcher()
+    one, _ = await services.killer("one")
+    two, _ = await services.killer("two")
+
+    async def split() -> bool:
+        return (
+            bool(one.partitions)
+            and bool(two.partitions)
+            and (len(one.partitions) + len(two.partitions) == 3)
+        )
+
+    await eventually("the partitions split between two killers", split)
+    assert not set(one.partitions) & set(two.partitions)
+    names = [f"job-{i}" for i in range(8)]
+    await start_running_jobs(kube_api, namespace, names)
+    await kill_now(kube_api, namespace, names)
+
+    async def all_jobs() -> list[CommandIssued] | None:
+        found = await services.commands()
+        return found if {c.job_name for c in found} == set(names) else None
+
+    found = await eventually("a first step for every Job", all_jobs)
+    await asyncio.sleep(2)
+    found = await services.commands()
+    assert len(found) == len(names), [
+        (c.job_name, c.pod_name, c.step, c.rule, c.attempt, c.command_id[:6], str(c.decided_at))
+        for c in found
+    ]
+    assert all(c.step == "set-active-deadline" for c in found)
