@@ -15,7 +15,7 @@ from services.runtime.cli_support import (
 from services.runtime.service import serve
 
 from .service import Killer
-from .settings import KillerSettings
+from .settings import KillerServiceSettings
 
 app = typer.Typer(help="Decide kills and escalation steps from the topics.", no_args_is_help=True)
 
@@ -39,4 +39,4 @@ def run(
         kubeconfig=None,
         http_port=http_port,
     )
-    asyncio.run(serve(Killer(kafka, KillerSettings()), service, "killer"))
+    asyncio.run(serve(Killer(kafka, KillerServiceSettings()), service, "killer"))

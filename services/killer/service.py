@@ -72,7 +72,7 @@ from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
 from .metrics import KillerMetrics
-from .settings import KillerSettings
+from .settings import KillerServiceSettings
 
 log = get_logger(__name__)
 
@@ -119,7 +119,7 @@ class Killer:
     def __init__(
         self,
         kafka: KafkaSettings,
-        settings: KillerSettings,
+        settings: KillerServiceSettings,
         *,
         registry: CollectorRegistry | None = None,
     ) -> None:

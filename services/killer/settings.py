@@ -13,7 +13,7 @@ def _default_identity() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class KillerSettings(BaseSettings):
+class KillerServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOBREAPER_KILLER_", extra="ignore")
 
     group_id: str = Field(

@@ -15,7 +15,7 @@ from kubernetes_asyncio import client
 from schemas.commands import CommandIssued
 from schemas.events import KillStarted
 from services.killer.service import Killer
-from services.killer.settings import KillerSettings
+from services.killer.settings import KillerServiceSettings
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
 from services.stack.api import StackInfo
@@ -83,7 +83,7 @@ class Services:
         await eventually("watcher ready", lambda: self._ready(watcher, task))
 
     async def killer(self, identity: str = "k1") -> tuple[Killer, asyncio.Task[None]]:
-        killer = Killer(self.kafka, KillerSettings(group_id=self.group, identity=identity))
+        killer = Killer(self.kafka, KillerServiceSettings(group_id=self.group, identity=identity))
         task = asyncio.create_task(killer.run())
         self.tasks.append((killer, task))
         await eventually("killer ready", lambda: self._ready(killer, task))
