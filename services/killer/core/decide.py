@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 from schemas.commands import CommandIssued, Rule, Step, Trigger
@@ -61,11 +61,15 @@ from .state import (
     to_us,
 )
 from .triggers import (
+    PENDING_TIMEOUT,
+    PRIORITY,
+    RUNNING_TIMEOUT,
     STUCK_TERMINATING,
     SUSPENDED,
     Candidate,
     job_candidates,
-    pod_candidates,
+    pending_timeout,
+    running_timeout,
 )
 
 if TYPE_CHECKING:
@@ -95,15 +99,19 @@ _NO_CONFIG = object()
 
 
 class _Ctx:
-    __slots__ = ("commands", "events", "now", "now_us", "resolver", "state")
+    __slots__ = ("commands", "events", "now", "now_us", "prev_timers", "resolver", "state")
 
     def __init__(self, state: KillerState, now: datetime, now_us: int, resolver: Resolver) -> None:
         self.state = state
-        self.now = now
+        # normalised to UTC, as the models would
+        self.now = now if now.tzinfo is UTC else from_us(now_us)
         self.now_us = now_us
         self.resolver = resolver
         self.commands: list[CommandIssued] = []
         self.events: list[KillEvent] = []
+        self.prev_timers: dict[PodState, int] = {}
+        """Timers of the pods being looked at, as they were before: a timer that
+        comes out the same keeps its heap entry (no push)."""
 
 
 def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = None) -> Decision:
@@ -125,6 +133,8 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
                     mark_gen(state, gen, FULL_DIRTY)
         state.decided_config = config_key
         resolver = state.resolver = Resolver(snapshot)
+    if now.tzinfo is None:
+        raise ValueError("decide needs an aware `now` (e.g. datetime.now(UTC))")
     now_us = to_us(now)
     heap = state.heap
     dirty = state.dirty
@@ -146,8 +156,8 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
 
     dirty = state.dirty
     if dirty:
-        state.dirty = {}
         gens = list(dirty) if len(dirty) == 1 else sorted(dirty, key=_gen_order)
+        dirty.clear()
         for gen in gens:
             if not gen.removed:
                 _eval_gen(ctx, gen)
@@ -195,24 +205,25 @@ def _live(entry: tuple[int, int, JobGen, PodState | None]) -> bool:
 
 
 def _pod_timer(ctx: _Ctx, pod: PodState, due: int) -> None:
+    """Wake ``pod`` at ``due`` (the earliest of what its evaluation asks for). A heap
+    entry is live while ``pod.timer_us`` equals its due time; others are skipped."""
     now_us = ctx.now_us
     if due <= now_us:
         return
     t = pod.timer_us
     if t is None or due < t or t <= now_us:
         pod.timer_us = due
-        state = ctx.state
-        state.seq += 1
-        heapq.heappush(state.heap, (due, state.seq, pod.gen, pod))
+        if ctx.prev_timers.get(pod) != due:
+            state = ctx.state
+            state.seq += 1
+            heapq.heappush(state.heap, (due, state.seq, pod.gen, pod))
 
 
-def _gen_timer(ctx: _Ctx, gen: JobGen, due: int) -> None:
-    now_us = ctx.now_us
-    if due <= now_us:
+def _gen_timer(ctx: _Ctx, gen: JobGen, due: int, prev: int | None) -> None:
+    if due <= ctx.now_us:
         return
-    t = gen.timer_us
-    if t is None or due < t or t <= now_us:
-        gen.timer_us = due
+    gen.timer_us = due
+    if prev != due:
         state = ctx.state
         state.seq += 1
         heapq.heappush(state.heap, (due, state.seq, gen, None))
@@ -232,6 +243,12 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
     for pod in dirty_pods:
         pod.dirty = False
     eff = ctx.resolver.for_gen(gen)
+    # Each pod looked at asks for its timer afresh (see _pod_timer).
+    prev = ctx.prev_timers
+    for pod in gen.pods if full else dirty_pods:
+        if pod.timer_us is not None:
+            prev[pod] = pod.timer_us
+            pod.timer_us = None
 
     latch = gen.latch
     if latch is not None and latch.trigger == SUSPENDED and not gen.suspend:
@@ -314,8 +331,12 @@ def _fire(
                     best = cand
             elif next_due is None or cand.due_us < next_due:
                 next_due = cand.due_us
+        prev = gen.timer_us
+        gen.timer_us = None
         if next_due is not None:
-            _gen_timer(ctx, gen, next_due)
+            _gen_timer(ctx, gen, next_due, prev)
+    elif job_level:
+        gen.timer_us = None  # no Job-level trigger left
     if gen.observed:
         check_running = gen.running_timeout_s is not None
         for pod in pods:
@@ -324,14 +345,21 @@ def _fire(
             if pod.run_start_us is None:
                 if pod.phase != PENDING:
                     continue
-            elif not check_running:
+                due = pending_timeout(pod, gen, eff)
+                trigger = PENDING_TIMEOUT
+            elif check_running:
+                due = running_timeout(pod, gen)
+                trigger = RUNNING_TIMEOUT
+            else:
                 continue
-            for cand in pod_candidates(pod, gen, eff):
-                if cand.due_us <= now_us:
-                    if best is None or cand[:2] < best[:2]:
-                        best = cand
-                else:
-                    _pod_timer(ctx, pod, cand.due_us)
+            if due is None:
+                continue
+            if due > now_us:
+                _pod_timer(ctx, pod, due)
+                continue
+            cand = Candidate(due, PRIORITY[trigger], trigger, trigger)
+            if best is None or cand[:2] < best[:2]:
+                best = cand
     if best is None:
         return None
     gen.timer_us = None  # latched: Job-level triggers no longer matter

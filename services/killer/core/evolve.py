@@ -18,7 +18,7 @@ changed dirty for the next ``decide``. It never raises on odd input:
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -163,6 +163,18 @@ def _selectable_labels(labels: dict[str, str]) -> dict[str, str]:
     return out if out else _NO_LABELS
 
 
+def _labels_changed(raw: dict[str, str], current: Mapping[str, str]) -> bool:
+    """Whether the selectable labels differ from ``current`` (without building them)."""
+    n = 0
+    for k, v in raw.items():
+        if k in _PER_JOB_LABELS:
+            continue
+        if current.get(k) != v:
+            return True
+        n += 1
+    return n != len(current)
+
+
 def _rfc3339_us(value: str | None) -> int | None:
     if not value:
         return None
@@ -305,17 +317,16 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
         gen = _gen(ks, key, ev.uid)
     elif gen.deleted_us is not None or (not deleted and gen.observed and rv >= 0 and rv <= gen.rv):
         return  # a tombstone, or stale / duplicate
-    obs_us = to_us(ev.observed_at)
     level = JOB_DIRTY
     if not gen.observed:
         gen.observed = True
         level = FULL_DIRTY
     gen.rv = rv
-    if ev.creation_timestamp is not None:
+    if gen.created_us is None and ev.creation_timestamp is not None:
         gen.created_us = to_us(ev.creation_timestamp)
 
     if deleted:
-        _job_deleted(state, ks, gen, obs_us)
+        _job_deleted(state, ks, gen, to_us(ev.observed_at))
         mark_gen(state, gen, level)
         return
 
@@ -323,27 +334,37 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     current = find_gen(ks, ks.current) if ks.current is not None else None
     if current is not None and current is not gen and current.deleted_us is None:
         if (gen.created_us or 0) >= (current.created_us or 0):
-            _job_deleted(state, ks, current, gen.created_us or obs_us)
+            _job_deleted(state, ks, current, gen.created_us or to_us(ev.observed_at))
             mark_gen(state, current, JOB_DIRTY)
             ks.current = gen.uid
         else:
-            _job_deleted(state, ks, gen, obs_us)  # this event is about the older Job
+            _job_deleted(state, ks, gen, to_us(ev.observed_at))  # about the older Job
             mark_gen(state, gen, level)
             return
     else:
         ks.current = gen.uid
 
-    labels = _selectable_labels(ev.labels)
-    if labels != gen.labels:
-        gen.labels = labels
+    if _labels_changed(ev.labels, gen.labels):
+        gen.labels = _selectable_labels(ev.labels)
         gen.eff_key = None
         level = FULL_DIRTY
+    # What the Job-level triggers read, before: a status-only update (counts moving)
+    # that changes none of it needs no new decision.
+    before = _trigger_facts(gen)
     ann = ev.annotations
-    gen.kill_ts_us = _rfc3339_us(ann.get(KILL_TIMESTAMP))
-    pending = _seconds(ann.get(PENDING_TIMEOUT))
-    running = _seconds(ann.get(RUNNING_TIMEOUT)) or None
-    forbid = _true(ann.get(FORBID_FORCE_DELETION))
-    if (pending, running, forbid) != (gen.pending_override_s, gen.running_timeout_s, gen.forbid):
+    if ann:
+        gen.kill_ts_us = _rfc3339_us(ann.get(KILL_TIMESTAMP))
+        pending = _seconds(ann.get(PENDING_TIMEOUT))
+        running = _seconds(ann.get(RUNNING_TIMEOUT)) or None
+        forbid = _true(ann.get(FORBID_FORCE_DELETION))
+    else:
+        gen.kill_ts_us = pending = running = None
+        forbid = False
+    if (
+        pending != gen.pending_override_s
+        or running != gen.running_timeout_s
+        or forbid != gen.forbid
+    ):
         gen.pending_override_s, gen.running_timeout_s, gen.forbid = pending, running, forbid
         level = FULL_DIRTY
 
@@ -356,7 +377,11 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     for cond in ev.conditions:
         if cond.status != "True":
             continue
-        ltt = obs_us if cond.last_transition_time is None else to_us(cond.last_transition_time)
+        ltt = (
+            to_us(ev.observed_at)
+            if cond.last_transition_time is None
+            else to_us(cond.last_transition_time)
+        )
         if cond.type == "Suspended":
             suspended_cond = True
             suspended_since = ltt
@@ -368,13 +393,28 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     elif suspended_since is not None:
         gen.suspended_since_us = suspended_since
     elif gen.suspended_since_us is None:
-        gen.suspended_since_us = obs_us
+        gen.suspended_since_us = to_us(ev.observed_at)
     if finished is None:
         gen.finished_us, gen.finished_reason = None, ""
     else:
         gen.finished_us, gen.finished_reason = finished
     gen.has_active = ev.active > 0 or (ev.terminating or 0) > 0
-    mark_gen(state, gen, level)
+    if level == FULL_DIRTY or _trigger_facts(gen) != before:
+        mark_gen(state, gen, level)
+
+
+def _trigger_facts(gen: JobGen) -> tuple[object, ...]:
+    return (
+        gen.kill_ts_us,
+        gen.ads,
+        gen.start_us,
+        gen.suspend,
+        gen.suspended_cond,
+        gen.suspended_since_us,
+        gen.finished_us,
+        gen.finished_reason,
+        gen.has_active,
+    )
 
 
 def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> None:

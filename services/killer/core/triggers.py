@@ -152,15 +152,3 @@ def running_timeout(pod: PodState, gen: JobGen) -> int | None:
     if not gen.observed or not gen.running_timeout_s or pod.run_start_us is None:
         return None
     return pod.run_start_us + gen.running_timeout_s * SECOND
-
-
-def pod_candidates(pod: PodState, gen: JobGen, eff: Effective) -> list[Candidate]:
-    """The pod-derived triggers of a not-done pod, due or not."""
-    out: list[Candidate] = []
-    due = pending_timeout(pod, gen, eff)
-    if due is not None:
-        out.append(Candidate(due, PRIORITY[PENDING_TIMEOUT], PENDING_TIMEOUT, PENDING_TIMEOUT))
-    due = running_timeout(pod, gen)
-    if due is not None:
-        out.append(Candidate(due, PRIORITY[RUNNING_TIMEOUT], RUNNING_TIMEOUT, RUNNING_TIMEOUT))
-    return out

@@ -91,6 +91,11 @@ class D:
             assert d.next_due_at == expected, f"at {self.t}"
         for c in d.commands:
             assert c.due_at <= c.decided_at == at(self.t)
+        for m in (*d.commands, *d.kill_events):
+            # Every output survives a JSON round trip unchanged.
+            again = type(m).model_validate_json(m.model_dump_json())
+            assert again == m
+            assert again.model_dump_json() == m.model_dump_json()
         if self.check is not None:
             self.check(d)
         return d
