@@ -261,6 +261,8 @@ class Executor:
     # -- rebalances -------------------------------------------------------------------------
 
     async def _revoke(self, revoked: set[TopicPartition]) -> None:
+        # A rebalance starts: not ready until the new assignment is set up.
+        self._joined = False
         async with self._rebalancing:
             await self._stop_workers(revoked)
 
