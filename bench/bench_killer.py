@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import resource
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,10 +108,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
         raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
+    if args.produce_only:
+        settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=args.prefix)
+        await produce(settings, args.events, 10_000_000)
+        return
     kafka = KafkaSettings(
         bootstrap=bootstrap,
         topic_prefix=f"bench-{uuid.uuid4().hex[:6]}.",
@@ -141,8 +148,18 @@ async def main() -> None:
         for s in m.samples
         if s.name.endswith("_total")
     )
+    # Written by another process, so the killer has this one's core to itself.
     start = time.perf_counter()
-    producing = asyncio.create_task(produce(kafka, args.events, 10_000_000))
+    producing = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.bench_killer",
+        "--produce-only",
+        "--events",
+        str(args.events),
+        "--prefix",
+        kafka.topic_prefix,
+    )
     target = folded_before + args.events
     while True:
         folded = sum(
@@ -155,10 +172,10 @@ async def main() -> None:
             break
         await asyncio.sleep(0.05)
     live = time.perf_counter() - start
-    await producing
+    await producing.wait()
     print(
-        f"live: {args.events:,} observations written, folded and decided in {live:.2f} s "
-        f"({args.events / live:,.0f} events/s end to end)"
+        f"live: {args.events:,} observations (written by another process) folded and decided "
+        f"in {live:.2f} s ({args.events / live:,.0f} events/s end to end)"
     )
     killer.stop()
     await task

@@ -23,6 +23,7 @@ from .base import Message
 SPEC_VERSION = "1.0"
 CONTENT_TYPE = "application/json"
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time")
+_READ_HEADERS = (*REQUIRED_HEADERS, "content-type")
 _VERSIONED_TYPE = re.compile(r"^(?P<base>.+)\.v(?P<version>\d+)$")
 
 
@@ -138,20 +139,21 @@ class Codec:
 
     def decode(self, headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Envelope:
         """The envelope of a record, or a :class:`DecodeError` saying why not."""
+        raw_attrs = dict(headers)  # the last of a repeated header wins
         attrs: dict[str, str] = {}
-        for name, raw in headers:
-            if name.startswith("ce_") or name == "content-type":
+        for name in _READ_HEADERS:
+            raw = raw_attrs.get(name)
+            if raw:
                 try:
                     attrs[name] = raw.decode()
                 except UnicodeDecodeError as exc:
                     raise MissingHeader(f"header {name} is not UTF-8") from exc
-        for name in REQUIRED_HEADERS:
-            if not attrs.get(name):
+            elif name in REQUIRED_HEADERS:
                 raise MissingHeader(f"header {name} is missing")
         if attrs["ce_specversion"] != SPEC_VERSION:
             raise UnsupportedSpecVersion(f"ce_specversion {attrs['ce_specversion']!r}")
         content_type = attrs.get("content-type", CONTENT_TYPE)
-        if content_type.split(";")[0].strip() != CONTENT_TYPE:
+        if content_type != CONTENT_TYPE and content_type.split(";")[0].strip() != CONTENT_TYPE:
             raise BadJson(f"content-type {content_type!r} is not {CONTENT_TYPE}")
         model = self._model_for(attrs["ce_type"])
         try:
@@ -163,19 +165,22 @@ class Codec:
         if value is None:
             raise BadJson("the record has no value")
         try:
-            data = json.loads(value)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadJson(str(exc)) from exc
-        if not isinstance(data, dict):
-            raise BadJson(f"the value is a JSON {type(data).__name__}, not an object")
-        try:
-            message = model.model_validate(data)
+            # pydantic-core parses and validates in one pass (no dict in between).
+            message = model.model_validate_json(value)
         except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if errors and errors[0]["type"] == "json_invalid":
+                raise BadJson(str(errors[0]["msg"])) from exc
+            if errors and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
+                kind = type(json.loads(value)).__name__
+                raise BadJson(f"the value is a JSON {kind}, not an object") from exc
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                for err in exc.errors()
+                for err in errors
             )
             raise InvalidPayload(f"{attrs['ce_type']}: {problems}") from exc
+        except UnicodeDecodeError as exc:
+            raise BadJson(str(exc)) from exc
         return Envelope(
             id=attrs["ce_id"],
             type=attrs["ce_type"],
