@@ -1,4 +1,4 @@
-"""Fixtures for tests on the real local stack (Kafka + Kubernetes control plane + kwok).
+"""Fixtures for tests on the real local stack: Kafka, Kubernetes control plane, kwok.
 
 - ``stack`` (session): the stack named by ``JOBREAPER_KUBECONFIG`` +
   ``JOBREAPER_KAFKA_BOOTSTRAP`` (+ ``JOBREAPER_AUDIT_LOG``), as ``jobreaper
