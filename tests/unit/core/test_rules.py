@@ -723,6 +723,19 @@ CASES = [
             D(2, [], []),
         ],
     ),
+    Case(
+        "job-recreated-under-the-same-name-orphans-the-old-pods-only",
+        [
+            J(0, **KILL_AT_0),
+            P(0, "old"),
+            D(0, [(AD, "old", R_AD, 0)], check=only(job_uid="job-1", trigger="Killed")),
+            # the old Job's deletion was missed; a new Job of the name appears
+            J(100, uid="job-2", created=100, start=100),
+            P(100, "new", job_uid="job-2", created=100, start=100),
+            D(100, [], []),
+            D(180, [(DEL, "old", R_TIMEOUT, 180)], check=only(job_uid="job-1")),
+        ],
+    ),
     # ---- configuration ---------------------------------------------------------------
     Case(
         "config-version-is-recorded-on-every-command",

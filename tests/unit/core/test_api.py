@@ -1,0 +1,118 @@
+"""The core's API contract: command ids, the clock as an input, what-if config,
+and config model validation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from pydantic import ValidationError
+
+from schemas.config import KillerConfig, KillerSettings
+from schemas.observations import KILL_TIMESTAMP
+from services.killer.core import command_id, decide, new_state
+
+from .harness import Harness, at, iso, snapshot
+
+
+def test_command_ids_are_derived_and_distinct_per_attempt() -> None:
+    first = command_id("job", "pod", "delete", 1)
+    assert first == command_id("job", "pod", "delete", 1)
+    assert len(first) == 32 and int(first, 16) >= 0
+    others = {
+        command_id("job", "pod", "delete", 2),
+        command_id("job", "pod", "force-delete", 1),
+        command_id("job", "pod2", "delete", 1),
+        command_id("job2", "pod", "delete", 1),
+        command_id(None, "pod", "delete", 1),
+    }
+    assert first not in others and len(others) == 5
+
+
+def test_decide_refuses_a_naive_now() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        decide(new_state(), datetime(2026, 1, 1))
+
+
+def test_decide_with_nothing_to_do_is_cheap_and_stable() -> None:
+    h = Harness()
+    h.feed(h.b.job(0, annotations={KILL_TIMESTAMP: iso(100)}), h.b.pod(0))
+    first = h.decide(1)
+    assert first.next_due_at == at(100)
+    assert not h.state.dirty
+    assert decide(h.state, at(2)) is decide(h.state, at(3))  # shared empty decision
+
+
+def test_what_if_config_is_used_instead_of_the_folded_one() -> None:
+    h = Harness()
+    h.feed(snapshot(3), h.b.job(0, annotations={KILL_TIMESTAMP: iso(0)}), h.b.pod(0))
+    what_if = snapshot(99, deleteKillingTasksTimeoutSeconds=0)
+    d = decide(h.state, at(1), what_if)
+    assert [(c.step, c.config_version) for c in d.commands] == [("delete", 99)]
+
+
+def test_config_rejects_both_force_delete_names() -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        KillerConfig.model_validate(
+            {"forceDeleteTaskTimeoutSeconds": 1, "forceDeleteKillingTasksTimeoutSeconds": 2}
+        )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"deleteKillingTasksTimeoutSeconds": -1},
+        {"deleteKillingTasksTimeoutSeconds": "60"},
+        {"killMethod": "shoot"},
+        {"unknownKey": 1},
+        {"overrides": {"namespaces": {"a": {"nope": 1}}}},
+        {"overrides": {"selectors": [{"matchLabels": {}, "settings": {}}]}},
+    ],
+)
+def test_config_rejects_bad_bodies(body: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        KillerConfig.model_validate(body)
+
+
+def test_config_defaults_and_old_alias() -> None:
+    assert KillerSettings() == KillerSettings.model_validate(
+        {
+            "killMethod": "activeDeadline",
+            "deleteKillingTasksTimeoutSeconds": 180,
+            "forceDeleteTaskTimeoutSeconds": 900,
+            "defaultPendingTimeoutSeconds": 900,
+        }
+    )
+    old = KillerConfig.model_validate({"forceDeleteKillingTasksTimeoutSeconds": 0})
+    assert old.force_delete_task_timeout_seconds == 0
+    assert old.model_dump(by_alias=True)["forceDeleteTaskTimeoutSeconds"] == 0
+
+
+def test_config_resolution_most_specific_wins() -> None:
+    config = KillerConfig.model_validate(
+        {
+            "deleteKillingTasksTimeoutSeconds": 180,
+            "overrides": {
+                "namespaces": {
+                    "ns": {"deleteKillingTasksTimeoutSeconds": 60, "killMethod": "delete"}
+                },
+                "selectors": [
+                    {
+                        "matchLabels": {"a": "1", "b": "2"},
+                        "settings": {"deleteKillingTasksTimeoutSeconds": 5},
+                    },
+                    {
+                        "matchLabels": {"a": "1"},
+                        "settings": {"deleteKillingTasksTimeoutSeconds": 30},
+                    },
+                ],
+            },
+        }
+    )
+    assert config.resolve("other", {}).delete_killing_tasks_timeout_seconds == 180
+    ns = config.resolve("ns", {})
+    assert (ns.delete_killing_tasks_timeout_seconds, ns.kill_method) == (60, "delete")
+    assert config.resolve("ns", {"a": "1"}).delete_killing_tasks_timeout_seconds == 30
+    # the two-label selector is more specific than the one-label one, whatever the order
+    both = config.resolve("ns", {"a": "1", "b": "2"})
+    assert (both.delete_killing_tasks_timeout_seconds, both.kill_method) == (5, "delete")
