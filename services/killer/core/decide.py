@@ -95,7 +95,8 @@ def command_id(job_uid: str | None, pod_uid: str, step: str, attempt: int) -> st
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-_NO_CONFIG = object()
+_NO_CONFIG = "built-in defaults"
+"""The config key while no snapshot was folded (a string, so it survives pickling)."""
 
 
 class _Ctx:
@@ -125,8 +126,9 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
     snapshot = config if config is not None else state.config
     config_key: object = snapshot if snapshot is not None else _NO_CONFIG
     resolver = state.resolver
-    if state.decided_config is not config_key or not isinstance(resolver, Resolver):
-        if state.decided_config is not None:
+    decided = state.decided_config
+    if (decided is not config_key and decided != config_key) or not isinstance(resolver, Resolver):
+        if decided is not None:
             # Every timeout may have changed: look at every Job generation once.
             for ks in state.keys.values():
                 for gen in ks.gens:

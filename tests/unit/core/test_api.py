@@ -116,3 +116,26 @@ def test_config_resolution_most_specific_wins() -> None:
     # the two-label selector is more specific than the one-label one, whatever the order
     both = config.resolve("ns", {"a": "1", "b": "2"})
     assert (both.delete_killing_tasks_timeout_seconds, both.kill_method) == (5, "delete")
+
+
+def test_a_pickled_state_decides_exactly_like_the_original() -> None:
+    """The runtime snapshots the state: a restored copy must go on identically."""
+    import pickle
+
+    from .sim import make_sim
+
+    def run(restore_at: int | None) -> list[str]:
+        sim = make_sim([(False, [(False, None, 0, False), (True, None, 1, True)])])
+        sim.start()
+        script = [("kill", 0, 10.0), ("lose", 1), ("advance", 30.0), ("advance", 1000.0)]
+        for i, action in enumerate(script):
+            if i == restore_at:
+                sim.state = pickle.loads(pickle.dumps(sim.state))
+            sim.act(action)
+        sim.advance(5000)
+        return [m.model_dump_json() for m in [*sim.commands, *sim.events]]
+
+    baseline = run(None)
+    assert baseline
+    for i in range(4):
+        assert run(i) == baseline
