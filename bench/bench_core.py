@@ -32,17 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from schemas.commands import CommandApplied  # noqa: E402
-from schemas.observations import (  # noqa: E402
+from schemas.commands import CommandApplied
+from schemas.observations import (
     ContainerSummary,
     JobCondition,
     JobObserved,
     NodeObserved,
     PodObserved,
 )
-from schemas.requests import KillRequested  # noqa: E402
-from services.killer.core import decide, evolve, new_state  # noqa: E402
-from services.killer.core.evolve import Event  # noqa: E402
+from schemas.requests import KillRequested
+from services.killer.core import decide, evolve, new_state
+from services.killer.core.evolve import Event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODES = [f"node-{i:03d}" for i in range(200)]
@@ -144,7 +144,9 @@ class Workload:
                 )
             yield self.job(t + 2, i, active=pods_per_job, kill=kill)
             for k in range(pods_per_job):
-                yield self.pod(t + 3, i, k, phase="Running", node=nodes[k], start=t + 3, running=True)
+                yield self.pod(
+                    t + 3, i, k, phase="Running", node=nodes[k], start=t + 3, running=True
+                )
             if rng.random() < 0.01:
                 yield NodeObserved(
                     change="modified",
