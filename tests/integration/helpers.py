@@ -22,6 +22,7 @@ from schemas.cloudevents import DecodeError
 from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
+from services.stack.testing import read_audit_events
 
 T = TypeVar("T")
 IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images
@@ -127,3 +128,21 @@ def kafka_paused(stack_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+EXECUTOR_USER_AGENT = "jobreaper-executor/"
+
+
+def pod_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
+    """Pod patches and deletes jobreaper's executor sent, per the API server's audit log."""
+    assert audit_log is not None, "these tests need the stack's audit log"
+    return [
+        e
+        for e in read_audit_events(audit_log)
+        if e.get("verb") in ("patch", "delete")
+        and e.get("stage") == "ResponseComplete"
+        and e.get("objectRef", {}).get("resource") == "pods"
+        and not e.get("objectRef", {}).get("subresource")
+        and e.get("objectRef", {}).get("namespace") == namespace
+        and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
+    ]

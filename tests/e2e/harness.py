@@ -1,0 +1,159 @@
+"""The whole of jobreaper on the real stack: watcher, killer and executor in this
+process, on the test's namespace and topics, with a configuration the test chooses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes_asyncio import client
+
+from schemas.commands import CommandApplied, CommandIssued
+from schemas.config import ConfigSnapshot, KillerConfig
+from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from services.killer.executor.service import Executor
+from services.killer.executor.settings import ExecutorSettings
+from services.killer.service import Killer
+from services.killer.settings import KillerServiceSettings
+from services.runtime.kafka import ensure_topics, make_producer
+from services.runtime.kube import load_api_client
+from services.runtime.messages import outgoing
+from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TopicNames
+from services.stack.api import StackInfo
+from services.watcher.service import Watcher
+from services.watcher.settings import WatcherSettings
+from tests.integration.helpers import eventually, messages, pod_writes
+
+PARTITIONS = 3
+
+
+def rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class System:
+    def __init__(self, stack: StackInfo, namespace: str, prefix: str) -> None:
+        self.stack = stack
+        self.namespace = namespace
+        self.prefix = prefix
+        self.kafka = KafkaSettings(
+            bootstrap=stack.kafka_bootstrap, topic_prefix=prefix, job_partitions=PARTITIONS
+        )
+        self.names = TopicNames(prefix)
+        self.run_id = uuid.uuid4().hex[:8]
+        self.version = 0
+        self._running: list[tuple[Any, asyncio.Task[None]]] = []
+        self._clients: list[client.ApiClient] = []
+
+    async def start(self, **config: Any) -> None:
+        """Publish ``config`` (Furiko key names) as version 1, then start every service."""
+        await ensure_topics(self.kafka, job_partitions=PARTITIONS)
+        await self.configure(**config)
+        api = await self._api()
+        watcher = Watcher(
+            api,
+            self.kafka,
+            WatcherSettings(
+                namespaces=[self.namespace],
+                lease_namespace=self.namespace,
+                identity=f"w-{self.run_id}",
+            ),
+        )
+        killer = Killer(
+            self.kafka,
+            KillerServiceSettings(group_id=f"killer-{self.run_id}", identity=f"k-{self.run_id}"),
+        )
+        executor = Executor(
+            await self._api(),
+            self.kafka,
+            ExecutorSettings(
+                group_id=f"executor-{self.run_id}",
+                transactional_id_prefix=f"executor-{self.run_id}",
+                identity=f"e-{self.run_id}",
+            ),
+        )
+        for service in (watcher, killer, executor):
+            self._running.append((service, asyncio.create_task(service.run())))
+        for service, task in self._running:
+            await eventually(
+                f"{type(service).__name__} ready", lambda s=service, t=task: _ready(s, t)
+            )
+
+    async def _api(self) -> client.ApiClient:
+        api = await load_api_client(str(self.stack.kubeconfig))
+        self._clients.append(api)
+        return api
+
+    async def configure(self, **config: Any) -> int:
+        """Publish a new config version (as the config service would)."""
+        self.version += 1
+        snapshot = ConfigSnapshot(
+            version=self.version,
+            config=KillerConfig.model_validate(config),
+            author="e2e",
+            changed_at=datetime.now(UTC),
+        )
+        producer = make_producer(self.kafka, client_id="e2e-config")
+        await producer.start()
+        try:
+            record = outgoing(self.names, snapshot, source="/e2e")
+            await producer.send_and_wait(
+                record.topic, record.value, key=record.key, headers=record.headers
+            )
+        finally:
+            await producer.stop()
+        return self.version
+
+    async def stop(self) -> None:
+        for service, _ in self._running:
+            service.stop()
+        for _, task in self._running:
+            try:
+                await asyncio.wait_for(task, 30)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        for api in self._clients:
+            await api.close()
+
+    # -- what happened ------------------------------------------------------------
+
+    async def topic(self, name: str) -> list[Any]:
+        return await messages(self.stack.kafka_bootstrap, self.names(name))
+
+    async def commands(self) -> list[CommandIssued]:
+        return [m for m in await self.topic("kill.commands") if isinstance(m, CommandIssued)]
+
+    async def results(self) -> list[CommandApplied]:
+        return [m for m in await self.topic("kill.results") if isinstance(m, CommandApplied)]
+
+    async def kill_events(
+        self,
+    ) -> list[KillStarted | KillStep | ForceDeletionForbidden | JobKilled]:
+        return list(await self.topic("kill.events"))
+
+    async def job_killed(self, job: str, timeout: float = 60) -> JobKilled:
+        async def probe() -> JobKilled | None:
+            for event in await self.kill_events():
+                if isinstance(event, JobKilled) and event.job_name == job:
+                    return event
+            return None
+
+        return await eventually(f"JobKilled for {job}", probe, timeout=timeout)
+
+    def writes(self) -> list[dict[str, Any]]:
+        """The executor's pod writes, from the API server's audit log."""
+        return pod_writes(self.stack.audit_log, self.namespace)
+
+    def writes_of(self, verb: str) -> list[dict[str, Any]]:
+        return [w for w in self.writes() if w["verb"] == verb]
+
+
+async def _ready(service: Any, task: asyncio.Task[None]) -> bool:
+    if task.done():
+        task.result()
+        raise AssertionError(f"{type(service).__name__} stopped by itself")
+    ready, _ = service.readiness()
+    return bool(ready)

@@ -1,0 +1,222 @@
+"""End to end on the real stack (real Job controller, scheduler, kwok): Jobs die when
+they should, through the whole ladder. API calls are counted from the API server's
+audit log, not from our own logs."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from services.stack.api import StackInfo
+from services.stack.testing import NodeLoss
+from tests.e2e.harness import System, rfc3339
+from tests.integration.helpers import eventually, job_manifest
+
+pytestmark = pytest.mark.stack
+
+KILL_AT = "jobreaper.io/kill-timestamp"
+IGNORE_DEADLINE = {"jobreaper.test/ignore-deadline": "true"}
+FAST = {"deleteKillingTasksTimeoutSeconds": 3, "forceDeleteTaskTimeoutSeconds": 4}
+
+
+async def pods(kube_api: client.ApiClient, namespace: str, job: str) -> list[Any]:
+    listed = await client.CoreV1Api(kube_api).list_namespaced_pod(
+        namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
+    )
+    return list(listed.items)
+
+
+async def running(
+    kube_api: client.ApiClient, namespace: str, job: str, count: int = 1
+) -> list[Any]:
+    async def probe() -> list[Any] | None:
+        found = await pods(kube_api, namespace, job)
+        ok = len(found) == count and all(p.status.phase == "Running" for p in found)
+        return found if ok else None
+
+    return await eventually(f"{job}'s pods running", probe)
+
+
+async def kill_now(kube_api: client.ApiClient, namespace: str, job: str) -> datetime:
+    now = datetime.now(UTC)
+    await client.BatchV1Api(kube_api).patch_namespaced_job(
+        job, namespace, {"metadata": {"annotations": {KILL_AT: rfc3339(now)}}}
+    )
+    return now
+
+
+async def job_condition(kube_api: client.ApiClient, namespace: str, job: str, kind: str) -> bool:
+    found = await client.BatchV1Api(kube_api).read_namespaced_job(job, namespace)
+    return any(c.type == kind and c.status == "True" for c in found.status.conditions or [])
+
+
+async def test_kill_now_sets_the_deadline_and_the_job_dies(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await system.start()
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("now", run="never", parallelism=2)
+    )
+    await running(kube_api, namespace, "now", 2)
+    await kill_now(kube_api, namespace, "now")
+    killed = await system.job_killed("now")
+    assert killed.trigger == "Killed"
+    assert sorted(p.ended for p in killed.pods) == ["exited", "exited"]
+    patches = system.writes_of("patch")
+    assert len(patches) == 2, "one activeDeadlineSeconds patch per pod"
+    assert system.writes_of("delete") == [], "kwok honoured the deadline: no deletion needed"
+    for pod in await pods(kube_api, namespace, "now"):
+        assert pod.status.phase == "Failed"
+        assert pod.status.reason == "DeadlineExceeded"
+    results = await system.results()
+    assert [r.outcome for r in results] == ["applied", "applied"]
+
+
+async def test_a_future_kill_time_waits_then_every_step_follows(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await system.start()
+    kill_at = datetime.now(UTC) + timedelta(seconds=5)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("later", run="never", annotations={KILL_AT: rfc3339(kill_at)})
+    )
+    await running(kube_api, namespace, "later")
+    await asyncio.sleep(max(0.0, (kill_at - datetime.now(UTC)).total_seconds() - 1.5))
+    assert await system.commands() == [], "nothing happens before the kill time"
+    assert system.writes() == []
+    await system.job_killed("later")
+    (applied,) = await system.results()
+    latency = (applied.applied_at - kill_at).total_seconds()
+    assert applied.applied_at >= kill_at
+    print(f"kill latency (applied_at - kill time): {latency * 1000:.0f} ms")
+
+
+async def test_a_pod_that_ignores_its_deadline_is_deleted_after_the_timeout(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await system.start(**FAST)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("stubborn", run="never", pod_labels=IGNORE_DEADLINE)
+    )
+    await running(kube_api, namespace, "stubborn")
+    await kill_now(kube_api, namespace, "stubborn")
+    killed = await system.job_killed("stubborn", timeout=60)
+    assert [p.ended for p in killed.pods] == ["deleted"]
+    steps = [c.step for c in await system.commands()]
+    assert steps == ["set-active-deadline", "delete"]
+    issued = {c.step: c for c in await system.commands()}
+    wait = (issued["delete"].due_at - issued["set-active-deadline"].decided_at).total_seconds()
+    assert wait == pytest.approx(3, abs=0.5), "API deletion deleteKillingTasksTimeoutSeconds later"
+    assert [w["verb"] for w in system.writes()] == ["patch", "delete"]
+    (delete,) = system.writes_of("delete")
+    body = delete.get("requestObject") or {}
+    assert body.get("preconditions", {}).get("uid"), "every delete carries a UID precondition"
+
+
+async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    await system.start(**FAST)
+    node = stack.nodes[-1]
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("stranded", run="never", node=node)
+    )
+    await running(kube_api, namespace, "stranded")
+    node_loss.lose(node)  # waits for NotReady
+    await kill_now(kube_api, namespace, "stranded")
+    killed = await system.job_killed("stranded", timeout=60)
+    assert [p.ended for p in killed.pods] == ["force-deleted"]
+    steps = [(c.step, c.rule) for c in await system.commands()]
+    assert steps == [("delete", "ladder.node-lost-delete"), ("force-delete", "ladder.force-delete")]
+    deletes = system.writes_of("delete")
+    assert len(deletes) == 2
+    grace = [(w.get("requestObject") or {}).get("gracePeriodSeconds") for w in deletes]
+    assert grace[-1] == 0, "the last resort is a deletion with grace period 0"
+    assert await pods(kube_api, namespace, "stranded") == []
+
+
+async def test_forbidden_force_deletion_alerts_once_and_leaves_the_pod(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    await system.start(**FAST)
+    node = stack.nodes[-1]
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace,
+        job_manifest(
+            "crucial",
+            run="never",
+            node=node,
+            annotations={"jobreaper.io/forbid-force-deletion": "true"},
+        ),
+    )
+    await running(kube_api, namespace, "crucial")
+    node_loss.lose(node)
+    await kill_now(kube_api, namespace, "crucial")
+
+    async def alerted() -> list[Any] | None:
+        found = [
+            e for e in await system.kill_events() if type(e).__name__ == "ForceDeletionForbidden"
+        ]
+        return found or None
+
+    await eventually("a ForceDeletionForbidden alert", alerted, timeout=60)
+    await asyncio.sleep(6)  # more than the force timeout again: still no force deletion
+    alerts = await alerted()
+    assert alerts is not None
+    assert len(alerts) == 1, "exactly one alert"
+    assert [c.step for c in await system.commands()] == ["delete"]
+    (delete,) = system.writes_of("delete")
+    assert (delete.get("requestObject") or {}).get("gracePeriodSeconds") != 0
+    (pod,) = await pods(kube_api, namespace, "crucial")
+    assert pod.metadata.deletion_timestamp is not None, "left Terminating for a person"
+
+
+async def test_pending_timeout_deletes_an_unschedulable_pod(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await system.start(defaultPendingTimeoutSeconds=3)
+    job = job_manifest("unplaceable", run="never", node="no-such-node")
+    await client.BatchV1Api(kube_api).create_namespaced_job(namespace, job)
+    killed = await system.job_killed("unplaceable", timeout=60)
+    assert killed.trigger == "PendingTimeout"
+    (command,) = await system.commands()
+    assert (command.step, command.rule) == ("delete", "ladder.unscheduled-delete")
+    assert len(system.writes_of("delete")) == 1
+
+
+async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    """The Job controller marks FailureTarget and deletes the pod, which hangs on the lost
+    node; jobreaper force-deletes it and the Job reaches Failed."""
+    await system.start(**FAST)
+    node = stack.nodes[-1]
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("overdue", run="never", node=node, active_deadline_seconds=12)
+    )
+    await running(kube_api, namespace, "overdue")
+    node_loss.lose(node)
+
+    async def failed() -> bool:
+        return await job_condition(kube_api, namespace, "overdue", "Failed")
+
+    await eventually("the Job reaches Failed", failed, timeout=90)
+    assert any(w["verb"] == "delete" for w in system.writes())
+    triggers = {c.trigger for c in await system.commands()}
+    assert triggers & {"DeadlineExceeded", "JobFinished", "StuckTerminating"}
