@@ -76,7 +76,7 @@ from .metrics import ExecutorMetrics
 from .retry import RetryPolicy
 from .settings import ExecutorSettings
 from .transport import kube_transport
-from .worker import PartitionWorker
+from .worker import Fenced, PartitionWorker
 
 log = get_logger(__name__)
 
@@ -150,6 +150,7 @@ class Executor:
         self._stopping = asyncio.Event()
         self._joined = False
         self._fatal: BaseException | None = None
+        self._closing = False
         self._rebalancing = asyncio.Lock()
         self._paused: set[TopicPartition] = set()
 
@@ -184,6 +185,11 @@ class Executor:
                         f"{self.results_topic}, and write on transactional ids "
                         f"{self.settings.transactional_id_prefix}.*)"
                     ) from exc
+                except Fenced as exc:
+                    # A zombie of ours (e.g. a long pause): its batch is not committed;
+                    # the partition's new owner applies it. Rejoin the group.
+                    self.last_error = f"fenced: {exc}"
+                    log.warning("executor.fenced", error=str(exc), action="rejoining the group")
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("executor.cycle_failed", error=self.last_error, exc_info=True)
@@ -203,6 +209,7 @@ class Executor:
         if self.kafka.create_topics:
             await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
         self._fatal = None
+        self._closing = False
         rebalance_timeout_ms = int((2 * self.settings.request_timeout_s + 30) * 1000)
         consumer = AIOKafkaConsumer(
             **client_kwargs(self.kafka),
@@ -232,13 +239,17 @@ class Executor:
                         worker.submit(records)
                 await self._supervise(consumer)
         finally:
+            self._closing = True  # an assignment still in flight must not start workers
             async with self._rebalancing:
                 await self._stop_workers(set(self.workers))
             self._joined = False
             await consumer.stop()
+            await self._stop_workers(set(self.workers))
 
     async def _supervise(self, consumer: AIOKafkaConsumer) -> None:
         for tp, worker in list(self.workers.items()):
+            if self.workers.get(tp) is not worker:
+                continue  # revoked meanwhile: its stop reported how it ended
             if worker.task.done() and not worker.task.cancelled():
                 error = worker.task.exception()
                 if error is not None:
@@ -284,6 +295,8 @@ class Executor:
     async def _assign(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
         try:
             async with self._rebalancing:
+                if self._closing:
+                    return
                 await self._start_workers(consumer, sorted(assigned - set(self.workers)))
                 self._joined = True
                 self.last_error = None

@@ -283,12 +283,13 @@ class PartitionWorker:
         return results
 
     async def _commit(self, records: list[OutgoingRecord], commit_to: int) -> None:
+        futures: list[asyncio.Future[Any]] = []
         try:
             async with self.producer.transaction():
-                futures: list[asyncio.Future[Any]] = [
-                    await self.producer.send(r.topic, r.value, key=r.key, headers=r.headers)
-                    for r in records
-                ]
+                for r in records:
+                    futures.append(
+                        await self.producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+                    )
                 await asyncio.gather(*futures)
                 await self.producer.send_offsets_to_transaction({self.tp: commit_to}, self.group_id)
         except ProducerFenced as exc:
@@ -297,6 +298,9 @@ class PartitionWorker:
         except BaseException:
             self.metrics.transactions.labels("aborted").inc()
             raise
+        finally:
+            # Retrieve every send's outcome, so none is left unobserved after a failure.
+            await asyncio.gather(*futures, return_exceptions=True)
         self.metrics.transactions.labels("committed").inc()
 
     def _account(self, command: CommandIssued, result: Result) -> None:

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -606,13 +606,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class Spawned(NamedTuple):
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+
 @pytest.fixture
 def spawn(stack: StackInfo, kafka: KafkaSettings, group: str) -> Iterator[Any]:
-    """``spawn(identity, **env) -> (Popen, port)``: ``python -m services executor run``."""
+    """``spawn(identity, **env) -> Spawned``: ``python -m services executor run`` processes."""
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Any] = []
 
-    def start(identity: str, **extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    def start(identity: str, **extra: str) -> Spawned:
         port = _free_port()
         env = {
             **os.environ,
@@ -626,13 +632,14 @@ def spawn(stack: StackInfo, kafka: KafkaSettings, group: str) -> Iterator[Any]:
             "JOBREAPER_EXECUTOR_SESSION_TIMEOUT_MS": "6000",
             **extra,
         }
-        log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{group}-{identity}.log", "wb")  # noqa: SIM115
+        path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{group}-{identity}.log"
+        log = open(path, "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "services", "executor", "run"], env=env, stdout=log, stderr=log
         )
         procs.append(proc)
         logs.append(log)
-        return proc, port
+        return Spawned(proc, port, path)
 
     yield start
     for proc in procs:
@@ -674,7 +681,7 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
     await produce(kafka, *commands)
 
     # The first executor applies everything, then waits 20 s before committing: killed there.
-    first, _ = spawn("doomed", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="20")
+    first = spawn("doomed", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="20").proc
 
     async def all_written() -> bool:
         return len(executor_writes(stack, namespace)) >= len(commands)
@@ -684,7 +691,7 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
     first.wait(10)
     assert await results(kafka) == [], "killed before any commit"
 
-    _, port = spawn("survivor")
+    port = spawn("survivor").port
     got = await wait_results(kafka, {c.command_id for c in commands}, timeout=120)
     counted: dict[str, int] = {}
     for r in await results(kafka):
@@ -730,3 +737,56 @@ def _samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+async def test_a_fenced_zombie_commits_nothing(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    kafka: KafkaSettings,
+    spawn: Any,
+) -> None:
+    """A frozen executor loses its partitions; on waking its commit is fenced, not applied."""
+    await ensure_topics(kafka, job_partitions=PARTITIONS)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace,
+        job_manifest(
+            "zombie",
+            run="never",
+            parallelism=4,
+            pod_annotations={"jobreaper.test/ignore-deadline": "true"},
+        ),
+    )
+    commands = [
+        make_command("set-active-deadline", namespace, "zombie", name, uid, value=9)
+        for name, uid in await running_pods(kube_api, namespace, "zombie", 4)
+    ]
+    await produce(kafka, *commands)
+    zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="5")
+
+    async def all_written() -> bool:
+        return len(executor_writes(stack, namespace)) >= len(commands)
+
+    await eventually("the zombie applies every command", all_written, timeout=90)
+    zombie.proc.send_signal(signal.SIGSTOP)  # no heartbeats: its session expires, it does not know
+    try:
+        spawn("heir")
+        await wait_results(kafka, {c.command_id for c in commands}, timeout=120)
+    finally:
+        zombie.proc.send_signal(signal.SIGCONT)
+    # The zombie wakes up past its commit delay and tries to commit its batch.
+    await eventually(
+        "the zombie finds itself fenced", lambda: _log_has(zombie.log, "Fenced"), timeout=60
+    )
+    counted: dict[str, int] = {}
+    for r in await results(kafka):
+        counted[r.command_id] = counted.get(r.command_id, 0) + 1
+    assert counted == {c.command_id: 1 for c in commands}
+    await asyncio.sleep(1)
+    assert {n: len(w) for n, w in writes_per_pod(stack, namespace).items()} == {
+        c.pod_name: 1 for c in commands
+    }
+
+
+async def _log_has(path: Path, text: str) -> bool:
+    return text in path.read_text(errors="replace")
