@@ -164,9 +164,16 @@ class ConfigSnapshot(Message):
     reserved for the built-in defaults (no snapshot yet)."""
     config: KillerConfig = Field(default_factory=KillerConfig)
     author: str = ""
+    """Who changed it: the HTTP ``X-Jobreaper-Author`` header, the ConfigMap's last field
+    manager, or the file's path."""
     changed_at: UtcDatetime
     diff: tuple[str, ...] = ()
     """Human-readable summary of the change against the previous version."""
+    source: str = ""
+    """Where it came from: ``configmap:<namespace>/<name>@<resourceVersion>``,
+    ``file:<path>`` or ``http:<peer>``."""
+    digest: str = ""
+    """SHA-256 of the canonical JSON of ``config``: equal digests, equal configurations."""
 
     def kafka_key(self) -> str:
         return CONFIG_KEY

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from services.config.cli import app as config_app
 from services.killer.cli import app as killer_app
 from services.killer.executor.cli import app as executor_app
 from services.runtime.topics_cli import app as topics_app
@@ -26,6 +27,7 @@ app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Kubernetes,
 app.add_typer(watcher_app, name="watcher")
 app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
+app.add_typer(config_app, name="config")
 
 
 def main() -> None:

@@ -1,0 +1,454 @@
+"""The config service: one source -> validation -> versioned snapshots on ``config``.
+
+**Reading.** Every replica tails the compacted ``config`` topic
+(read_committed, no group) from the beginning: the newest version is the
+configuration in force (the *head*; version 0 = the built-in defaults).
+``GET /config`` answers from it on any replica.
+
+**Writing.** One replica writes: the holder of the Lease (``lease=true``),
+and only while it holds the Kafka transactional id
+``<transactional_id>.<topic prefix>``. Taking the id (``init_transactions``)
+fences any earlier holder: the broker refuses that producer's transactions
+from then on, and completes or aborts the one it had open. *After* taking
+it the writer reads the topic to its end again, so its head is the newest
+committed version and ``head + 1`` cannot exist yet. The Lease makes one
+replica the writer in the normal case (no ping-pong of fencing); the
+transactional id makes a stale writer harmless whatever the clocks do (a
+paused process that still believes it holds the Lease cannot commit).
+
+**Publishing.** A change is validated first (every problem at once; a
+rejected one publishes nothing and the head stays in force), then planned
+against the head (stale ``If-Match``: 409; same digest: nothing new;
+otherwise version ``head + 1`` with a diff), then written in one
+transaction. Any failure of the producer (fenced, Kafka gone, an unknown
+commit outcome) drops the writer: the next one re-fences and re-reads, so
+an ambiguous commit can never make a version reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from kubernetes_asyncio import client
+from prometheus_client import CollectorRegistry
+
+from schemas.cloudevents import DecodeError
+from schemas.config import ConfigSnapshot
+from schemas.topics import CONFIG
+from services.runtime.kafka import ensure_topics, make_consumer, make_producer, read_to_end
+from services.runtime.kafka import topic_partitions as list_partitions
+from services.runtime.kube import KubeApiError
+from services.runtime.lease import LeaderElector, LeaseSettings
+from services.runtime.logging import get_logger
+from services.runtime.messages import CODEC, outgoing
+from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TopicNames
+
+from .api import ConfigApi
+from .metrics import ConfigMetrics
+from .settings import ConfigServiceSettings
+from .sources import ConfigMapSource, Content, FileSource
+from .validation import Issue, Report, validate_text
+from .versioning import Head, IfMatch, make_snapshot, plan
+
+log = get_logger(__name__)
+
+Result = Literal["published", "unchanged", "rejected", "stale", "not_writer"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one submitted change."""
+
+    result: Result
+    head: Head
+    report: Report | None = None
+    snapshot: ConfigSnapshot | None = None
+    detail: str = ""
+
+
+class WriterLost(Exception):
+    """The producer can no longer be trusted (fenced, or a commit with no clear outcome)."""
+
+
+@dataclass
+class _Tail:
+    """What this replica has read of the topic."""
+
+    history: list[ConfigSnapshot] = field(default_factory=list)
+    versions: set[int] = field(default_factory=set)
+    duplicates: int = 0
+    read: bool = False
+
+
+class ConfigService:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        settings: ConfigServiceSettings,
+        *,
+        api: client.ApiClient | None = None,
+        registry: CollectorRegistry | None = None,
+        history_size: int = 1000,
+    ) -> None:
+        if settings.needs_kubernetes and api is None:
+            raise ValueError("source=configmap and lease=true need a Kubernetes API client")
+        self.kafka = kafka
+        self.settings = settings
+        self.api = api
+        self.names = TopicNames(kafka.topic_prefix)
+        self.topic = self.names(CONFIG)
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ConfigMetrics(self.registry)
+        self.source_uri = f"/jobreaper/config/{settings.identity}"
+        self.head = Head.of(None)
+        self.tail = _Tail()
+        self.history_size = history_size
+        self.last_rejection: Report | None = None
+        self.last_error: str | None = None
+        self.http = ConfigApi(self)
+        self.elector: LeaderElector | None = None
+        if settings.lease:
+            assert api is not None
+            self.elector = LeaderElector(
+                api,
+                LeaseSettings(
+                    namespace=settings.lease_namespace,
+                    name=settings.lease_name,
+                    identity=settings.identity,
+                    lease_duration_s=settings.lease_duration_s,
+                    renew_deadline_s=settings.lease_duration_s * 0.7,
+                    retry_period_s=max(0.5, settings.lease_duration_s / 5),
+                ),
+            )
+        self.configmap: ConfigMapSource | None = None
+        self._source_loaded = settings.source == "http"
+        self._source_detail = "waiting for the source"
+        self._writer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+        self._lost = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._partitions: list[TopicPartition] = []
+
+    # -- the service protocol ---------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def is_writer(self) -> bool:
+        return self._writer is not None
+
+    def readiness(self) -> tuple[bool, str]:
+        version = self.head.version
+        if not self.tail.read:
+            return False, "reading the config topic"
+        if self.elector is not None and not self.elector.is_leader:
+            return True, f"standby: version {version} in force, the Lease is held elsewhere"
+        if self._writer is None:
+            return False, f"becoming the writer ({self.last_error or 'fencing, reading'})"
+        if not self._source_loaded:
+            return False, f"{self._source_detail}; version {version} stays in force"
+        detail = f"writer ({self.settings.source}), version {version} in force"
+        if self.last_rejection is not None:
+            detail += (
+                f"; the source's current content is rejected: {self.last_rejection.summary(2)}"
+            )
+        return True, detail
+
+    async def run(self) -> None:
+        if self.kafka.create_topics:
+            await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
+        self._partitions = await list_partitions(self.kafka, [self.topic])
+        if not self._partitions:
+            raise RuntimeError(f"topic {self.topic} does not exist (create it: jobreaper topics)")
+        consumer = make_consumer(
+            self.kafka, client_id=f"jobreaper-config-{self.settings.identity}", group_id=None
+        )
+        await consumer.start()
+        await self.http.start(self.settings.api_host, self.settings.api_port)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await read_to_end(consumer, self._partitions, self._on_tail)
+            self.tail.read = True
+            log.info("config.topic_read", version=self.head.version, records=len(self.tail.history))
+            lead: Coroutine[Any, Any, None] = (
+                self.elector.run(self._lead) if self.elector is not None else self._lead()
+            )
+            tasks = [
+                asyncio.create_task(self._follow(consumer), name="config-tail"),
+                asyncio.create_task(lead, name="config-lead"),
+            ]
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            for task in done - {stop}:
+                task.result()  # a task that ends by itself ends the service with its error
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._drop_writer()
+            await self.http.stop()
+            await consumer.stop()
+
+    # -- reading the topic ----------------------------------------------------------
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> ConfigSnapshot | None:
+        try:
+            message = CODEC.decode(record.headers, record.value).message
+        except DecodeError as exc:
+            log.warning("config.undecodable", offset=record.offset, reason=exc.reason)
+            return None
+        return message if isinstance(message, ConfigSnapshot) else None
+
+    def _on_tail(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        snapshot = self._decode(record)
+        if snapshot is None:
+            return
+        if snapshot.version in self.tail.versions:
+            self.tail.duplicates += 1
+            log.error("config.duplicate_version", version=snapshot.version, offset=record.offset)
+        self.tail.versions.add(snapshot.version)
+        self.tail.history.append(snapshot)
+        del self.tail.history[: -self.history_size]
+        self.head = self.head.fold(snapshot)
+        self.metrics.version.set(self.head.version)
+
+    async def _follow(self, consumer: Any) -> None:
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            for records in batches.values():
+                for record in records:
+                    self._on_tail(record)
+
+    async def _read_head(self) -> None:
+        """Read the topic to its end with a fresh consumer: the newest committed version."""
+        consumer = make_consumer(
+            self.kafka, client_id=f"jobreaper-config-{self.settings.identity}", group_id=None
+        )
+        await consumer.start()
+
+        def fold(record: ConsumerRecord[bytes, bytes]) -> None:
+            snapshot = self._decode(record)
+            if snapshot is not None:
+                self.head = self.head.fold(snapshot)
+
+        try:
+            await read_to_end(consumer, self._partitions, fold)
+        finally:
+            await consumer.stop()
+        self.metrics.version.set(self.head.version)
+
+    # -- writing ----------------------------------------------------------------------
+
+    async def _lead(self) -> None:
+        """While we may lead: take the writer role, run the source; again after a failure."""
+        self.metrics.leader.set(1)
+        delay = 0.5
+        try:
+            while not self._stopping.is_set():
+                started = time.monotonic()
+                try:
+                    await self._become_writer()
+                    self.last_error = None
+                    await self._run_source()
+                except WriterLost as exc:
+                    self.metrics.fenced.inc()
+                    self.last_error = f"writer lost: {exc}"
+                    log.warning("config.writer_lost", error=str(exc))
+                except (KafkaError, KubeApiError, OSError, TimeoutError) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("config.lead_failed", error=self.last_error)
+                finally:
+                    await self._drop_writer()
+                if time.monotonic() - started > 60:
+                    delay = 0.5
+                if not self._stopping.is_set():
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.retry_max_s)
+        finally:
+            self.metrics.leader.set(0)
+
+    async def _become_writer(self) -> None:
+        producer = make_producer(
+            self.kafka,
+            client_id=f"jobreaper-config-{self.settings.identity}",
+            transactional_id=f"{self.settings.transactional_id}.{self.kafka.topic_prefix}",
+        )
+        try:
+            await producer.start()  # init_transactions: fences every earlier holder of the id
+            await self._read_head()  # after fencing: nothing newer can commit behind our back
+        except BaseException:
+            await producer.stop()
+            raise
+        async with self._lock:
+            self._writer = producer
+            self._lost.clear()
+        log.info("config.writer", version=self.head.version, identity=self.settings.identity)
+
+    async def _drop_writer(self) -> None:
+        async with self._lock:
+            producer, self._writer = self._writer, None
+        if producer is not None:
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                await producer.stop()
+
+    async def _run_source(self) -> None:
+        """Feed the source's changes in until the writer is lost or the service stops."""
+        feed = asyncio.create_task(self._feed(), name="config-source")
+        lost = asyncio.create_task(self._lost.wait())
+        stop = asyncio.create_task(self._stopping.wait())
+        try:
+            await asyncio.wait({feed, lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if feed.done():
+                feed.result()
+            if lost.done():
+                raise WriterLost(self.last_error or "the producer failed")
+        finally:
+            for task in (feed, lost, stop):
+                task.cancel()
+            await asyncio.gather(feed, lost, stop, return_exceptions=True)
+
+    async def _feed(self) -> None:
+        s = self.settings
+        if s.source == "http":
+            await asyncio.Event().wait()  # PUT /config submits; nothing to read
+        elif s.source == "file":
+            assert s.file is not None
+            async for content in FileSource(s.file, poll_s=s.file_poll_s).changes():
+                await self._from_source(content)
+        else:
+            assert self.api is not None
+            self.configmap = ConfigMapSource(
+                self.api, s.configmap_namespace, s.configmap_name, s.configmap_key
+            )
+            async for content in self.configmap.changes():
+                await self._from_source(content)
+
+    async def _from_source(self, content: Content) -> None:
+        if content.text is None and not content.involved:
+            # Absent: the version in force stays (deleting the ConfigMap is no "reset").
+            self._source_loaded = False
+            self._source_detail = content.problem or "no content"
+            log.warning("config.source_missing", origin=content.origin, detail=content.problem)
+            return
+        self._source_loaded = True
+        report = (
+            validate_text(content.text)
+            if content.text is not None
+            else Report(None, (Issue("$", "required", content.problem or "no content"),))
+        )
+        outcome = await self.submit(
+            report, author=content.author, origin=content.origin, kind=self.settings.source
+        )
+        if outcome.result == "not_writer":
+            raise WriterLost(outcome.detail)
+        if self.configmap is None or not self.settings.events:
+            return
+        if outcome.result == "rejected":
+            await self.configmap.post_event(
+                content,
+                reason="ConfigRejected",
+                message=f"not published, version {outcome.head.version} stays in force: "
+                + report.summary(),
+                warning=True,
+                reporter=self.settings.identity,
+            )
+        elif outcome.result == "published" and outcome.snapshot is not None:
+            changes = "; ".join(outcome.snapshot.diff) or "no change"
+            await self.configmap.post_event(
+                content,
+                reason="ConfigPublished",
+                message=f"published as version {outcome.snapshot.version}: {changes}",
+                warning=False,
+                reporter=self.settings.identity,
+            )
+
+    async def submit(
+        self,
+        change: Report | str | bytes,
+        *,
+        author: str,
+        origin: str,
+        kind: str,
+        if_match: IfMatch | None = None,
+    ) -> Outcome:
+        """Validate, plan and publish one change; the head stays when it is not published."""
+        started = time.monotonic()
+        report = change if isinstance(change, Report) else validate_text(change)
+        is_source = kind in ("configmap", "file")  # a watched source, not an HTTP request
+        if not report.ok or report.config is None:
+            self.metrics.changes.labels(kind, "rejected").inc()
+            for issue in report.errors:
+                self.metrics.validation_errors.labels(issue.code).inc()
+            if is_source:
+                self.last_rejection = report
+                self.metrics.source_valid.set(0)
+            log.warning(
+                "config.rejected",
+                origin=origin,
+                author=author,
+                version_in_force=self.head.version,
+                problems=[str(issue) for issue in report.errors],
+            )
+            return Outcome("rejected", self.head, report)
+        async with self._lock:
+            writer = self._writer
+            if writer is None:
+                return Outcome("not_writer", self.head, report, detail=self._not_writer())
+            decided = plan(self.head, report.config, if_match)
+            if decided.action != "publish":
+                self.metrics.changes.labels(kind, decided.action).inc()
+                if is_source:
+                    self.last_rejection = None
+                    self.metrics.source_valid.set(1)
+                return Outcome(decided.action, self.head, report)
+            snapshot = make_snapshot(
+                decided, report.config, author=author, source=origin, at=datetime.now(UTC)
+            )
+            record = outgoing(
+                self.names,
+                snapshot,
+                source=self.source_uri,
+                event_id=f"{self.kafka.topic_prefix}config-v{snapshot.version}",
+                time=snapshot.changed_at,
+            )
+            try:
+                async with writer.transaction():
+                    await writer.send_and_wait(
+                        record.topic, record.value, key=record.key, headers=record.headers
+                    )
+            except Exception as exc:  # any doubt about the commit: the writer must re-fence
+                self.last_error = f"publishing version {snapshot.version}: {exc!r}"
+                self._lost.set()
+                return Outcome("not_writer", self.head, report, detail=self.last_error)
+            self.head = self.head.fold(snapshot)
+        self.metrics.version.set(self.head.version)
+        self.metrics.changes.labels(kind, "published").inc()
+        self.metrics.publish_seconds.observe(time.monotonic() - started)
+        if is_source:
+            self.last_rejection = None
+            self.metrics.source_valid.set(1)
+        log.info(
+            "config.published",
+            version=snapshot.version,
+            author=author,
+            origin=origin,
+            diff=list(snapshot.diff),
+            warnings=[str(w) for w in report.warnings],
+        )
+        return Outcome("published", self.head, report, snapshot)
+
+    def _not_writer(self) -> str:
+        if self.elector is not None and not self.elector.is_leader:
+            return "this replica is a standby; the Lease holder writes"
+        return f"the writer is not ready ({self.last_error or 'fencing, reading the topic'})"
