@@ -296,6 +296,10 @@ CASES = [
         ],
     ),
     Case(
+        "running-timeout-zero-disables",
+        [J(0, annotations={RUNNING_TIMEOUT: "0"}), P(10, start=10), D(100_000, [], next_due=None)],
+    ),
+    Case(
         "running-timeout-absent-means-none", [J(0), P(10, start=10), D(100_000, [], next_due=None)]
     ),
     Case(
