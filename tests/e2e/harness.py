@@ -48,8 +48,9 @@ class System:
         self._running: list[tuple[Any, asyncio.Task[None]]] = []
         self._clients: list[client.ApiClient] = []
 
-    async def start(self, **config: Any) -> None:
-        """Publish ``config`` (Furiko key names) as version 1, then start every service."""
+    async def start(self, *, executor: bool = True, **config: Any) -> None:
+        """Publish ``config`` (Furiko key names) as version 1, then start the services
+        (the executor later, with :meth:`start_executor`, if ``executor`` is False)."""
         await ensure_topics(self.kafka, job_partitions=PARTITIONS)
         await self.configure(**config)
         api = await self._api()
@@ -66,21 +67,28 @@ class System:
             self.kafka,
             KillerServiceSettings(group_id=f"killer-{self.run_id}", identity=f"k-{self.run_id}"),
         )
-        executor = Executor(
-            await self._api(),
-            self.kafka,
-            ExecutorSettings(
-                group_id=f"executor-{self.run_id}",
-                transactional_id_prefix=f"executor-{self.run_id}",
-                identity=f"e-{self.run_id}",
-            ),
-        )
-        for service in (watcher, killer, executor):
-            self._running.append((service, asyncio.create_task(service.run())))
-        for service, task in self._running:
-            await eventually(
-                f"{type(service).__name__} ready", lambda s=service, t=task: _ready(s, t)
+        await self._launch(watcher)
+        await self._launch(killer)
+        if executor:
+            await self.start_executor()
+
+    async def start_executor(self) -> None:
+        await self._launch(
+            Executor(
+                await self._api(),
+                self.kafka,
+                ExecutorSettings(
+                    group_id=f"executor-{self.run_id}",
+                    transactional_id_prefix=f"executor-{self.run_id}",
+                    identity=f"e-{self.run_id}",
+                ),
             )
+        )
+
+    async def _launch(self, service: Any) -> None:
+        task = asyncio.create_task(service.run())
+        self._running.append((service, task))
+        await eventually(f"{type(service).__name__} ready", lambda: _ready(service, task))
 
     async def _api(self) -> client.ApiClient:
         api = await load_api_client(str(self.stack.kubeconfig))

@@ -220,3 +220,104 @@ async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     assert any(w["verb"] == "delete" for w in system.writes())
     triggers = {c.trigger for c in await system.commands()}
     assert triggers & {"DeadlineExceeded", "JobFinished", "StuckTerminating"}
+
+
+async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    await system.start(**FAST)
+    node = stack.nodes[-1]
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("paused", run="never", node=node)
+    )
+    await running(kube_api, namespace, "paused")
+    node_loss.lose(node)
+    await client.BatchV1Api(kube_api).patch_namespaced_job(
+        "paused", namespace, {"spec": {"suspend": True}}
+    )
+    killed = await system.job_killed("paused", timeout=90)
+    assert killed.trigger == "Suspended"
+    assert await pods(kube_api, namespace, "paused") == []
+    assert any(
+        (w.get("requestObject") or {}).get("gracePeriodSeconds") == 0 for w in system.writes()
+    )
+
+
+async def test_orphans_of_a_deleted_job_are_killed(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await system.start(**FAST)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("abandoned", run="never", pod_labels=IGNORE_DEADLINE)
+    )
+    await running(kube_api, namespace, "abandoned")
+    # Orphan the pod: delete the Job but not its dependents.
+    await client.BatchV1Api(kube_api).delete_namespaced_job(
+        "abandoned", namespace, propagation_policy="Orphan"
+    )
+    killed = await system.job_killed("abandoned", timeout=60)
+    assert killed.trigger == "JobDeleted"
+    assert await pods(kube_api, namespace, "abandoned") == []
+
+
+async def test_a_pod_recreated_under_the_same_name_is_never_touched(
+    system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """Steps decided for a pod must never hit another pod under its name: every write
+    carries a UID precondition. The executor starts late, after the pod was replaced."""
+    await system.start(executor=False, deleteKillingTasksTimeoutSeconds=0)
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("ghost", run="never", pod_labels=IGNORE_DEADLINE)
+    )
+    (old,) = await running(kube_api, namespace, "ghost")
+    await kill_now(kube_api, namespace, "ghost")
+
+    async def deleted() -> bool:  # timeout 0: straight to API deletion
+        return "delete" in {c.step for c in await system.commands()}
+
+    await eventually("the killer's delete for the old pod", deleted)
+    stale = await system.commands()
+    core = client.CoreV1Api(kube_api)
+    name = old.metadata.name
+    await core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+    await client.BatchV1Api(kube_api).delete_namespaced_job(
+        "ghost", namespace, propagation_policy="Orphan"
+    )
+
+    async def gone() -> bool:
+        try:
+            await core.read_namespaced_pod(name, namespace)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await eventually("the old pod gone", gone)
+    newcomer = await core.create_namespaced_pod(
+        namespace,
+        client.V1Pod(
+            metadata=client.V1ObjectMeta(name=name),  # same name, not a Job's pod
+            spec=client.V1PodSpec(
+                containers=[client.V1Container(name="main", image="registry.invalid/noop:1")],
+                restart_policy="Never",
+            ),
+        ),
+    )
+    await system.start_executor()
+
+    async def outcomes() -> list[str] | None:
+        found = [r.outcome for r in await system.results()]
+        return found if len(found) == len(stale) else None
+
+    answered = await eventually("every stale command answered", outcomes)
+    assert set(answered) == {"uid-mismatch"}
+    after = await core.read_namespaced_pod(name, namespace)
+    assert after.metadata.uid == newcomer.metadata.uid
+    assert after.metadata.deletion_timestamp is None
+    assert after.spec.active_deadline_seconds is None
+    assert all(w["responseStatus"]["code"] >= 400 for w in system.writes()), (
+        "every write the executor sent was refused by its precondition"
+    )
