@@ -58,6 +58,7 @@ from schemas.topics import (
     KILL_RESULTS,
 )
 from services.killer.core import KillerState, decide, evolve, new_state
+from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     dead_letter_record,
     ensure_topics,
@@ -254,6 +255,8 @@ class Killer:
         partition = self.partitions.get(record.partition)
         if partition is None:
             return  # revoked while the batch was in flight
+        if not partition.caught_up:
+            crash_point("killer.rebuild")
         message = self._decode(record)
         if isinstance(message, DecodeError):
             live = record.offset >= partition.ends.get(
@@ -297,6 +300,8 @@ class Killer:
                 for record in records:
                     self._fold_global(record)
             await self._check_caught_up(consumer)
+            if batches:
+                crash_point("killer.after-fold")
             now = _now()
             for partition in list(self.partitions.values()):
                 if partition.caught_up and (
@@ -351,6 +356,7 @@ class Killer:
                         headers=record.headers,
                         partition=partition.number,
                     )
+                crash_point("killer.before-commit")
         except ProducerFenced:
             log.warning("killer.fenced", partition=partition.number)
             await self.release({partition.number})
@@ -359,6 +365,7 @@ class Killer:
             log.error("killer.transaction_failed", partition=partition.number, error=str(exc))
             await self._rebuild(partition)
             return
+        crash_point("killer.after-commit")
         for cmd in decision.commands:
             self.metrics.commands.labels(cmd.step, cmd.trigger).inc()
             self.metrics.decide_lateness.observe(max(0.0, (now - cmd.due_at).total_seconds()))
