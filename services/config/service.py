@@ -152,7 +152,7 @@ class ConfigService:
         if not self.tail.read:
             return False, "reading the config topic"
         if self.elector is not None and not self.elector.is_leader:
-            return True, f"standby: version {version} in force, the Lease is held elsewhere"
+            return True, f"standby (not holding the Lease): version {version} in force"
         if self._writer is None:
             return False, f"becoming the writer ({self.last_error or 'fencing, reading'})"
         if not self._source_loaded:
@@ -301,6 +301,7 @@ class ConfigService:
         if producer is not None:
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 await producer.stop()
+            _retrieve_transaction_error(producer)
 
     async def _run_source(self) -> None:
         """Feed the source's changes in until the writer is lost or the service stops."""
@@ -452,3 +453,26 @@ class ConfigService:
         if self.elector is not None and not self.elector.is_leader:
             return "this replica is a standby; the Lease holder writes"
         return f"the writer is not ready ({self.last_error or 'fencing, reading the topic'})"
+
+
+def _retrieve_transaction_error(producer: AIOKafkaProducer) -> None:
+    """Mark the futures a fenced producer failed as seen (aiokafka internals, best effort).
+
+    When its sender dies of ``ProducerFenced``, aiokafka sets the error on
+    the transaction waiter and on each pending batch's drain waiter, which
+    nobody awaits once the error has reached us; asyncio would then log
+    "Future exception was never retrieved" from a finalizer whenever the
+    garbage collector runs. We have handled the error: the writer is dropped.
+    """
+    manager = getattr(producer, "_txn_manager", None)
+    futures: list[Any] = [getattr(manager, "_transaction_waiter", None)]
+    accumulator = getattr(producer, "_message_accumulator", None)
+    batches = [
+        *(b for queue in getattr(accumulator, "_batches", {}).values() for b in queue),
+        *getattr(accumulator, "_pending_batches", ()),
+    ]
+    futures += [getattr(batch, "_drain_waiter", None) for batch in batches]
+    futures += [getattr(batch, "future", None) for batch in batches]
+    for future in futures:
+        if isinstance(future, asyncio.Future) and future.done() and not future.cancelled():
+            future.exception()
