@@ -166,6 +166,7 @@ class Killer:
             client_id=f"jobreaper-killer-{self.settings.identity}",
             group_id=self.settings.group_id,
             partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=self.settings.session_timeout_ms,
         )
         try:
             partitions = await topic_partitions(self.kafka, [self.names(t) for t in GLOBAL_TOPICS])

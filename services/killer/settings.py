@@ -23,6 +23,11 @@ class KillerServiceSettings(BaseSettings):
     identity: str = Field(
         default_factory=_default_identity, description="This instance's name (client ids, logs)."
     )
+    session_timeout_ms: int = Field(
+        default=10_000,
+        ge=6_000,
+        description="How long a dead instance keeps its partitions before the group moves them.",
+    )
     max_poll_wait_s: float = Field(
         default=0.1,
         gt=0,

@@ -48,7 +48,7 @@ class System:
         self._running: list[tuple[Any, asyncio.Task[None]]] = []
         self._clients: list[client.ApiClient] = []
 
-    async def start(self, *, executor: bool = True, **config: Any) -> None:
+    async def start(self, *, executor: bool = True, killer: bool = True, **config: Any) -> None:
         """Publish ``config`` (Furiko key names) as version 1, then start the services
         (the executor later, with :meth:`start_executor`, if ``executor`` is False)."""
         await ensure_topics(self.kafka, job_partitions=PARTITIONS)
@@ -63,12 +63,16 @@ class System:
                 identity=f"w-{self.run_id}",
             ),
         )
-        killer = Killer(
-            self.kafka,
-            KillerServiceSettings(group_id=f"killer-{self.run_id}", identity=f"k-{self.run_id}"),
-        )
         await self._launch(watcher)
-        await self._launch(killer)
+        if killer:
+            await self._launch(
+                Killer(
+                    self.kafka,
+                    KillerServiceSettings(
+                        group_id=f"killer-{self.run_id}", identity=f"k-{self.run_id}"
+                    ),
+                )
+            )
         if executor:
             await self.start_executor()
 

@@ -57,6 +57,7 @@ from prometheus_client import CollectorRegistry
 from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.topics import KILL_COMMANDS, KILL_RESULTS
+from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     client_kwargs,
     ensure_topics,
@@ -386,6 +387,7 @@ class Executor:
         before = len(self.seen)
 
         def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+            crash_point("executor.rebuild")
             try:
                 message = CODEC.decode(record.headers, record.value).message
             except DecodeError:

@@ -29,6 +29,7 @@ from aiokafka.errors import ProducerFenced
 
 from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
+from services.runtime.faults import crash_point
 from services.runtime.kafka import OutgoingRecord, dead_letter_record
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
@@ -245,6 +246,7 @@ class PartitionWorker:
                 )
         commit_to = records[cut].offset if cut < len(records) else records[-1].offset + 1
         await self._commit(outgoing_records, commit_to)
+        crash_point("executor.after-commit")
         self.next_offset = commit_to
         for command, result in decided:
             self.seen.add(command.command_id)
@@ -264,7 +266,9 @@ class PartitionWorker:
             for position, (index, command) in enumerate(queue):
                 try:
                     async with slots:
+                        crash_point("executor.before-apply")
                         results[index] = await self.applier.apply(command, self.stopping)
+                        crash_point("executor.after-apply")
                 except Abandoned:
                     for later, _ in queue[position:]:
                         results[later] = None
@@ -292,6 +296,7 @@ class PartitionWorker:
                     )
                 await asyncio.gather(*futures)
                 await self.producer.send_offsets_to_transaction({self.tp: commit_to}, self.group_id)
+                crash_point("executor.before-commit")
         except ProducerFenced as exc:
             self.metrics.transactions.labels("fenced").inc()
             raise Fenced(f"partition {self.tp.partition}: transactional id taken over") from exc
