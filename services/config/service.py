@@ -120,13 +120,11 @@ class ConfigService:
             assert api is not None
             self.elector = LeaderElector(
                 api,
-                LeaseSettings(
-                    namespace=settings.lease_namespace,
-                    name=settings.lease_name,
-                    identity=settings.identity,
-                    lease_duration_s=settings.lease_duration_s,
-                    renew_deadline_s=settings.lease_duration_s * 0.7,
-                    retry_period_s=max(0.5, settings.lease_duration_s / 5),
+                LeaseSettings.scaled(
+                    settings.lease_namespace,
+                    settings.lease_name,
+                    settings.identity,
+                    settings.lease_duration_s,
                 ),
             )
         self.configmap: ConfigMapSource | None = None

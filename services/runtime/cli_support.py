@@ -3,10 +3,15 @@ environment with command-line overrides, logging, one-line fatal errors."""
 
 from __future__ import annotations
 
-import typer
+import asyncio
+from collections.abc import Callable
 
-from .kube import KubeConfigError
+import typer
+from kubernetes_asyncio import client
+
+from .kube import KubeConfigError, PermissionDenied, load_api_client
 from .logging import configure_logging
+from .service import Service, serve
 from .settings import KafkaSettings, ServiceSettings
 
 
@@ -29,6 +34,29 @@ def load_settings(
     service = ServiceSettings(**service_overrides)  # type: ignore[arg-type]
     configure_logging(service.log_level, service.log_format)
     return kafka, service
+
+
+def run_service(
+    name: str,
+    service_settings: ServiceSettings,
+    make: Callable[[client.ApiClient], Service],
+) -> None:
+    """Run a service that talks to Kubernetes until it stops; bad credentials and
+    missing permissions end the process with a one-line reason (exit 2 and 3)."""
+
+    async def main() -> None:
+        api = await load_api_client(service_settings.kubeconfig)
+        try:
+            await serve(make(api), service_settings, name)
+        finally:
+            await api.close()
+
+    try:
+        asyncio.run(main())
+    except KubeConfigError as exc:
+        raise fail(str(exc), 2) from exc
+    except PermissionDenied as exc:
+        raise fail(str(exc), 3) from exc
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -20,6 +20,11 @@ class KubeConfigError(Exception):
     """The kubeconfig (or in-cluster config) could not be loaded."""
 
 
+class PermissionDenied(Exception):
+    """Kafka or the API server refused this service what it must be allowed
+    (RBAC, ACLs); retrying cannot help, so the process exits with the reason."""
+
+
 class KubeApiError(Exception):
     """A non-2xx answer of the API server, with its Status if it sent one."""
 

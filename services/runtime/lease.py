@@ -41,6 +41,19 @@ class LeaseSettings:
     renew_deadline_s: float = 7.0
     retry_period_s: float = 2.0
 
+    @classmethod
+    def scaled(cls, namespace: str, name: str, identity: str, duration_s: float) -> LeaseSettings:
+        """client-go's proportions for a given lease duration: give up leading at 70 % of
+        it (before anyone may take over), renew five times per duration."""
+        return cls(
+            namespace=namespace,
+            name=name,
+            identity=identity,
+            lease_duration_s=duration_s,
+            renew_deadline_s=duration_s * 0.7,
+            retry_period_s=max(0.5, duration_s / 5),
+        )
+
 
 class LeaderElector:
     def __init__(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from services.runtime.cli_support import (
@@ -11,14 +9,11 @@ from services.runtime.cli_support import (
     HTTP_PORT_HELP,
     KUBECONFIG_HELP,
     PREFIX_HELP,
-    KubeConfigError,
-    fail,
     load_settings,
+    run_service,
 )
-from services.runtime.kube import load_api_client
-from services.runtime.service import serve
 
-from .service import PermissionDenied, Watcher
+from .service import Watcher
 from .settings import WatcherSettings
 
 app = typer.Typer(help="Watch Pods, Jobs and Nodes and publish what changes.", no_args_is_help=True)
@@ -59,16 +54,4 @@ def run(
         overrides["label_selector"] = selector
     settings = WatcherSettings(**overrides)  # type: ignore[arg-type]
 
-    async def main() -> None:
-        api = await load_api_client(service.kubeconfig)
-        try:
-            await serve(Watcher(api, kafka, settings), service, "watcher")
-        finally:
-            await api.close()
-
-    try:
-        asyncio.run(main())
-    except KubeConfigError as exc:
-        raise fail(str(exc), 2) from exc
-    except PermissionDenied as exc:
-        raise fail(str(exc), 3) from exc
+    run_service("watcher", service, lambda api: Watcher(api, kafka, settings))

@@ -43,7 +43,7 @@ from services.runtime.kafka import (
     read_to_end,
     topic_partitions,
 )
-from services.runtime.kube import KubeApiError
+from services.runtime.kube import KubeApiError, PermissionDenied
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
@@ -58,10 +58,6 @@ from .settings import WatcherSettings
 from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
 
 log = get_logger(__name__)
-
-
-class PermissionDenied(Exception):
-    """The API server refused a request RBAC must allow; retrying cannot help."""
 
 
 def _now() -> datetime:
@@ -94,13 +90,11 @@ class Watcher:
         self.source = f"/jobreaper/watcher/{settings.identity}"
         self.elector = LeaderElector(
             api,
-            LeaseSettings(
-                namespace=settings.lease_namespace,
-                name=settings.lease_name,
-                identity=settings.identity,
-                lease_duration_s=settings.lease_duration_s,
-                renew_deadline_s=settings.lease_duration_s * 0.7,
-                retry_period_s=max(0.5, settings.lease_duration_s / 5),
+            LeaseSettings.scaled(
+                settings.lease_namespace,
+                settings.lease_name,
+                settings.identity,
+                settings.lease_duration_s,
             ),
         )
         self._stopping = asyncio.Event()

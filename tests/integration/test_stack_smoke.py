@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -14,29 +13,13 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from services.stack.testing import read_audit_events
+from tests.integration.helpers import IMAGE, eventually
 
 if TYPE_CHECKING:
     from services.stack.api import StackInfo
     from services.stack.testing import NodeLoss
 
 pytestmark = pytest.mark.stack
-
-T = TypeVar("T")
-IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images
-
-
-async def eventually(
-    what: str, probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60
-) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
 
 
 def pod_manifest(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 from services.runtime.cli_support import (
@@ -11,14 +9,11 @@ from services.runtime.cli_support import (
     HTTP_PORT_HELP,
     KUBECONFIG_HELP,
     PREFIX_HELP,
-    KubeConfigError,
-    fail,
     load_settings,
+    run_service,
 )
-from services.runtime.kube import load_api_client
-from services.runtime.service import serve
 
-from .service import Executor, PermissionDenied
+from .service import Executor
 from .settings import ExecutorSettings
 
 app = typer.Typer(
@@ -62,16 +57,4 @@ def run(
         overrides["events"] = False
     settings = ExecutorSettings(**overrides)  # type: ignore[arg-type]
 
-    async def main() -> None:
-        api = await load_api_client(service.kubeconfig)
-        try:
-            await serve(Executor(api, kafka, settings), service, "executor")
-        finally:
-            await api.close()
-
-    try:
-        asyncio.run(main())
-    except KubeConfigError as exc:
-        raise fail(str(exc), 2) from exc
-    except PermissionDenied as exc:
-        raise fail(str(exc), 3) from exc
+    run_service("executor", service, lambda api: Executor(api, kafka, settings))

@@ -66,6 +66,7 @@ from services.runtime.kafka import (
     read_to_end,
     topic_partitions,
 )
+from services.runtime.kube import PermissionDenied
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
@@ -90,10 +91,6 @@ KAFKA_AUTH_ERRORS = (
 )
 NEEDED = (("get", "pods", ""), ("patch", "pods", ""), ("delete", "pods", ""))
 WANTED = (("create", "events", "events.k8s.io"),)
-
-
-class PermissionDenied(Exception):
-    """Kafka or the API server refused the executor itself; retrying cannot help."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

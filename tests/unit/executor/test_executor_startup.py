@@ -7,8 +7,9 @@ import pytest
 import structlog
 
 from services.killer.executor.apply import Answer
-from services.killer.executor.service import Executor, PermissionDenied
+from services.killer.executor.service import Executor
 from services.killer.executor.settings import ExecutorSettings
+from services.runtime.kube import PermissionDenied
 from services.runtime.settings import KafkaSettings
 
 from .fakes import ScriptedApi
