@@ -284,9 +284,10 @@ class Killer:
             reason=reason,
         )
         async with partition.producer.transaction():
-            await partition.producer.send(
+            sent = await partition.producer.send(
                 dead.topic, dead.value, key=dead.key, headers=dead.headers
             )
+            await sent
         log.warning("killer.dead_lettered", source=f"{record.topic}@{record.offset}", reason=reason)
 
     # -- the loop -------------------------------------------------------------------
@@ -349,7 +350,7 @@ class Killer:
         ]
         try:
             async with partition.producer.transaction():
-                for record in records:
+                sent = [
                     await partition.producer.send(
                         record.topic,
                         record.value,
@@ -357,6 +358,11 @@ class Killer:
                         headers=record.headers,
                         partition=partition.number,
                     )
+                    for record in records
+                ]
+                # Retrieve every delivery: a fenced producer fails them, and an
+                # exception nobody reads is logged by asyncio at a random moment.
+                await asyncio.gather(*sent)
                 crash_point("killer.before-commit")
         except ProducerFenced:
             log.warning("killer.fenced", partition=partition.number)
