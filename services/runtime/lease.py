@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from kubernetes_asyncio import client
 
-from .kube import KubeApiError, request_json
+from .kube import KubeApiError, PermissionDenied, request_json
 from .logging import get_logger
 
 log = get_logger(__name__)
@@ -189,5 +189,12 @@ class LeaderElector:
                     self.is_leader = True
                     return
             except KubeApiError as exc:
+                if exc.status in (401, 403):
+                    s = self.settings
+                    raise PermissionDenied(
+                        f"the API server denied {exc.verb} on the Lease {s.namespace}/{s.name} "
+                        f"(HTTP {exc.status}): grant get, create and update on "
+                        f"leases.coordination.k8s.io in namespace {s.namespace} ({exc.message})"
+                    ) from exc
                 log.warning("lease.acquire_failed", error=str(exc))
             await asyncio.sleep(self.settings.retry_period_s)

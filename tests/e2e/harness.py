@@ -38,6 +38,7 @@ class System:
     def __init__(self, stack: StackInfo, namespace: str, prefix: str) -> None:
         self.stack = stack
         self.namespace = namespace
+        self.namespaces = [namespace]  # a test may add more before start()
         self.prefix = prefix
         self.kafka = KafkaSettings(
             bootstrap=stack.kafka_bootstrap, topic_prefix=prefix, job_partitions=PARTITIONS
@@ -58,7 +59,7 @@ class System:
             api,
             self.kafka,
             WatcherSettings(
-                namespaces=[self.namespace],
+                namespaces=self.namespaces,
                 lease_namespace=self.namespace,
                 identity=f"w-{self.run_id}",
             ),
@@ -155,12 +156,12 @@ class System:
 
         return await eventually(f"JobKilled for {job}", probe, timeout=timeout)
 
-    def writes(self) -> list[dict[str, Any]]:
+    def writes(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """The executor's pod writes, from the API server's audit log."""
-        return pod_writes(self.stack.audit_log, self.namespace)
+        return pod_writes(self.stack.audit_log, namespace or self.namespace)
 
-    def writes_of(self, verb: str) -> list[dict[str, Any]]:
-        return [w for w in self.writes() if w["verb"] == verb]
+    def writes_of(self, verb: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        return [w for w in self.writes(namespace) if w["verb"] == verb]
 
 
 async def _ready(service: Any, task: asyncio.Task[None]) -> bool:
