@@ -103,7 +103,7 @@ async def main(changes: int, pause: float) -> None:
                 accepted = time.perf_counter()
                 version = result["version"]
                 # The killer has no event to await: poll its state every millisecond.
-                while killer.config is None or killer.config.version < version:  # noqa: ASYNC110
+                while killer.config is None or killer.config.version < version:
                     await asyncio.sleep(0.001)
                 reached = time.perf_counter()
                 put_s.append(accepted - sent)

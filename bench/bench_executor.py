@@ -102,7 +102,7 @@ async def main(pods: int, jobs: int, partitions: int, events: bool) -> None:
             ExecutorSettings(group_id=f"bench-{uuid.uuid4().hex[:6]}", events=events),
         )
         task = asyncio.create_task(executor.run())
-        while not executor.readiness()[0]:  # noqa: ASYNC110
+        while not executor.readiness()[0]:
             await asyncio.sleep(0.1)
 
         now = datetime.now(UTC)

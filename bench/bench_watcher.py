@@ -1,0 +1,102 @@
+"""The watcher end to end on the real stack: thousands of pods created on kwok.
+
+    eval "$(uv run jobreaper stack env)"      # a running local stack
+    uv run python bench/bench_watcher.py [--pods 5000] [--per-job 100]
+
+Creates ``--pods`` pods (Jobs of ``--per-job`` pods each; kwok runs each pod
+for 2 s), runs one watcher in this process and reports:
+
+- observations published per second while the burst lasts;
+- the watcher's latency from receiving a change to Kafka acknowledging its
+  record (p50, p99), from its ``publish_latency`` histogram. The API server
+  is on loopback, so this is apiserver event -> record acknowledged minus a
+  loopback hop; the API server's own queueing is not in it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+import uuid
+
+from kubernetes_asyncio import client
+
+from services.runtime.kube import load_api_client
+from services.runtime.settings import KafkaSettings
+from services.watcher.service import Watcher
+from services.watcher.settings import WatcherSettings
+from tests.integration.helpers import job_manifest
+
+
+def quantile(buckets: list[tuple[float, float]], total: float, q: float) -> float:
+    """The upper bound of the histogram bucket holding quantile ``q``."""
+    for bound, count in buckets:
+        if count >= q * total:
+            return bound
+    return float("inf")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=5000)
+    parser.add_argument("--per-job", type=int, default=100)
+    args = parser.parse_args()
+    kubeconfig = os.environ.get("JOBREAPER_KUBECONFIG")
+    bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
+    if not (kubeconfig and bootstrap):
+        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
+    api = await load_api_client(kubeconfig)
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    await asyncio.sleep(1)
+    watcher = Watcher(
+        api,
+        KafkaSettings(bootstrap=bootstrap, topic_prefix=f"{namespace}.", job_partitions=6),
+        WatcherSettings(namespaces=[namespace], lease_namespace=namespace),
+    )
+    task = asyncio.create_task(watcher.run())
+    while not watcher.readiness()[1].startswith("leader"):
+        await asyncio.sleep(0.1)
+    start, base = time.perf_counter(), watcher.published
+    for i in range(args.pods // args.per_job):
+        await batch.create_namespaced_job(
+            namespace, job_manifest(f"burst-{i}", run="2s", parallelism=args.per_job)
+        )
+    # Done when every pod succeeded and nothing was published for 3 s.
+    last, last_change = watcher.published, time.perf_counter()
+    while True:
+        await asyncio.sleep(0.5)
+        if watcher.published != last:
+            last, last_change = watcher.published, time.perf_counter()
+            continue
+        if time.perf_counter() - last_change > 3:
+            pods = (await core.list_namespaced_pod(namespace)).items
+            if len(pods) >= args.pods and all(p.status.phase == "Succeeded" for p in pods):
+                break
+    took = last_change - start
+    published = watcher.published - base
+    samples = {s.name: s for m in watcher.metrics.publish_latency.collect() for s in m.samples}
+    buckets = sorted(
+        (float(s.labels["le"]), s.value)
+        for m in watcher.metrics.publish_latency.collect()
+        for s in m.samples
+        if s.name.endswith("_bucket")
+    )
+    total = samples["jobreaper_watcher_publish_latency_seconds_count"].value
+    print(f"pods {args.pods:,} in Jobs of {args.per_job}; observations published {published:,}")
+    print(f"burst {took:.1f} s: {published / took:,.0f} observations/s published")
+    print(
+        f"receive -> acknowledged: p50 <= {quantile(buckets, total, 0.5) * 1000:.0f} ms, "
+        f"p99 <= {quantile(buckets, total, 0.99) * 1000:.0f} ms (histogram bucket bounds)"
+    )
+    watcher.stop()
+    await task
+    await core.delete_namespace(namespace)
+    await api.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
