@@ -50,6 +50,7 @@ from schemas.config import ConfigSnapshot
 from schemas.observations import NodeObserved
 from schemas.topics import (
     CONFIG,
+    DEADLETTER,
     K8S_NODES,
     K8S_OBJECTS,
     KILL_COMMANDS,
@@ -60,6 +61,7 @@ from schemas.topics import (
 from services.killer.core import KillerState, decide, evolve, new_state
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
+    DEADLETTER_SOURCE_HEADER,
     dead_letter_record,
     ensure_topics,
     make_consumer,
@@ -133,6 +135,7 @@ class Killer:
         self.partitions: dict[int, Partition] = {}
         self.nodes: dict[str, NodeObserved] = {}
         self.config: ConfigSnapshot | None = None
+        self.dead_lettered: set[str] = set()  # "topic/partition@offset" of poison records
         self._consumer: AIOKafkaConsumer | None = None
         self._assigned = False
         self._global_ready = False
@@ -171,6 +174,7 @@ class Killer:
         try:
             partitions = await topic_partitions(self.kafka, [self.names(t) for t in GLOBAL_TOPICS])
             await read_to_end(global_consumer, partitions, self._fold_global)
+            await self._read_dead_letters()
             self._global_ready = True
             await consumer.start()
             self._consumer = consumer
@@ -180,6 +184,25 @@ class Killer:
             await consumer.stop()
             await global_consumer.stop()
             await self.release(set(self.partitions))
+
+    async def _read_dead_letters(self) -> None:
+        """Which records were dead-lettered already, by anyone: a rebuild folds every
+        poison record again, and must neither drop it silently nor repeat it."""
+
+        def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+            source = dict(record.headers).get(DEADLETTER_SOURCE_HEADER)
+            if source:
+                self.dead_lettered.add(source.decode(errors="replace"))
+
+        reader = make_consumer(
+            self.kafka, client_id=f"jobreaper-killer-{self.settings.identity}-dlq", group_id=None
+        )
+        await reader.start()
+        try:
+            partitions = await topic_partitions(self.kafka, [self.names(DEADLETTER)])
+            await read_to_end(reader, partitions, keep)
+        finally:
+            await reader.stop()
 
     # -- partitions -------------------------------------------------------------
 
@@ -260,11 +283,10 @@ class Killer:
             crash_point("killer.rebuild")
         message = self._decode(record)
         if isinstance(message, DecodeError):
-            live = record.offset >= partition.ends.get(
-                TopicPartition(record.topic, record.partition), 0
-            )
-            if live:  # during a rebuild the previous owner already dead-lettered it
+            source = f"{record.topic}/{record.partition}@{record.offset}"
+            if source not in self.dead_lettered:  # once, across rebuilds and instances
                 await self._dead_letter(partition, record, message.reason)
+                self.dead_lettered.add(source)
             return
         evolve(partition.state, message)
         partition.dirty = True

@@ -16,12 +16,13 @@ from schemas.commands import CommandIssued
 from schemas.events import KillStarted
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
+from services.runtime.kafka import make_producer
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
 from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
-from tests.integration.helpers import eventually, job_manifest, messages
+from tests.integration.helpers import eventually, job_manifest, messages, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -211,3 +212,31 @@ async def test_two_killers_split_the_partitions_and_issue_what_one_would(
         for c in found
     ]
     assert all(c.step == "set-active-deadline" for c in found)
+
+
+async def test_a_poison_record_is_dead_lettered_and_deciding_goes_on(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    await services.watcher()
+    await services.killer()
+    producer = make_producer(services.kafka, client_id="poison")
+    await producer.start()
+    try:
+        topic = f"{services.prefix}k8s.objects"
+        await producer.send_and_wait(
+            topic, b"{not json", key=f"{namespace}/x".encode(), headers=[("ce_type", b"??")]
+        )
+    finally:
+        await producer.stop()
+
+    async def dead_lettered() -> list[Any] | None:
+        found = await read_topic(services.stack.kafka_bootstrap, f"{services.prefix}deadletter")
+        return found or None
+
+    ((record, _),) = await eventually("the poison record dead-lettered", dead_lettered)
+    headers = dict(record.headers)
+    assert headers["jr_deadletter_reason"].startswith(b"missing-header")
+    assert record.value == b"{not json", "the original bytes are kept"
+    await start_running_jobs(kube_api, namespace, ["after"])
+    await kill_now(kube_api, namespace, ["after"])
+    await eventually("a step for the next Job", services.commands)
