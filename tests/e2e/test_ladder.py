@@ -41,6 +41,22 @@ async def running(
     return await eventually(f"{job}'s pods running", probe)
 
 
+async def stranded(
+    kube_api: client.ApiClient,
+    namespace: str,
+    job: str,
+    node_loss: NodeLoss,
+    node: str,
+    **manifest: Any,
+) -> None:
+    """A Job whose running pod is on ``node``, which is then lost (NotReady)."""
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest(job, run="never", node=node, **manifest)
+    )
+    await running(kube_api, namespace, job)
+    node_loss.lose(node)
+
+
 async def kill_now(kube_api: client.ApiClient, namespace: str, job: str) -> datetime:
     now = datetime.now(UTC)
     await client.BatchV1Api(kube_api).patch_namespaced_job(
@@ -65,15 +81,20 @@ async def test_kill_now_sets_the_deadline_and_the_job_dies(
     await kill_now(kube_api, namespace, "now")
     killed = await system.job_killed("now")
     assert killed.trigger == "Killed"
-    assert sorted(p.ended for p in killed.pods) == ["exited", "exited"]
+    endings = sorted(p.ended for p in killed.pods)
+    # The first pod failing fails the Job (backoffLimit 0), and the Job controller may
+    # delete the other pod before its own deadline fires: "deleted", not by us.
+    assert endings in (["exited", "exited"], ["deleted", "exited"]), endings
+    results = await system.results()
+    applied = [r for r in results if r.outcome == "applied"]
+    assert len(results) == 2
+    assert {r.outcome for r in results} <= {"applied", "gone"}
     patches = system.writes_of("patch")
-    assert len(patches) == 2, "one activeDeadlineSeconds patch per pod"
+    assert len(patches) == len(applied) >= 1, "one activeDeadlineSeconds patch per live pod"
     assert system.writes_of("delete") == [], "kwok honoured the deadline: no deletion needed"
     for pod in await pods(kube_api, namespace, "now"):
         assert pod.status.phase == "Failed"
-        assert pod.status.reason == "DeadlineExceeded"
-    results = await system.results()
-    assert [r.outcome for r in results] == ["applied", "applied"]
+        assert pod.status.reason == "DeadlineExceeded" or pod.metadata.deletion_timestamp
 
 
 async def test_a_future_kill_time_waits_then_every_step_follows(
@@ -126,11 +147,7 @@ async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
 ) -> None:
     await system.start(**FAST)
     node = stack.nodes[-1]
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("stranded", run="never", node=node)
-    )
-    await running(kube_api, namespace, "stranded")
-    node_loss.lose(node)  # waits for NotReady
+    await stranded(kube_api, namespace, "stranded", node_loss, node)
     await kill_now(kube_api, namespace, "stranded")
     killed = await system.job_killed("stranded", timeout=60)
     assert [p.ended for p in killed.pods] == ["force-deleted"]
@@ -152,17 +169,14 @@ async def test_forbidden_force_deletion_alerts_once_and_leaves_the_pod(
 ) -> None:
     await system.start(**FAST)
     node = stack.nodes[-1]
-    await client.BatchV1Api(kube_api).create_namespaced_job(
+    await stranded(
+        kube_api,
         namespace,
-        job_manifest(
-            "crucial",
-            run="never",
-            node=node,
-            annotations={"jobreaper.io/forbid-force-deletion": "true"},
-        ),
+        "crucial",
+        node_loss,
+        node,
+        annotations={"jobreaper.io/forbid-force-deletion": "true"},
     )
-    await running(kube_api, namespace, "crucial")
-    node_loss.lose(node)
     await kill_now(kube_api, namespace, "crucial")
 
     async def alerted() -> list[Any] | None:
@@ -207,11 +221,7 @@ async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     node; jobreaper force-deletes it and the Job reaches Failed."""
     await system.start(**FAST)
     node = stack.nodes[-1]
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("overdue", run="never", node=node, active_deadline_seconds=12)
-    )
-    await running(kube_api, namespace, "overdue")
-    node_loss.lose(node)
+    await stranded(kube_api, namespace, "overdue", node_loss, node, active_deadline_seconds=12)
 
     async def failed() -> bool:
         return await job_condition(kube_api, namespace, "overdue", "Failed")
@@ -231,11 +241,7 @@ async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
 ) -> None:
     await system.start(**FAST)
     node = stack.nodes[-1]
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("paused", run="never", node=node)
-    )
-    await running(kube_api, namespace, "paused")
-    node_loss.lose(node)
+    await stranded(kube_api, namespace, "paused", node_loss, node)
     await client.BatchV1Api(kube_api).patch_namespaced_job(
         "paused", namespace, {"spec": {"suspend": True}}
     )

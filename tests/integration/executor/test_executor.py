@@ -29,7 +29,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from schemas.commands import CommandApplied, CommandIssued
 from services.killer.executor.apply import PodView, Write, plan
-from services.killer.executor.service import USER_AGENT, Executor
+from services.killer.executor.service import Executor
 from services.killer.executor.settings import ExecutorSettings
 from services.killer.executor.transport import kube_transport
 from services.runtime.kafka import (
@@ -42,8 +42,15 @@ from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss, read_audit_events
-from tests.integration.helpers import IMAGE, eventually, job_manifest, messages, read_topic
+from services.stack.testing import NodeLoss
+from tests.integration.helpers import (
+    IMAGE,
+    eventually,
+    job_manifest,
+    messages,
+    pod_writes,
+    read_topic,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -194,16 +201,7 @@ async def wait_results(
 
 def executor_writes(stack: StackInfo, namespace: str) -> list[dict[str, Any]]:
     """Pod patches and deletes the executor sent, per the API server's audit log."""
-    assert stack.audit_log is not None, "these tests need the stack's audit log"
-    return [
-        e
-        for e in read_audit_events(stack.audit_log)
-        if e.get("verb") in ("patch", "delete")
-        and e.get("objectRef", {}).get("resource") == "pods"
-        and not e.get("objectRef", {}).get("subresource")
-        and e.get("objectRef", {}).get("namespace") == namespace
-        and str(e.get("userAgent", "")).startswith(USER_AGENT)
-    ]
+    return pod_writes(stack.audit_log, namespace)
 
 
 def writes_per_pod(stack: StackInfo, namespace: str) -> dict[str, list[dict[str, Any]]]:
