@@ -6,6 +6,7 @@ from __future__ import annotations
 from .base import Message
 from .commands import CommandApplied, CommandIssued
 from .config import ConfigSnapshot, KillerConfig, KillerSettings
+from .decisions import DecisionRecorded
 from .events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 from .observations import JobObserved, NodeObserved, PodObserved
 from .requests import KillRequested
@@ -22,6 +23,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     KillStep,
     ForceDeletionForbidden,
     JobKilled,
+    DecisionRecorded,
 )
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "CommandApplied",
     "CommandIssued",
     "ConfigSnapshot",
+    "DecisionRecorded",
     "ForceDeletionForbidden",
     "JobKilled",
     "JobObserved",

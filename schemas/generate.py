@@ -32,6 +32,10 @@ _TOPIC_DOCS = {
     t.KILL_COMMANDS: "Escalation commands the killer decided (deadline, delete, force-delete).",
     t.KILL_RESULTS: "What the executor got from the Kubernetes API for each command.",
     t.KILL_EVENTS: "The public, stable stream of kill events: subscribe here.",
+    t.KILL_DECISIONS: (
+        "One record per committed killer decision: the `now` it used and the input"
+        " positions it had folded, for byte-for-byte replay and audit."
+    ),
     t.DEADLETTER: "Records no consumer could handle: original bytes, headers, and the reason.",
 }
 
@@ -43,6 +47,7 @@ _WRITERS = {
     t.KILL_COMMANDS: "The killer",
     t.KILL_RESULTS: "The executor",
     t.KILL_EVENTS: "The killer and the executor",
+    t.KILL_DECISIONS: "The killer",
     t.DEADLETTER: "Any consumer",
 }
 

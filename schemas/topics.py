@@ -11,6 +11,7 @@ CONFIG: Final = "config"
 KILL_COMMANDS: Final = "kill.commands"
 KILL_RESULTS: Final = "kill.results"
 KILL_EVENTS: Final = "kill.events"
+KILL_DECISIONS: Final = "kill.decisions"
 DEADLETTER: Final = "deadletter"
 
 ALL_TOPICS: Final = (
@@ -21,5 +22,6 @@ ALL_TOPICS: Final = (
     KILL_COMMANDS,
     KILL_RESULTS,
     KILL_EVENTS,
+    KILL_DECISIONS,
     DEADLETTER,
 )

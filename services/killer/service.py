@@ -47,6 +47,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
+from schemas.decisions import DecisionRecorded, InputPosition
 from schemas.observations import NodeObserved
 from schemas.topics import (
     CONFIG,
@@ -58,10 +59,11 @@ from schemas.topics import (
     KILL_REQUESTS,
     KILL_RESULTS,
 )
-from services.killer.core import KillerState, decide, evolve, new_state
+from services.killer.core import Decision, KillerState, decide, evolve, new_state
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     DEADLETTER_SOURCE_HEADER,
+    OutgoingRecord,
     dead_letter_record,
     ensure_topics,
     make_consumer,
@@ -105,6 +107,9 @@ class Partition:
     caught_up: bool = False
     dirty: bool = True
     next_due: datetime | None = None
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    """(design topic, partition) -> the next offset to fold: the input position
+    a decision records, so that a replay folds exactly what this state holds."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -135,6 +140,7 @@ class Killer:
         self.partitions: dict[int, Partition] = {}
         self.nodes: dict[str, NodeObserved] = {}
         self.config: ConfigSnapshot | None = None
+        self.global_positions: dict[tuple[str, int], int] = {}
         self.dead_lettered: set[str] = set()  # "topic/partition@offset" of poison records
         self._consumer: AIOKafkaConsumer | None = None
         self._assigned = False
@@ -236,6 +242,7 @@ class Killer:
             evolve(partition.state, node)
         if self.config is not None:
             evolve(partition.state, self.config)
+        partition.positions = {(topic, partition.number): 0 for topic in JOB_TOPICS}
         partition.ends = await self._consumer.end_offsets(tps)
         await self._consumer.seek_to_beginning(*tps)
         partition.assigned_at = time.monotonic()
@@ -262,6 +269,9 @@ class Killer:
             return exc
 
     def _fold_global(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self.global_positions[(self.names.strip(record.topic), record.partition)] = (
+            record.offset + 1
+        )
         message = self._decode(record)
         if isinstance(message, NodeObserved):
             self.nodes[message.name] = message
@@ -281,6 +291,7 @@ class Killer:
             return  # revoked while the batch was in flight
         if not partition.caught_up:
             crash_point("killer.rebuild")
+        partition.positions[(self.names.strip(record.topic), record.partition)] = record.offset + 1
         message = self._decode(record)
         if isinstance(message, DecodeError):
             source = f"{record.topic}/{record.partition}@{record.offset}"
@@ -357,6 +368,25 @@ class Killer:
                 log.info("killer.caught_up", partition=partition.number, seconds=round(elapsed, 3))
                 self._update_gauges()
 
+    def _decision_record(
+        self, partition: Partition, now: datetime, decision: Decision
+    ) -> OutgoingRecord:
+        """What this decision saw and when (DESIGN section 4: the clock is an input)."""
+        positions = {**partition.positions, **self.global_positions}
+        record = DecisionRecorded(
+            partition=partition.number,
+            decided_at=now,
+            config_version=self.config.version if self.config is not None else 0,
+            inputs=tuple(
+                InputPosition(topic=topic, partition=number, offset=offset)
+                for (topic, number), offset in sorted(positions.items())
+            ),
+            command_ids=tuple(cmd.command_id for cmd in decision.commands),
+            event_ids=tuple(event_id(ev) for ev in decision.kill_events),
+            killer=self.settings.identity,
+        )
+        return outgoing(self.names, record, source=self.source, time=now)
+
     async def _decide(self, partition: Partition, now: datetime) -> None:
         partition.dirty = False
         decision = decide(partition.state, now)
@@ -370,6 +400,7 @@ class Killer:
             outgoing(self.names, ev, source=self.source, event_id=event_id(ev), time=now)
             for ev in decision.kill_events
         ]
+        records.append(self._decision_record(partition, now, decision))
         try:
             async with partition.producer.transaction():
                 sent = [

@@ -40,6 +40,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(t.KILL_COMMANDS, job_keyed=True),
     TopicSpec(t.KILL_RESULTS, job_keyed=True),
     TopicSpec(t.KILL_EVENTS, job_keyed=True),
+    TopicSpec(t.KILL_DECISIONS, job_keyed=True),
     TopicSpec(t.DEADLETTER, job_keyed=False, retention_ms=4 * WEEK_MS),
 )
 

@@ -22,6 +22,8 @@ def _example_value(annotation: Any) -> Any:
         return get_args(annotation)[0]
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return _example_value(next(a for a in get_args(annotation) if a is not type(None)))
+    if origin is tuple:
+        return (_example_value(get_args(annotation)[0]),)
     if annotation is str:
         return "x"
     if annotation is int:
