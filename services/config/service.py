@@ -49,6 +49,7 @@ from services.runtime.kube import KubeApiError
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
+from services.runtime.retry import retry_until_stopped
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
@@ -251,30 +252,34 @@ class ConfigService:
     async def _lead(self) -> None:
         """While we may lead: take the writer role, run the source; again after a failure."""
         self.metrics.leader.set(1)
-        delay = 0.5
         try:
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    await self._become_writer()
-                    self.last_error = None
-                    await self._run_source()
-                except WriterLost as exc:
-                    self.metrics.fenced.inc()
-                    self.last_error = f"writer lost: {exc}"
-                    log.warning("config.writer_lost", error=str(exc))
-                except (KafkaError, KubeApiError, OSError, TimeoutError) as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("config.lead_failed", error=self.last_error)
-                finally:
-                    await self._drop_writer()
-                if time.monotonic() - started > 60:
-                    delay = 0.5
-                if not self._stopping.is_set():
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self.settings.retry_max_s)
+            await retry_until_stopped(
+                self._write,
+                stopping=self._stopping,
+                on_failure=self._lead_failed,
+                retryable=(WriterLost, KafkaError, KubeApiError, OSError, TimeoutError),
+                max_delay_s=self.settings.retry_max_s,
+            )
         finally:
             self.metrics.leader.set(0)
+
+    async def _write(self) -> None:
+        """One turn as the writer: until the source or the writer role fails."""
+        try:
+            await self._become_writer()
+            self.last_error = None
+            await self._run_source()
+        finally:
+            await self._drop_writer()
+
+    def _lead_failed(self, exc: Exception) -> None:
+        if isinstance(exc, WriterLost):
+            self.metrics.fenced.inc()
+            self.last_error = f"writer lost: {exc}"
+            log.warning("config.writer_lost", error=str(exc))
+        else:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("config.lead_failed", error=self.last_error)
 
     async def _become_writer(self) -> None:
         producer = make_producer(

@@ -47,6 +47,7 @@ from services.runtime.kube import KubeApiError, PermissionDenied
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
+from services.runtime.retry import retry_until_stopped
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
@@ -137,27 +138,19 @@ class Watcher:
     async def _lead(self) -> None:
         """Cycles until stopped; a failed cycle is retried with capped backoff."""
         self.metrics.leader.set(1)
-        delay = 0.5
         try:
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    await self._cycle()
-                except KubeApiError as exc:
-                    if exc.status in (401, 403):
-                        raise PermissionDenied(_permission_hint(exc)) from exc
-                    self._failed(exc)
-                except (KafkaError, OSError, TimeoutError) as exc:
-                    self._failed(exc)
-                if time.monotonic() - started > 60:
-                    delay = 0.5  # it ran well for a while: this is a fresh failure
-                if not self._stopping.is_set():
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 15.0)
+            await retry_until_stopped(
+                self._cycle,
+                stopping=self._stopping,
+                on_failure=self._failed,
+                retryable=(KubeApiError, KafkaError, OSError, TimeoutError),
+            )
         finally:
             self.metrics.leader.set(0)
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, KubeApiError) and exc.status in (401, 403):
+            raise PermissionDenied(_permission_hint(exc)) from exc
         self.last_error = f"{type(exc).__name__}: {exc}"
         self._synced.clear()
         log.warning("watcher.cycle_failed", error=self.last_error)

@@ -38,8 +38,6 @@ commit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from typing import Any
 
 import orjson
@@ -69,6 +67,7 @@ from services.runtime.kafka import (
 from services.runtime.kube import PermissionDenied
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC
+from services.runtime.retry import retry_until_stopped
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
@@ -170,36 +169,30 @@ class Executor:
 
     async def run(self) -> None:
         await self._check_permissions()
-        delay = 0.5
         try:
-            while not self._stopping.is_set():
-                started = time.monotonic()
-                try:
-                    await self._cycle()
-                except KAFKA_AUTH_ERRORS as exc:
-                    raise PermissionDenied(
-                        f"Kafka refused the executor: {type(exc).__name__}: {exc} (it needs read "
-                        f"on {self.commands_topic} and group {self.settings.group_id}, write on "
-                        f"{self.results_topic}, and write on transactional ids "
-                        f"{self.settings.transactional_id_prefix}.*)"
-                    ) from exc
-                except Fenced as exc:
-                    # A zombie of ours (e.g. a long pause): its batch is not committed;
-                    # the partition's new owner applies it. Rejoin the group.
-                    self.last_error = f"fenced: {exc}"
-                    log.warning("executor.fenced", error=str(exc), action="rejoining the group")
-                except Exception as exc:
-                    self.last_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("executor.cycle_failed", error=self.last_error, exc_info=True)
-                if time.monotonic() - started > 60:
-                    delay = 0.5
-                if not self._stopping.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-                    delay = min(delay * 2, 15.0)
+            await retry_until_stopped(
+                self._cycle, stopping=self._stopping, on_failure=self._cycle_failed
+            )
         finally:
             if self.recorder is not None:
                 await self.recorder.drain()
+
+    def _cycle_failed(self, exc: Exception) -> None:
+        if isinstance(exc, KAFKA_AUTH_ERRORS):
+            raise PermissionDenied(
+                f"Kafka refused the executor: {type(exc).__name__}: {exc} (it needs read "
+                f"on {self.commands_topic} and group {self.settings.group_id}, write on "
+                f"{self.results_topic}, and write on transactional ids "
+                f"{self.settings.transactional_id_prefix}.*)"
+            ) from exc
+        if isinstance(exc, Fenced):
+            # A zombie of ours (e.g. a long pause): its batch is not committed;
+            # the partition's new owner applies it. Rejoin the group.
+            self.last_error = f"fenced: {exc}"
+            log.warning("executor.fenced", error=str(exc), action="rejoining the group")
+            return
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("executor.cycle_failed", error=self.last_error, exc_info=True)
 
     # -- one consumer-group membership ----------------------------------------------------
 
