@@ -211,10 +211,31 @@ def writes_per_pod(stack: StackInfo, namespace: str) -> dict[str, list[dict[str,
     return out
 
 
-async def running_pods(
-    kube_api: client.ApiClient, namespace: str, job: str, count: int = 1
+IGNORE_DEADLINE = {"jobreaper.test/ignore-deadline": "true"}
+
+
+async def apply(kafka: KafkaSettings, command: CommandIssued) -> CommandApplied:
+    """Send one command and wait for its result."""
+    await produce(kafka, command)
+    return (await wait_results(kafka, {command.command_id}))[command.command_id]
+
+
+async def job_pods(
+    kube_api: client.ApiClient,
+    namespace: str,
+    job: str,
+    count: int = 1,
+    *,
+    node: str | None = None,
+    annotations: dict[str, str] | None = None,
 ) -> list[tuple[str, str]]:
-    """(name, uid) of the Job's pods once ``count`` of them run."""
+    """Create a Job of ``count`` never-ending pods; (name, uid) of them once they run."""
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace,
+        job_manifest(
+            job, run="never", parallelism=count, node=node, pod_annotations=annotations or {}
+        ),
+    )
     core = client.CoreV1Api(kube_api)
 
     async def probe() -> list[tuple[str, str]] | None:
@@ -298,15 +319,10 @@ async def test_set_active_deadline_makes_the_pod_fail_and_is_never_raised(
     kafka: KafkaSettings,
     start_executor: Any,
 ) -> None:
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("sad", run="never")
-    )
-    [(pod, uid)] = await running_pods(kube_api, namespace, "sad")
+    [(pod, uid)] = await job_pods(kube_api, namespace, "sad")
     await start_executor()
     first = make_command("set-active-deadline", namespace, "sad", pod, uid, value=1)
-    await produce(kafka, first)
-    got = await wait_results(kafka, {first.command_id})
-    result = got[first.command_id]
+    result = await apply(kafka, first)
     assert (result.outcome, result.http_status) == ("applied", 200)
     assert result.applied_at >= first.due_at
 
@@ -319,8 +335,7 @@ async def test_set_active_deadline_makes_the_pod_fail_and_is_never_raised(
     await eventually("kwok fails the pod on its new deadline", failed_on_deadline)
 
     higher = make_command("set-active-deadline", namespace, "sad", pod, uid, value=3600)
-    await produce(kafka, higher)
-    second = (await wait_results(kafka, {higher.command_id}))[higher.command_id]
+    second = await apply(kafka, higher)
     assert second.outcome == "applied"
     assert "already 1 <= 3600" in second.message
     p = await read_pod(kube_api, namespace, pod)
@@ -355,14 +370,10 @@ async def test_delete_uses_the_uid_precondition_and_the_pods_own_grace_period(
     kafka: KafkaSettings,
     start_executor: Any,
 ) -> None:
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("del", run="never")
-    )
-    [(pod, uid)] = await running_pods(kube_api, namespace, "del")
+    [(pod, uid)] = await job_pods(kube_api, namespace, "del")
     await start_executor()
     cmd = make_command("delete", namespace, "del", pod, uid)
-    await produce(kafka, cmd)
-    result = (await wait_results(kafka, {cmd.command_id}))[cmd.command_id]
+    result = await apply(kafka, cmd)
     assert (result.outcome, result.http_status) == ("applied", 200)
     await eventually("the pod is gone", lambda: _gone(kube_api, namespace, pod))
     await asyncio.sleep(1)
@@ -388,31 +399,23 @@ async def test_force_delete_removes_a_pod_stuck_on_a_lost_node(
     node_loss: NodeLoss,
 ) -> None:
     node = stack.nodes[-1]
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("stuck", run="never", node=node)
-    )
-    [(pod, uid)] = await running_pods(kube_api, namespace, "stuck")
+    [(pod, uid)] = await job_pods(kube_api, namespace, "stuck", node=node)
     await asyncio.to_thread(node_loss.lose, node)
     await start_executor()
 
     graceful = make_command("delete", namespace, "stuck", pod, uid)
-    await produce(kafka, graceful)
-    assert (await wait_results(kafka, {graceful.command_id}))[
-        graceful.command_id
-    ].outcome == "applied"
+    assert (await apply(kafka, graceful)).outcome == "applied"
     await asyncio.sleep(2)
     p = await read_pod(kube_api, namespace, pod)
     assert p is not None and p.metadata.deletion_timestamp is not None, "stuck Terminating"
 
     # Another delete finds it already being deleted: nothing sent.
     again = make_command("delete", namespace, "stuck", pod, uid)
-    await produce(kafka, again)
-    second = (await wait_results(kafka, {again.command_id}))[again.command_id]
+    second = await apply(kafka, again)
     assert second.outcome == "applied" and "no second delete" in second.message
 
     force = make_command("force-delete", namespace, "stuck", pod, uid, grace=0)
-    await produce(kafka, force)
-    forced = (await wait_results(kafka, {force.command_id}))[force.command_id]
+    forced = await apply(kafka, force)
     assert (forced.outcome, forced.http_status) == ("applied", 200)
     await eventually("the force-deleted pod is gone", lambda: _gone(kube_api, namespace, pod))
     await asyncio.sleep(1)
@@ -488,13 +491,7 @@ async def test_a_duplicate_command_id_is_applied_once_also_after_a_restart(
     kafka: KafkaSettings,
     start_executor: Any,
 ) -> None:
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace,
-        job_manifest(
-            "dup", run="never", pod_annotations={"jobreaper.test/ignore-deadline": "true"}
-        ),
-    )
-    [(pod, uid)] = await running_pods(kube_api, namespace, "dup")
+    [(pod, uid)] = await job_pods(kube_api, namespace, "dup", annotations=IGNORE_DEADLINE)
     cmd = make_command("set-active-deadline", namespace, "dup", pod, uid, value=5)
     first = await start_executor("e1")
     await produce(kafka, cmd, cmd)  # the killer issued it twice
@@ -547,19 +544,11 @@ async def test_two_executors_share_the_partitions_and_apply_each_command_once(
     kafka: KafkaSettings,
     start_executor: Any,
 ) -> None:
-    batch = client.BatchV1Api(kube_api)
     jobs = [f"share-{i}" for i in range(6)]
-    for job in jobs:
-        await batch.create_namespaced_job(
-            namespace,
-            job_manifest(
-                job,
-                run="never",
-                parallelism=3,
-                pod_annotations={"jobreaper.test/ignore-deadline": "true"},
-            ),
-        )
-    pods = {job: await running_pods(kube_api, namespace, job, 3) for job in jobs}
+    pods = {
+        job: await job_pods(kube_api, namespace, job, 3, annotations=IGNORE_DEADLINE)
+        for job in jobs
+    }
     rounds = [
         [
             make_command("set-active-deadline", namespace, job, name, uid, value=100 - r)
@@ -661,19 +650,14 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
     spawn: Any,
 ) -> None:
     await ensure_topics(kafka, job_partitions=PARTITIONS)
-    batch = client.BatchV1Api(kube_api)
     annotations = {
         "jobreaper.test/ignore-deadline": "true",
         "pod-delete.stage.kwok.x-k8s.io/delay": "1h",  # deleted pods stay Terminating
     }
     jobs = [f"crash-{i}" for i in range(4)]
-    for job in jobs:
-        await batch.create_namespaced_job(
-            namespace, job_manifest(job, run="never", parallelism=3, pod_annotations=annotations)
-        )
     commands: list[CommandIssued] = []
     for i, job in enumerate(jobs):
-        for name, uid in await running_pods(kube_api, namespace, job, 3):
+        for name, uid in await job_pods(kube_api, namespace, job, 3, annotations=annotations):
             step = "delete" if i % 2 else "set-active-deadline"
             commands.append(make_command(step, namespace, job, name, uid, value=7))
     await produce(kafka, *commands)
@@ -746,18 +730,11 @@ async def test_a_fenced_zombie_commits_nothing(
 ) -> None:
     """A frozen executor loses its partitions; on waking its commit is fenced, not applied."""
     await ensure_topics(kafka, job_partitions=PARTITIONS)
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace,
-        job_manifest(
-            "zombie",
-            run="never",
-            parallelism=4,
-            pod_annotations={"jobreaper.test/ignore-deadline": "true"},
-        ),
-    )
     commands = [
         make_command("set-active-deadline", namespace, "zombie", name, uid, value=9)
-        for name, uid in await running_pods(kube_api, namespace, "zombie", 4)
+        for name, uid in await job_pods(
+            kube_api, namespace, "zombie", 4, annotations=IGNORE_DEADLINE
+        )
     ]
     await produce(kafka, *commands)
     zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="5")
