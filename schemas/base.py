@@ -10,21 +10,17 @@ no table of its own.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-
-def _require_utc(value: datetime) -> datetime:
-    """Reject naive datetimes: a time without a zone cannot be replayed."""
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("timestamp must carry a timezone (RFC 3339), e.g. 2026-01-01T00:00:00Z")
-    return value.astimezone(UTC)
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]
-"""A timezone-aware instant, normalised to UTC."""
+UtcDatetime = AwareDatetime
+"""A timezone-aware instant (RFC 3339 with ``Z`` or an offset; a naive time is
+rejected: it cannot be replayed). jobreaper itself always writes UTC (``Z``).
+Another offset is kept as given: every comparison and every duration is by
+instant, and the core's own outputs are built in UTC. (Validated in pydantic's
+Rust core: normalising in a Python validator cost about 1.3 us per field on
+the hottest path of every consumer.)"""
 
 
 class Message(BaseModel):

@@ -120,3 +120,18 @@ def test_bad_records_raise_a_typed_error_with_a_reason(mutate, error, reason_par
 def test_a_type_registered_twice_is_refused() -> None:
     with pytest.raises(ValueError, match="two models"):
         Codec([Sample, Sample])
+
+
+def test_an_instant_with_another_offset_is_the_same_instant() -> None:
+    headers, value = _record()
+    body = json.loads(value)
+    body["at"] = "2026-11-23T14:00:00+02:00"
+    decoded = CODEC.decode(headers, json.dumps(body).encode()).message
+    assert isinstance(decoded, Sample)
+    assert decoded.at == datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def test_a_header_that_is_not_utf8_is_named() -> None:
+    headers, value = _record()
+    with pytest.raises(MissingHeader, match="ce_source is not UTF-8"):
+        CODEC.decode(_replace(headers, "ce_source", b"\xff\xfe"), value)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args, get_origin
 
 import pytest
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel
 
 from schemas import ALL_MESSAGES, generate
 from schemas.base import Message
@@ -30,7 +30,7 @@ def _example_value(annotation: Any) -> Any:
         return 1
     if annotation is bool:
         return True
-    if annotation is datetime:
+    if annotation in (datetime, AwareDatetime):
         return AT
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return _example(annotation)
