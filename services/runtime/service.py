@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from .http import HealthServer
 from .logging import get_logger
+from .memory import tune_gc
 from .settings import ServiceSettings
 
 log = get_logger(__name__)
@@ -32,6 +33,7 @@ class Service(Protocol):
 
 async def serve(service: Service, settings: ServiceSettings, name: str) -> None:
     """Run ``service`` with /healthz, /readyz and /metrics until it stops."""
+    tune_gc()
     health = HealthServer(
         settings.http_host, settings.http_port, service.readiness, registry=service.registry
     )
