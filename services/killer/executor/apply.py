@@ -11,18 +11,26 @@ harmless: if its effect is already there, no second write is sent.
 - 404 -> ``gone``; another uid under the name -> ``uid-mismatch`` (nothing
   written: the UID precondition, checked by us and by the API server).
 - ``set-active-deadline``: current ``activeDeadlineSeconds`` <= the value ->
-  ``applied`` without a write; otherwise a JSON patch whose ``test`` op on
-  ``/metadata/uid`` makes the API server refuse another pod (422). The API
+  ``applied`` without a write; otherwise a JSON patch whose ``test`` ops on
+  ``/metadata/uid`` and ``/metadata/resourceVersion`` make the API server
+  refuse another pod, or the same pod changed since our read (422). The API
   server itself refuses to raise the value (422), so a concurrent lowering
   cannot be undone: on 422 we read again and decide from what is there.
 - ``delete``: already being deleted -> ``applied`` without a write; else
-  DELETE with ``preconditions.uid`` and the command's grace period.
-- ``force-delete``: DELETE with ``gracePeriodSeconds: 0`` and
-  ``preconditions.uid``, unless a grace-0 deletion is already recorded.
-- Writes: 409 on a DELETE (the uid precondition) -> ``uid-mismatch``;
-  403 -> ``forbidden``; 429, 5xx, timeouts, connection errors -> retried
-  with capped exponential backoff (from the GET again, which sees a write
-  whose answer was lost) until the command's budget is spent -> ``failed``.
+  DELETE with ``preconditions`` uid and resourceVersion and the command's
+  grace period.
+- ``force-delete``: DELETE with ``gracePeriodSeconds: 0`` and the same
+  preconditions, unless a grace-0 deletion is already recorded.
+- Every write is conditional on the resourceVersion we read. That is what
+  makes a retry after a lost answer safe even when the lost write was still
+  queued in the API server when we read again: it lands first, changes the
+  resourceVersion, and our second write is refused instead of applied twice.
+- Writes: 409 (a DELETE precondition) or 422 (a patch ``test``) -> read
+  again and decide from what is there (another uid -> ``uid-mismatch``;
+  the effect already there -> ``applied``; else write again, at most
+  ``max_rechecks`` times); 403 -> ``forbidden``; 429, 5xx, timeouts,
+  connection errors -> retried with capped exponential backoff (from the
+  GET again) until the command's budget is spent -> ``failed``.
 """
 
 from __future__ import annotations
@@ -64,7 +72,7 @@ class Transport(Protocol):
     ) -> Answer: ...
 
 
-Verdict = Literal["ok", "gone", "uid-mismatch", "forbidden", "failed", "retry", "recheck"]
+Verdict = Literal["ok", "gone", "forbidden", "failed", "retry", "recheck"]
 
 
 def retryable(status: int) -> bool:
@@ -86,10 +94,10 @@ def classify(status: int, *, step: Step, write: bool) -> Verdict:
         return "gone"
     if status == 403:
         return "forbidden"
-    if write and step == "set-active-deadline" and status in (409, 422):
-        return "recheck"
     if write and status == 409:
-        return "uid-mismatch"  # the only precondition a DELETE of ours carries
+        return "recheck"  # a precondition failed: another pod, or this one changed
+    if write and step == "set-active-deadline" and status == 422:
+        return "recheck"  # a patch ``test`` failed, or the value may not be raised
     return "failed"
 
 
@@ -99,6 +107,7 @@ def classify(status: int, *, step: Step, write: bool) -> Verdict:
 @dataclass(frozen=True)
 class PodView:
     uid: str
+    resource_version: str | None = None
     deletion_timestamp: str | None = None
     deletion_grace_period_seconds: int | None = None
     active_deadline_seconds: int | None = None
@@ -126,8 +135,10 @@ def parse_pod(body: bytes) -> PodView:
     for ref in meta.get("ownerReferences") or ():
         if isinstance(ref, dict) and ref.get("kind") == "Job" and ref.get("controller"):
             job_name, job_uid = ref.get("name"), ref.get("uid")
+    resource_version = meta.get("resourceVersion")
     return PodView(
         uid=uid,
+        resource_version=resource_version if isinstance(resource_version, str) else None,
         deletion_timestamp=meta.get("deletionTimestamp"),
         deletion_grace_period_seconds=meta.get("deletionGracePeriodSeconds"),
         active_deadline_seconds=spec.get("activeDeadlineSeconds"),
@@ -171,13 +182,15 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
                 f"activeDeadlineSeconds is already {current} <= {value}: not written "
                 "(only ever set or lowered)"
             )
+        tests = [{"op": "test", "path": "/metadata/uid", "value": command.pod_uid}]
+        if pod.resource_version is not None:
+            tests.append(
+                {"op": "test", "path": "/metadata/resourceVersion", "value": pod.resource_version}
+            )
         return Write(
             "PATCH",
             path,
-            [
-                {"op": "test", "path": "/metadata/uid", "value": command.pod_uid},
-                {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": value},
-            ],
+            [*tests, {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": value}],
             JSON_PATCH,
         )
     if command.step == "delete":
@@ -186,23 +199,29 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
                 f"already being deleted since {pod.deletion_timestamp} "
                 f"(grace {pod.deletion_grace_period_seconds}s): no second delete sent"
             )
-        return Write(
-            "DELETE", path, delete_options(command.pod_uid, command.grace_period_seconds), JSON
+        options = delete_options(
+            command.pod_uid, pod.resource_version, command.grace_period_seconds
         )
+        return Write("DELETE", path, options, JSON)
     # force-delete
     if pod.deletion_timestamp is not None and pod.deletion_grace_period_seconds == 0:
         return AlreadyDone(
             f"already force-deleted at {pod.deletion_timestamp} (grace 0), "
             "waiting on its finalizers: no second delete sent"
         )
-    return Write("DELETE", path, delete_options(command.pod_uid, 0), JSON)
+    return Write("DELETE", path, delete_options(command.pod_uid, pod.resource_version, 0), JSON)
 
 
-def delete_options(uid: str, grace_period_seconds: int | None) -> dict[str, Any]:
+def delete_options(
+    uid: str, resource_version: str | None, grace_period_seconds: int | None
+) -> dict[str, Any]:
+    preconditions = {"uid": uid}
+    if resource_version is not None:
+        preconditions["resourceVersion"] = resource_version
     options: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "DeleteOptions",
-        "preconditions": {"uid": uid},
+        "preconditions": preconditions,
     }
     if grace_period_seconds is not None:
         options["gracePeriodSeconds"] = grace_period_seconds
@@ -345,8 +364,6 @@ class Applier:
                 if rechecks > self.max_rechecks:
                     return done("failed", answer, f"refused: {describe(answer)}")
                 continue
-            if verdict == "uid-mismatch":
-                return done("uid-mismatch", answer, answer.message)
             if verdict == "gone":
                 return done("gone", answer, answer.message or "not found")
             if verdict == "forbidden":

@@ -345,6 +345,7 @@ async def test_set_active_deadline_makes_the_pod_fail_and_is_never_raised(
     writes = executor_writes(stack, namespace)
     assert [(w["verb"], w["objectRef"]["name"]) for w in writes] == [("patch", pod)]
     assert writes[0]["requestObject"][0] == {"op": "test", "path": "/metadata/uid", "value": uid}
+    assert writes[0]["requestObject"][1]["path"] == "/metadata/resourceVersion"
 
     async def story() -> list[dict[str, Any]] | None:
         events = [
@@ -381,7 +382,8 @@ async def test_delete_uses_the_uid_precondition_and_the_pods_own_grace_period(
     assert len(writes) == 1
     options = writes[0]["requestObject"]
     assert writes[0]["verb"] == "delete"
-    assert options["preconditions"] == {"uid": uid}
+    assert options["preconditions"]["uid"] == uid
+    assert options["preconditions"]["resourceVersion"], "conditional on the version read"
     assert "gracePeriodSeconds" not in options
     assert writes[0]["responseStatus"]["code"] == 200
 
@@ -421,7 +423,7 @@ async def test_force_delete_removes_a_pod_stuck_on_a_lost_node(
     await asyncio.sleep(1)
     writes = executor_writes(stack, namespace)
     assert [w["requestObject"].get("gracePeriodSeconds") for w in writes] == [None, 0]
-    assert all(w["requestObject"]["preconditions"] == {"uid": uid} for w in writes)
+    assert all(w["requestObject"]["preconditions"]["uid"] == uid for w in writes)
 
     events = await eventually(
         "a JobreaperForceDeleted Event",

@@ -46,7 +46,12 @@ def command(step: str = "delete", **overrides: Any) -> CommandIssued:
 
 
 def pod(uid: str = UID, **fields: Any) -> Answer:
-    meta: dict[str, Any] = {"name": "job-abc", "namespace": "ns", "uid": uid}
+    meta: dict[str, Any] = {
+        "name": "job-abc",
+        "namespace": "ns",
+        "uid": uid,
+        "resourceVersion": fields.get("resourceVersion", "7"),
+    }
     spec: dict[str, Any] = {}
     if "deletionTimestamp" in fields:
         meta["deletionTimestamp"] = fields["deletionTimestamp"]

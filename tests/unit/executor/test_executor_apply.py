@@ -43,8 +43,8 @@ NOT_FOUND = Answer(404, "NotFound", 'pods "job-abc" not found')
         (200, "delete", False, "ok"),
         (404, "delete", True, "gone"),
         (404, "set-active-deadline", False, "gone"),
-        (409, "delete", True, "uid-mismatch"),
-        (409, "force-delete", True, "uid-mismatch"),
+        (409, "delete", True, "recheck"),
+        (409, "force-delete", True, "recheck"),
         (409, "set-active-deadline", True, "recheck"),
         (422, "set-active-deadline", True, "recheck"),
         (422, "delete", True, "failed"),
@@ -77,6 +77,17 @@ def test_set_active_deadline_on_a_pod_without_one_patches_with_a_uid_test() -> N
         {"op": "test", "path": "/metadata/uid", "value": UID},
         {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 30},
     ]
+
+
+def test_every_write_is_conditional_on_the_resource_version_read() -> None:
+    seen = PodView(uid=UID, resource_version="41")
+    patch = plan(command("set-active-deadline", active_deadline_seconds=30), seen)
+    assert isinstance(patch, Write)
+    assert patch.body[1] == {"op": "test", "path": "/metadata/resourceVersion", "value": "41"}
+    for step in ("delete", "force-delete"):
+        delete = plan(command(step), seen)
+        assert isinstance(delete, Write)
+        assert delete.body["preconditions"] == {"uid": UID, "resourceVersion": "41"}
 
 
 def test_set_active_deadline_lowers_a_larger_value() -> None:
@@ -141,6 +152,7 @@ def test_parse_pod_reads_the_fields_a_command_needs() -> None:
     view = parse_pod(pod(deletionTimestamp="2026-01-01T00:00:00Z", activeDeadlineSeconds=7).body)
     assert view == PodView(
         uid=UID,
+        resource_version="7",
         deletion_timestamp="2026-01-01T00:00:00Z",
         deletion_grace_period_seconds=30,
         active_deadline_seconds=7,
@@ -185,9 +197,28 @@ async def test_another_pod_under_the_name_is_not_touched() -> None:
     assert api.writes == []
 
 
-async def test_a_409_on_delete_is_a_uid_mismatch() -> None:
-    result, _, _ = await apply([pod(), CONFLICT])
-    assert (result.outcome, result.http_status) == ("uid-mismatch", 409)
+async def test_a_409_on_delete_is_decided_by_reading_again() -> None:
+    result, api, _ = await apply([pod(), CONFLICT, pod(uid=OTHER_UID)])
+    assert result.outcome == "uid-mismatch"
+    assert len(api.writes) == 1
+
+
+async def test_a_pod_changed_between_read_and_delete_is_deleted_on_a_fresh_read() -> None:
+    result, api, _ = await apply([pod(), CONFLICT, pod(resourceVersion="8"), OK])
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert [w.body["preconditions"]["resourceVersion"] for w in api.writes] == ["7", "8"]
+
+
+async def test_a_lost_delete_that_lands_after_the_reread_is_not_applied_twice() -> None:
+    # The first DELETE's answer is lost and it is still queued in the API server
+    # when we read again: the read shows the pod untouched, our second DELETE
+    # (conditional on that read's resourceVersion) is refused because the first
+    # landed meanwhile, and the next read shows the deletion.
+    terminating = pod(deletionTimestamp="2026-01-01T00:00:01Z", resourceVersion="9")
+    result, api, _ = await apply([pod(), NO_ANSWER, pod(), CONFLICT, terminating])
+    assert (result.outcome, result.wrote) == ("applied", False)
+    assert "no second delete" in result.message
+    assert len(api.writes) == 2, "two requests, one of them refused by its precondition"
 
 
 async def test_a_refused_patch_is_decided_by_reading_again() -> None:
