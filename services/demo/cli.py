@@ -78,9 +78,10 @@ def demo(
 
       uv run jobreaper demo --keep    (then explore; `jobreaper demo --stop` after)
     """
-    console = Console(no_color=bool(plain), width=140 if plain or not sys.stdout.isatty() else None)
     if plain is None:
         plain = not sys.stdout.isatty()
+    # Plain: no colours, and no wrapping (one line per event, for logs and grep).
+    console = Console(no_color=plain, soft_wrap=plain)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # CI logs show each line as it happens
     if stop:

@@ -16,6 +16,7 @@ import dataclasses
 import importlib
 import inspect
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -96,6 +97,7 @@ class Demo:
         self.acted: set[str] = set()
         self.board: Board | None = None
         self.printed = 0
+        self.succeeded = False
 
     def say(self, message: str) -> None:
         self.console.print(Text(f"==> {message}", style="bold"))
@@ -118,6 +120,9 @@ class Demo:
                         style="bold red",
                     )
                 )
+            if missed:
+                self.console.print(f"the services' logs are in {self.run_dir}")
+            self.succeeded = not missed
             return 1 if missed else 0
         except asyncio.CancelledError:
             self.say("interrupted: cleaning up (Ctrl-C again abandons the cleanup)")
@@ -424,6 +429,8 @@ class Demo:
         if self.services and not keep:
             self.say("stopping the services")
             await asyncio.gather(*(_quietly(s.stop()) for s in self.services))
+        if self.succeeded and not keep:
+            shutil.rmtree(self.run_dir, ignore_errors=True)  # logs are kept after a failure
         if self.lost is not None:
             self.say(f"restoring node {self.lost}")
             await _quietly(asyncio.to_thread(restore_node, self.info, self.lost))
