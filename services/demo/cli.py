@@ -87,6 +87,7 @@ def demo(
     if stop:
         _stop_kept(stack, from_env, console)
         return
+    begin = time.monotonic()
     info, started = _stack(stack, from_env, console)
 
     def stop_our_stack() -> None:
@@ -95,7 +96,6 @@ def demo(
             stop_stack(stack)
 
     options = Options(keep=keep, plain=plain, timeout_s=timeout, later_s=later)
-    begin = time.monotonic()
     try:
         code = asyncio.run(Demo(info, options, console, stop_stack=stop_our_stack).run())
     except KeyboardInterrupt:

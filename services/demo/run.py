@@ -209,6 +209,7 @@ class Demo:
         ]
         names = ", ".join(s.name for s in self.services)
         self.say(f"starting {names} as processes (logs in {logs})")
+        began = time.monotonic()
         for service in self.services:
             service.start()
         last = [""]
@@ -220,7 +221,8 @@ class Demo:
                 self.console.print(f"    {line}")
 
         await processes.wait_ready(self.services, self.options.ready_timeout_s, progress)
-        self.say("every service is ready (/readyz answers 200)")
+        took = time.monotonic() - began
+        self.say(f"every service is ready after {took:.0f}s (/readyz answers 200)")
 
     async def _wait_config(self) -> None:
         """Until the config service has published the demo's configuration."""
