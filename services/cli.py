@@ -8,6 +8,8 @@ from __future__ import annotations
 import typer
 
 from services.config.cli import app as config_app
+from services.demo.cli import demo
+from services.kill.cli import kill
 from services.killer.cli import app as killer_app
 from services.killer.executor.cli import app as executor_app
 from services.runtime.topics_cli import app as topics_app
@@ -28,6 +30,8 @@ app.add_typer(watcher_app, name="watcher")
 app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
 app.add_typer(config_app, name="config")
+app.command("kill")(kill)
+app.command("demo")(demo)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""``jobreaper demo``: the live demo of jobreaper on the local stack."""

@@ -1,0 +1,1 @@
+"""Kill requests from people and scripts: ``jobreaper kill`` and the function behind it."""

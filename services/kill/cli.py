@@ -1,0 +1,144 @@
+"""``jobreaper kill``: ask jobreaper to kill a Job, now or at a time.
+
+Exit codes: 0 published; 1 Kafka could not be reached; 2 bad usage (Job
+reference, time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import typer
+from aiokafka.errors import KafkaError
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.rest import ApiException
+
+from services.runtime.cli_support import BOOTSTRAP_HELP, KUBECONFIG_HELP, PREFIX_HELP, fail
+from services.runtime.kube import KubeConfigError, load_api_client
+from services.runtime.settings import KafkaSettings, ServiceSettings
+
+from .request import BadRequest, build_request, parse_job_ref, parse_kill_time, publish_request
+
+EXIT_UNREACHABLE = 1
+EXIT_USAGE = 2
+
+
+def kill(
+    job: str = typer.Argument(..., metavar="NAMESPACE/JOB", help="The Job to kill"),
+    at: str | None = typer.Option(
+        None,
+        "--at",
+        metavar="TIME",
+        help="When: RFC 3339 with a zone (2026-11-23T17:00:00Z), relative (+30s, +5m, "
+        "+1h30m) or now (the default). A past time is an error.",
+    ),
+    reason: str = typer.Option("", "--reason", help="Free text, recorded in the kill events"),
+    uid: str | None = typer.Option(
+        None, "--uid", help="Only the Job object with this uid (not a later one of the same name)"
+    ),
+    by: str | None = typer.Option(
+        None, "--by", metavar="WHO", help="Who asks (default: user@host)"
+    ),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="Look the Job up in the cluster first and warn if it is not there",
+    ),
+    kubeconfig: str | None = typer.Option(None, help=KUBECONFIG_HELP),
+    kafka_bootstrap: str | None = typer.Option(None, "--kafka", help=BOOTSTRAP_HELP),
+    topic_prefix: str | None = typer.Option(None, "--topic-prefix", help=PREFIX_HELP),
+) -> None:
+    """Ask jobreaper to kill a Job: publishes a KillRequested on kill.requests.
+
+    The killer then runs the escalation ladder on the Job's pods at the kill
+    time: it lowers each pod's activeDeadlineSeconds, deletes the pod if it is
+    still there after deleteKillingTasksTimeoutSeconds, and force-deletes it if
+    its deletion hangs for forceDeleteTaskTimeoutSeconds. Of several kill
+    times (requests, the jobreaper.io/kill-timestamp annotation) the earliest
+    wins: a kill is never postponed.
+
+    Without --uid the request is for the Job that has this name now; a Job
+    created later under the same name is not affected.
+
+    Examples:
+
+      jobreaper kill batch/nightly-report
+
+      jobreaper kill batch/nightly-report --at +5m --reason "replaced by v2"
+
+      jobreaper kill batch/etl --at 2026-11-23T22:00:00Z --by oncall
+    """
+    now = datetime.now(UTC)
+    try:
+        namespace, name = parse_job_ref(job)
+        kill_at = parse_kill_time(at, now)
+    except BadRequest as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
+    overrides = {
+        k: v for k, v in {"bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix}.items() if v
+    }
+    kafka = KafkaSettings(**overrides)  # type: ignore[arg-type]
+    if check:
+        warning = asyncio.run(_check_job(kubeconfig, namespace, name, uid))
+        if warning:
+            typer.echo(f"warning: {warning}", err=True)
+    request = build_request(
+        namespace, name, now=now, kill_at=kill_at, reason=reason, job_uid=uid, requested_by=by
+    )
+    try:
+        published = asyncio.run(publish_request(kafka, request))
+    except (KafkaError, TimeoutError, OSError) as exc:
+        raise fail(
+            f"could not publish to Kafka at {kafka.bootstrap}: {exc or type(exc).__name__} "
+            "(set --kafka or JOBREAPER_KAFKA_BOOTSTRAP)",
+            EXIT_UNREACHABLE,
+        ) from exc
+    when = (
+        "now"
+        if kill_at is None
+        else f"at {_rfc3339(kill_at)} (in {round((kill_at - now).total_seconds())} s)"
+    )
+    typer.echo(f"kill requested: {namespace}/{name} {when}")
+    typer.echo(f"  request id  {request.request_id}")
+    typer.echo(
+        f"  published   {published.topic} partition {published.partition} offset {published.offset}"
+    )
+    typer.echo("follow it:")
+    typer.echo(f"  jobreaper events --follow --namespace {namespace}")
+    typer.echo(f"  jobreaper audit {namespace}/{name}")
+
+
+async def _check_job(kubeconfig: str | None, namespace: str, name: str, uid: str | None) -> str:
+    """A warning if the Job is not (or no longer) there; never fails the request:
+    the killer acts on what it has observed, which the cluster may not show yet."""
+    path = kubeconfig or ServiceSettings().kubeconfig
+    try:
+        api = await load_api_client(path)
+    except KubeConfigError as exc:
+        return f"could not check that the Job exists: {exc}"
+    try:
+        found = await asyncio.wait_for(
+            client.BatchV1Api(api).read_namespaced_job(name, namespace), 10
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return (
+                f"no Job {namespace}/{name} in the cluster now; the request is published "
+                "anyway, but it only applies to a Job of that name that existed when it was made"
+            )
+        return f"could not check that the Job exists: HTTP {exc.status} {exc.reason}"
+    except (TimeoutError, OSError) as exc:
+        return f"could not check that the Job exists: {exc or type(exc).__name__}"
+    finally:
+        await api.close()
+    if uid and found.metadata.uid != uid:
+        return (
+            f"Job {namespace}/{name} has uid {found.metadata.uid}, not {uid}: the request "
+            "will not apply to it"
+        )
+    return ""
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

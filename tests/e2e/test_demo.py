@@ -1,0 +1,55 @@
+"""``jobreaper demo`` end to end, as a person (or CI) runs it: a real process that starts
+the services as real processes on the test stack and plays every scenario."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from services.stack.api import StackInfo
+
+pytestmark = pytest.mark.stack
+
+OUTCOMES = {
+    "finishes": "completed by itself; jobreaper issued no command",
+    "kill-now": "killed: set-active-deadline applied",
+    "kill-later": "killed: set-active-deadline applied",
+    "node-lost": "force-delete applied .*; pod force-deleted",
+}
+
+
+def test_the_demo_plays_every_scenario_to_its_end(stack: StackInfo, topic_prefix: str) -> None:
+    if stack.stack_dir is None or len(stack.nodes) < 2:
+        pytest.skip("the demo loses a node: it needs a stack started by services.stack")
+    run = uuid.uuid4().hex[:8]
+    env = {
+        **os.environ,
+        **stack.env(),
+        # Its own topics and groups: nothing of other tests is read or acted on.
+        "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
+        "JOBREAPER_KILLER_GROUP_ID": f"demo-killer-{run}",
+        "JOBREAPER_EXECUTOR_GROUP_ID": f"demo-executor-{run}",
+        "JOBREAPER_EXECUTOR_TRANSACTIONAL_ID_PREFIX": f"demo-executor-{run}",
+        "JOBREAPER_CONFIG_TRANSACTIONAL_ID": f"demo-config-{run}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services", "demo", "--from-env"],  # not a TTY: plain output
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=480,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "summary:" in done.stdout, "plain output when stdout is not a terminal"
+    summary = done.stdout.split("summary:", 1)[1]
+    for job, outcome in OUTCOMES.items():
+        assert re.search(rf"^  ok +{job}: .*{outcome}", summary, re.MULTILINE), summary
+    for step in ("stopping the services", "restoring node", "deleting namespace"):
+        assert step in done.stdout, f"cleanup: {step}"

@@ -1,0 +1,94 @@
+"""``jobreaper kill`` on the real stack: what it publishes on kill.requests, and what it
+refuses. (The killer acting on a request is covered by the killer's and e2e tests.)"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+from typer.testing import CliRunner
+
+from schemas.requests import KillRequested
+from services.cli import app
+from services.stack.api import StackInfo
+from tests.integration.helpers import job_manifest, read_topic
+
+pytestmark = pytest.mark.stack
+
+
+async def kill_cli(stack: StackInfo, prefix: str, *args: str) -> Any:
+    env = {
+        "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "JOBREAPER_KAFKA_TOPIC_PREFIX": prefix,
+        "JOBREAPER_KUBECONFIG": str(stack.kubeconfig),
+    }
+    return await asyncio.to_thread(CliRunner().invoke, app, ["kill", *args], env=env)
+
+
+async def requests(stack: StackInfo, prefix: str) -> list[tuple[Any, Any]]:
+    return await read_topic(stack.kafka_bootstrap, f"{prefix}kill.requests")
+
+
+async def test_kill_publishes_the_request_and_says_where_to_follow_it(
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str, topic_prefix: str
+) -> None:
+    job = await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("etl", run="never")
+    )
+    before = datetime.now(UTC)
+    done = await kill_cli(
+        stack,
+        topic_prefix,
+        f"{namespace}/etl",
+        "--at",
+        "+5m",
+        "--reason",
+        "replaced by v2",
+        "--by",
+        "tester",
+        "--uid",
+        job.metadata.uid,
+    )
+    assert done.exit_code == 0, done.output
+    assert "warning" not in done.stderr, "the Job exists and has this uid"
+    (record, request), *rest = await requests(stack, topic_prefix)
+    assert rest == []
+    assert isinstance(request, KillRequested)
+    assert (request.namespace, request.job_name, request.job_uid) == (
+        namespace,
+        "etl",
+        job.metadata.uid,
+    )
+    assert (request.reason, request.requested_by) == ("replaced by v2", "tester")
+    assert request.kill_at is not None
+    assert (
+        before + timedelta(minutes=5) <= request.kill_at <= datetime.now(UTC) + timedelta(minutes=5)
+    )
+    assert record.key == f"{namespace}/etl".encode()
+    assert request.request_id in done.stdout
+    assert f"jobreaper events --follow --namespace {namespace}" in done.stdout
+    assert f"jobreaper audit {namespace}/etl" in done.stdout
+
+
+async def test_a_missing_job_is_a_warning_and_a_bad_time_an_error(
+    stack: StackInfo, namespace: str, topic_prefix: str
+) -> None:
+    missing = await kill_cli(stack, topic_prefix, f"{namespace}/ghost")
+    assert missing.exit_code == 0, missing.output
+    assert f"warning: no Job {namespace}/ghost in the cluster now" in missing.stderr
+    ((_, request),) = await requests(stack, topic_prefix)
+    assert request.kill_at is None, "no --at: now (requested_at)"
+
+    for bad, message in [
+        ("yesterday", "not a time"),
+        ("2020-01-01T00:00:00Z", "in the past"),
+        ("+5 minutes", "a relative time looks like"),
+    ]:
+        refused = await kill_cli(stack, topic_prefix, f"{namespace}/ghost", "--at", bad)
+        assert refused.exit_code == 2, refused.output
+        assert refused.stderr.startswith("jobreaper: --at") and message in refused.stderr
+        assert refused.stderr.count("\n") == 1, "one line"
+    assert len(await requests(stack, topic_prefix)) == 1, "nothing more was published"

@@ -1,0 +1,72 @@
+"""``jobreaper kill``'s parsing: Job references and kill times, one-line errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.kill.request import BadRequest, build_request, parse_job_ref, parse_kill_time
+
+NOW = datetime(2026, 11, 23, 16, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"),
+    [("+30s", 30), ("+5m", 300), ("+1h30m", 5400), ("+90", 90), ("+2h", 7200), ("+1m5s", 65)],
+)
+def test_relative_times(text: str, delta: int) -> None:
+    assert parse_kill_time(text, NOW) == NOW + timedelta(seconds=delta)
+
+
+@pytest.mark.parametrize("text", [None, "now", " NOW ", "+0s"])
+def test_now(text: str | None) -> None:
+    assert parse_kill_time(text, NOW) is None
+
+
+def test_rfc3339_in_any_zone_becomes_utc() -> None:
+    assert parse_kill_time("2026-11-23T18:30:00+01:00", NOW) == datetime(
+        2026, 11, 23, 17, 30, tzinfo=UTC
+    )
+    assert parse_kill_time("2026-11-23T17:00:00Z", NOW) == NOW + timedelta(hours=1)
+
+
+def test_a_second_ago_is_now_but_the_past_is_an_error() -> None:
+    assert parse_kill_time("2026-11-23T15:59:59Z", NOW) == NOW
+    with pytest.raises(BadRequest, match=r"10 min in the past; leave --at out"):
+        parse_kill_time("2026-11-23T15:50:00Z", NOW)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tomorrow", "not a time"),
+        ("+5x", "relative time looks like"),
+        ("+", "relative time looks like"),
+        ("+-5s", "relative time looks like"),
+        ("2026-11-23T17:00:00", "give a time zone"),
+    ],
+)
+def test_malformed_times_are_one_line_errors(text: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=message) as caught:
+        parse_kill_time(text, NOW)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["job", "/job", "ns/", "a/b/c"])
+def test_job_reference_needs_namespace_and_name(text: str) -> None:
+    with pytest.raises(BadRequest, match="NAMESPACE/NAME"):
+        parse_job_ref(text)
+    assert parse_job_ref("batch/etl") == ("batch", "etl")
+
+
+def test_the_request_carries_what_was_asked() -> None:
+    request = build_request(
+        "batch", "etl", now=NOW, kill_at=NOW + timedelta(minutes=5), reason="r", job_uid=""
+    )
+    assert (request.namespace, request.job_name, request.reason) == ("batch", "etl", "r")
+    assert request.job_uid is None, "an empty uid pins nothing"
+    assert request.kill_at == NOW + timedelta(minutes=5)
+    assert request.requested_at == NOW
+    assert request.requested_by, "defaults to user@host"
+    assert request.kafka_key() == "batch/etl"
