@@ -8,6 +8,7 @@ normalises the file through the real docker client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -130,6 +131,14 @@ async def _topic_configs(settings: KafkaSettings, topics: list[str]) -> dict[str
     return out
 
 
+async def _run(command: list[str], env: dict[str, str]) -> tuple[int | None, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode, out.decode()
+
+
 @pytest.mark.stack
 async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempotent(
     stack: StackInfo, topic_prefix: str
@@ -146,10 +155,10 @@ async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempot
     command = [sys.executable, "-m", "services", *map(str, topics["command"])]
     partitions = int(topics["command"][topics["command"].index("--partitions") + 1])
 
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert first.returncode == 0, first.stderr
+    code, output = await _run(command, env)
+    assert code == 0, output
     names = TopicNames(topic_prefix)
-    assert first.stdout.count("created ") == len(TOPIC_SPECS), first.stdout
+    assert output.count("created ") == len(TOPIC_SPECS), output
 
     settings = KafkaSettings(bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix)
     wanted = [names(spec.name) for spec in TOPIC_SPECS]
@@ -163,6 +172,6 @@ async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempot
         for key, value in spec.configs().items():
             assert configs[name][key] == value, (name, key)
 
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.count("exists ") == len(TOPIC_SPECS), again.stdout
+    code, output = await _run(command, env)
+    assert code == 0, output
+    assert output.count("exists ") == len(TOPIC_SPECS), output
