@@ -7,12 +7,19 @@ kustomize is built from the Go module proxy by the stack's build machinery
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
+import os
+import socket
 import subprocess
+import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import yaml
@@ -22,6 +29,7 @@ from services.runtime.kube import KubeApiError, raw_request
 from services.stack import build
 from services.stack.errors import StackError
 from services.stack.util import say_stderr
+from tests.integration.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[3]
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
@@ -184,3 +192,82 @@ def container_env(objects: list[Obj], pod_spec: Obj, pod_name: str) -> dict[str,
             assert path in fields, f"{var['name']}: fieldRef {path} is not resolved by the tests"
             env[var["name"]] = fields[path]
     return env
+
+
+# -- running the services as the image would ------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def jobreaper_command(args: list[Any]) -> list[str]:
+    """``jobreaper <args>`` (the image's entry point) as this checkout runs it."""
+    args = [str(a) for a in args]
+    assert not any("$(" in a for a in args), "the tests do not expand $(VAR) in args"
+    return [sys.executable, "-m", "services", *args]
+
+
+def local_env(declared: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """The declared environment, what the local stack must change on top, and
+    nothing from this shell (no admin KUBECONFIG leaking into a service)."""
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
+    return {**base, **declared, **overrides}
+
+
+async def run_once(command: list[str], env: dict[str, str]) -> tuple[int | None, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode, out.decode()
+
+
+async def _ready(port: int) -> bool:
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status == 200
+    except aiohttp.ClientError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def all_ready(
+    services: dict[str, tuple[list[str], dict[str, str]]], logs: Path
+) -> AsyncIterator[None]:
+    """Start each ``name: (command, env)`` (env must set JOBREAPER_HTTP_PORT), wait
+    until every one answers ``/readyz`` 200, yield, then stop them with SIGTERM."""
+    procs: dict[str, tuple[asyncio.subprocess.Process, int, Path]] = {}
+    try:
+        for name, (command, env) in services.items():
+            log = logs / f"{name}.log"
+            with log.open("wb") as out_file:
+                proc = await asyncio.create_subprocess_exec(
+                    *command, env=env, stdout=out_file, stderr=asyncio.subprocess.STDOUT
+                )
+            procs[name] = (proc, int(env["JOBREAPER_HTTP_PORT"]), log)
+        for name, (proc, port, log) in procs.items():
+
+            async def ready(proc: Any = proc, port: int = port, log: Path = log) -> bool:
+                assert proc.returncode is None, f"exited {proc.returncode}: {log.read_text()}"
+                return await _ready(port)
+
+            await eventually(f"{name} ready", ready, timeout=180)
+        yield
+    finally:
+        for proc, _, _ in procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        for name, (proc, _, log) in procs.items():
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                pytest.fail(f"{name} did not stop on SIGTERM: {log.read_text()[-2000:]}")

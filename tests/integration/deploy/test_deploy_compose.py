@@ -8,12 +8,11 @@ normalises the file through the real docker client.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
-import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,14 @@ from services.stack import build
 from services.stack.api import StackInfo
 from services.stack.errors import StackError
 from services.stack.util import say_stderr
-from tests.integration.deploy.manifests import ROOT
+from tests.integration.deploy.manifests import (
+    ROOT,
+    all_ready,
+    free_port,
+    jobreaper_command,
+    local_env,
+    run_once,
+)
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 JOBREAPER_SERVICES = ("watcher", "killer", "executor", "config")
@@ -131,14 +137,6 @@ async def _topic_configs(settings: KafkaSettings, topics: list[str]) -> dict[str
     return out
 
 
-async def _run(command: list[str], env: dict[str, str]) -> tuple[int | None, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 180)
-    return proc.returncode, out.decode()
-
-
 @pytest.mark.stack
 async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempotent(
     stack: StackInfo, topic_prefix: str
@@ -146,16 +144,17 @@ async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempot
     """The compose file's topics service, run as compose runs it (its command and
     environment), on the local stack's Kafka under a test prefix."""
     topics = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["topics"]
-    env = {
-        **{k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ},
-        **{k: str(v) for k, v in topics["environment"].items()},
-        "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
-    }
-    command = [sys.executable, "-m", "services", *map(str, topics["command"])]
+    env = local_env(
+        {k: str(v) for k, v in topics["environment"].items()},
+        {
+            "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
+        },
+    )
+    command = jobreaper_command(topics["command"])
     partitions = int(topics["command"][topics["command"].index("--partitions") + 1])
 
-    code, output = await _run(command, env)
+    code, output = await run_once(command, env)
     assert code == 0, output
     names = TopicNames(topic_prefix)
     assert output.count("created ") == len(TOPIC_SPECS), output
@@ -172,6 +171,52 @@ async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempot
         for key, value in spec.configs().items():
             assert configs[name][key] == value, (name, key)
 
-    code, output = await _run(command, env)
+    code, output = await run_once(command, env)
     assert code == 0, output
     assert output.count("exists ") == len(TOPIC_SPECS), output
+
+
+@pytest.mark.stack
+async def test_the_services_with_the_compose_settings_become_ready(
+    stack: StackInfo, namespace: str, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Each compose service's command and environment, its mounts mapped to the
+    files they mount (the kubeconfig: the local stack's), on the local Kafka."""
+    compose = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    isolation = uuid.uuid4().hex[:8]
+    local = {
+        "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
+        "JOBREAPER_KILLER_GROUP_ID": f"compose-killer-{isolation}",
+        "JOBREAPER_EXECUTOR_GROUP_ID": f"compose-executor-{isolation}",
+        "JOBREAPER_WATCHER_LEASE_NAMESPACE": namespace,
+        "JOBREAPER_CONFIG_API_PORT": "0",
+    }
+
+    def declared(service: dict[str, Any]) -> dict[str, str]:
+        mounts: dict[str, str] = {}
+        for volume in service.get("volumes") or ():
+            spec = volume.removesuffix(":ro").removesuffix(":rw")
+            source, _, target = spec.rpartition(":")  # the source may hold ":-" defaults
+            mounts[target] = (
+                str(stack.kubeconfig)
+                if source.startswith("${JOBREAPER_KUBECONFIG_FILE")
+                else str((ROOT / source).resolve())
+            )
+        # A path that is not mounted stays as it is: the service must not need it.
+        return {k: mounts.get(str(v), str(v)) for k, v in service["environment"].items()}
+
+    code, output = await run_once(
+        jobreaper_command(compose["topics"]["command"]),
+        local_env(declared(compose["topics"]), local),
+    )
+    assert code == 0, output
+    services = {
+        name: (
+            jobreaper_command(compose[name]["command"]),
+            local_env(declared(compose[name]), {**local, "JOBREAPER_HTTP_PORT": str(free_port())}),
+        )
+        for name in JOBREAPER_SERVICES
+    }
+    async with all_ready(services, tmp_path):
+        pass

@@ -9,17 +9,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 import pytest_asyncio
@@ -32,13 +26,18 @@ from tests.integration.deploy.manifests import (
     OVERLAYS,
     SERVICES,
     Obj,
+    all_ready,
     apply,
     container_env,
     delete,
     find,
+    free_port,
+    jobreaper_command,
     kustomize_binary,
+    local_env,
     render,
     retarget,
+    run_once,
 )
 from tests.integration.helpers import eventually, service_account_kubeconfig
 
@@ -337,38 +336,6 @@ async def test_each_service_account_is_allowed_what_it_needs_and_denied_the_rest
 # -- the services become ready with the manifests' settings --------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _command(pod_spec: Obj) -> list[str]:
-    """``jobreaper <args>`` (the image's entry point) as this checkout runs it."""
-    args = [str(a) for a in pod_spec["containers"][0]["args"]]
-    assert not any("$(" in a for a in args), "the tests do not expand $(VAR) in args"
-    return [sys.executable, "-m", "services", *args]
-
-
-def _local_env(manifest_env: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
-    """The manifest's environment, only what the local stack must change on top, and
-    nothing from this shell (no admin KUBECONFIG leaking into a service)."""
-    base = {k: os.environ[k] for k in ("PATH", "HOME", "LANG") if k in os.environ}
-    return {**base, **manifest_env, **overrides}
-
-
-async def _ready(port: int) -> bool:
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/readyz") as response,
-        ):
-            return response.status == 200
-    except aiohttp.ClientError:
-        return False
-
-
 async def test_services_with_the_manifests_settings_become_ready(
     stack: StackInfo,
     kube_api: client.ApiClient,
@@ -392,50 +359,23 @@ async def test_services_with_the_manifests_settings_become_ready(
 
     # The topics first, as the Job does (the services are told not to create them).
     job = find(objects, "Job", "jobreaper-topics")["spec"]["template"]["spec"]
-    env = _local_env(container_env(objects, job, "jobreaper-topics-test"), local)
+    env = local_env(container_env(objects, job, "jobreaper-topics-test"), local)
     assert env["JOBREAPER_KAFKA_CREATE_TOPICS"] == "false"
-    topics = await asyncio.create_subprocess_exec(
-        *_command(job), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await topics.communicate()
-    assert topics.returncode == 0, out.decode()
+    code, output = await run_once(jobreaper_command(job["containers"][0]["args"]), env)
+    assert code == 0, output
 
-    procs: dict[str, tuple[asyncio.subprocess.Process, int, Path]] = {}
-    try:
-        for service in SERVICES:
-            name = f"jobreaper-{service}"
-            pod = find(objects, "Deployment", name)["spec"]["template"]["spec"]
-            port = _free_port()
-            overrides = {**local, "JOBREAPER_HTTP_PORT": str(port)}
-            if pod.get("automountServiceAccountToken") is not False:
-                # What the pod's mounted token allows, and not a bit more.
-                kubeconfig = await service_account_kubeconfig(
-                    kube_api, stack, namespace, pod["serviceAccountName"], tmp_path / service
-                )
-                overrides["JOBREAPER_KUBECONFIG"] = str(kubeconfig)
-            env = _local_env(container_env(objects, pod, f"{name}-0"), overrides)
-            log = tmp_path / f"{service}.log"
-            with log.open("wb") as out_file:
-                proc = await asyncio.create_subprocess_exec(
-                    *_command(pod), env=env, stdout=out_file, stderr=asyncio.subprocess.STDOUT
-                )
-            procs[service] = (proc, port, log)
-
-        for service, (proc, port, log) in procs.items():
-
-            async def ready(proc: Any = proc, port: int = port, log: Path = log) -> bool:
-                assert proc.returncode is None, f"exited {proc.returncode}: {log.read_text()}"
-                return await _ready(port)
-
-            await eventually(f"{service} ready", ready, timeout=180)
-    finally:
-        for proc, _, _ in procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        for service, (proc, _, log) in procs.items():
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                pytest.fail(f"{service} did not stop on SIGTERM: {log.read_text()[-2000:]}")
+    services: dict[str, tuple[list[str], dict[str, str]]] = {}
+    for service in SERVICES:
+        name = f"jobreaper-{service}"
+        pod = find(objects, "Deployment", name)["spec"]["template"]["spec"]
+        overrides = {**local, "JOBREAPER_HTTP_PORT": str(free_port())}
+        if pod.get("automountServiceAccountToken") is not False:
+            # What the pod's mounted token allows, and not a bit more.
+            kubeconfig = await service_account_kubeconfig(
+                kube_api, stack, namespace, pod["serviceAccountName"], tmp_path / service
+            )
+            overrides["JOBREAPER_KUBECONFIG"] = str(kubeconfig)
+        env = local_env(container_env(objects, pod, f"{name}-0"), overrides)
+        services[service] = (jobreaper_command(pod["containers"][0]["args"]), env)
+    async with all_ready(services, tmp_path):
+        pass
