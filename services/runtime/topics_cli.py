@@ -23,9 +23,18 @@ def create(
         None, help="Topic prefix (env: JOBREAPER_KAFKA_TOPIC_PREFIX, default 'jobreaper.')"
     ),
     partitions: int = typer.Option(
-        6, min=1, help="Partitions of each Job-keyed topic (all share it; the rest have 1)."
+        6,
+        min=1,
+        envvar="JOBREAPER_KAFKA_JOB_PARTITIONS",
+        help="Partitions of each Job-keyed topic (all share it; the rest have 1) "
+        "(env: JOBREAPER_KAFKA_JOB_PARTITIONS).",
     ),
-    replication_factor: int = typer.Option(1, min=1, help="Replicas of every topic."),
+    replication_factor: int = typer.Option(
+        1,
+        min=1,
+        envvar="JOBREAPER_TOPICS_REPLICATION_FACTOR",
+        help="Replicas of every topic (env: JOBREAPER_TOPICS_REPLICATION_FACTOR).",
+    ),
     wait: float = typer.Option(60.0, help="Seconds to wait for Kafka to answer."),
 ) -> None:
     """Create every missing topic with its partitions, retention and compaction.

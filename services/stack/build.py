@@ -31,12 +31,17 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "kube": ("go/kube/go.mod", "go/kube/go.sum"),
     "etcd": ("go/etcd/go.mod", "go/etcd/go.sum", "go/etcd/main.go"),
     "kwok": ("go/kwok/go.mod", "go/kwok/go.sum"),
+    "kustomize": ("go/kustomize/go.mod", "go/kustomize/go.sum"),
+    "compose": ("go/compose/go.mod", "go/compose/go.sum"),
 }
 
 _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "kube": tuple((b, f"k8s.io/kubernetes/cmd/{b}") for b in config.KUBE_BINARIES),
     "etcd": (("etcd", "."),),
     "kwok": (("kwok", "sigs.k8s.io/kwok/cmd/kwok"),),
+    "kustomize": (("kustomize", "sigs.k8s.io/kustomize/kustomize/v5"),),
+    # The docker CLI finds it as a plugin: <DOCKER_CONFIG>/cli-plugins/docker-compose.
+    "compose": (("docker-compose", "github.com/docker/compose/v2/cmd"),),
 }
 
 
@@ -68,6 +73,22 @@ def build_for(component: str) -> Build:
         digest.update(rel.encode() + b"\0" + (src / rel).read_bytes() + b"\0")
     key = f"{component}-{version}-{digest.hexdigest()[:12]}"
     return Build(component, version, key, config.builds_dir() / key)
+
+
+def ensure_tool(tool: str, say: Say) -> Build:
+    """One of :data:`config.TOOLS` built (or the cached build); raises StackError."""
+    if tool not in config.TOOLS:
+        raise StackError(f"unknown tool {tool!r}: one of {', '.join(config.TOOLS)}")
+    build = build_for(tool)
+    if not build.complete:
+        require_tool("go", f"Go builds {tool} (Go 1.24 or newer)")
+        _build(build, say)
+    return build
+
+
+def tool_binary(tool: str) -> str:
+    """The file name of a tool's binary in its build's ``bin/``."""
+    return _GO_PACKAGES[tool][0][0]
 
 
 def log_path(build: Build, step: str) -> Path:
@@ -161,6 +182,8 @@ def _ldflags(build: Build) -> str:
             f"-X {pkg}.gitMinor={minor}",
             f"-X {pkg}.gitTreeState=clean",
         ]
+    elif build.component == "compose":
+        flags.append(f"-X github.com/docker/compose/v2/internal.Version={build.version}")
     return " ".join(flags)
 
 

@@ -151,6 +151,19 @@ def build() -> None:
         print(f"{component:<6} {b.version:<10} {b.path}")
 
 
+@app.command()
+def tool(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(config.TOOLS)}.")],
+) -> None:
+    """Build a tool the deployment checks use (cached like the stack) and print its path.
+
+    kustomize renders deploy/kubernetes; compose is the docker CLI plugin that
+    checks docker-compose.yml (put it in $DOCKER_CONFIG/cli-plugins/).
+    """
+    b = _run(lambda: buildmod.ensure_tool(name, say_stderr))
+    print(b.bin(buildmod.tool_binary(name)))
+
+
 @app.command("lose-node")
 def lose_node(
     node: Annotated[str, typer.Argument(help="Node name, e.g. kwok-node-0.")],

@@ -16,6 +16,10 @@ from services.stack.errors import StackError
 
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
+#: Tools built the same way, on demand only (``jobreaper stack tool NAME``): the
+#: deployment tests render the manifests with kustomize and check the compose
+#: file with the compose CLI plugin. ``stack up`` never builds them.
+TOOLS = ("kustomize", "compose")
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -78,6 +82,8 @@ class Versions:
     kube: str
     etcd: str
     kwok: str
+    kustomize: str
+    compose: str
 
     def of(self, component: str) -> str:
         value: str = getattr(self, component)
@@ -96,6 +102,10 @@ def versions() -> Versions:
         kube=_go_requirement(src / "go" / "kube" / "go.mod", "k8s.io/kubernetes"),
         etcd=_go_requirement(src / "go" / "etcd" / "go.mod", "go.etcd.io/etcd/server/v3"),
         kwok=_go_requirement(src / "go" / "kwok" / "go.mod", "sigs.k8s.io/kwok"),
+        kustomize=_go_requirement(
+            src / "go" / "kustomize" / "go.mod", "sigs.k8s.io/kustomize/kustomize/v5"
+        ),
+        compose=_go_requirement(src / "go" / "compose" / "go.mod", "github.com/docker/compose/v2"),
     )
 
 

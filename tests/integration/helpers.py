@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
@@ -22,6 +23,7 @@ from schemas.cloudevents import DecodeError
 from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
+from services.stack.api import StackInfo
 from services.stack.testing import read_audit_events
 
 T = TypeVar("T")
@@ -146,3 +148,32 @@ def pod_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
         and e.get("objectRef", {}).get("namespace") == namespace
         and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
     ]
+
+
+async def service_account_kubeconfig(
+    kube_api: client.ApiClient, stack: StackInfo, namespace: str, account: str, path: Path
+) -> Path:
+    """A kubeconfig at ``path`` that authenticates as an existing ServiceAccount
+    (a TokenRequest token, 10 minutes): what a pod of that account gets."""
+    token = await client.CoreV1Api(kube_api).create_namespaced_service_account_token(
+        account,
+        namespace,
+        client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
+        ),
+    )
+    admin = yaml.safe_load(stack.kubeconfig.read_text())
+    cluster = admin["clusters"][0]["cluster"]
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": account, "user": {"token": token.status.token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path

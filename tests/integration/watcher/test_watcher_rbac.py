@@ -4,16 +4,15 @@ real ServiceAccount token on the real API server."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes_asyncio import client
 
 from services.stack.api import StackInfo
+from tests.integration.helpers import service_account_kubeconfig
 
 pytestmark = pytest.mark.stack
 
@@ -21,32 +20,10 @@ pytestmark = pytest.mark.stack
 async def _kubeconfig_for(
     kube_api: client.ApiClient, stack: StackInfo, namespace: str, account: str, path: Path
 ) -> Path:
-    core = client.CoreV1Api(kube_api)
-    await core.create_namespaced_service_account(
+    await client.CoreV1Api(kube_api).create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account))
     )
-    token = await core.create_namespaced_service_account_token(
-        account,
-        namespace,
-        client.AuthenticationV1TokenRequest(
-            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)
-        ),
-    )
-    admin = yaml.safe_load(stack.kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": cluster}],
-                "users": [{"name": account, "user": {"token": token.status.token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
+    return await service_account_kubeconfig(kube_api, stack, namespace, account, path)
 
 
 async def _run_watcher(
