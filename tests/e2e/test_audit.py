@@ -70,7 +70,10 @@ async def read_until(stream: asyncio.StreamReader, needle: str, timeout: float =
             if needle in line:
                 return
 
-    await asyncio.wait_for(read(), timeout)
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except TimeoutError:
+        pytest.fail(f"no {needle!r} within {timeout:.0f}s; got {lines}")
     return lines
 
 
