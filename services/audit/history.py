@@ -86,12 +86,17 @@ async def job_partitions(
 
 
 async def read_job_records(kafka: KafkaSettings, namespace: str, job: str) -> list[Read]:
-    """Every decodable record of the Job's partitions (not yet filtered by key)."""
+    """The Job's records in its partitions (other Jobs share them), and every decision
+    record of its killer partition (keyed by partition, told apart later by command id)."""
     chosen = await job_partitions(kafka, namespace, job)
     by_full = {tp.topic: topic for topic, tp in chosen.items()}
+    decisions = TopicNames(kafka.topic_prefix)(t.KILL_DECISIONS)
+    wanted = job_key(namespace, job).encode()
     out: list[Read] = []
 
     def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.key != wanted and record.topic != decisions:
+            return  # another Job's: skipped before decoding, which is most of the cost
         try:
             envelope = CODEC.decode(record.headers, record.value)
         except DecodeError:
