@@ -219,3 +219,36 @@ def test_the_partition_is_the_one_aiokafkas_default_partitioner_picks(
 ) -> None:
     every = list(range(partitions))
     assert partition_for(key, partitions) == DefaultPartitioner()(key.encode(), every, every)
+
+
+def test_the_events_tail_skips_a_type_it_does_not_know_with_a_note() -> None:
+    from aiokafka import ConsumerRecord
+
+    from services.audit.follow import _decode
+
+    record = CODEC.encode(history()[4].envelope.message, source="/t")
+    headers = [
+        (k, b"io.jobreaper.kill.paused.v1" if k == "ce_type" else v) for k, v in record.headers
+    ]
+    notes: list[str] = []
+    raw = ConsumerRecord(
+        topic="jobreaper.kill.events",
+        partition=2,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=headers,
+    )
+    assert _decode(raw, notes.append) is None
+    assert notes == [
+        "skipped jobreaper.kill.events/2@7: unknown-type: ce_type "
+        "'io.jobreaper.kill.paused.v1' is not a jobreaper message"
+    ]
+    good = ConsumerRecord(**{**raw.__dict__, "headers": record.headers})
+    envelope = _decode(good, notes.append)
+    assert envelope is not None and isinstance(envelope.message, KillStarted)

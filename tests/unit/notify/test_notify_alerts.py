@@ -137,3 +137,16 @@ async def test_a_4xx_is_not_retried(server: tuple[str, list[int]]) -> None:
         verdict = await deliver(session, url, {"text": "x"}, Backoff())
     assert verdict == ("rejected", 404)
     assert answers == [500], "one request only"
+
+
+def test_notify_without_a_webhook_is_a_one_line_usage_error() -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    runner = CliRunner()
+    outcome = runner.invoke(app, ["notify"], env={"JOBREAPER_NOTIFY_WEBHOOK": ""})
+    assert outcome.exit_code == 2
+    assert "webhook" in outcome.output and "not an http(s) URL" in outcome.output
+    outcome = runner.invoke(app, ["notify", "--webhook", "hooks.example/x"])
+    assert outcome.exit_code == 2 and "not an http(s) URL" in outcome.output
