@@ -89,6 +89,11 @@ async def read_job_records(kafka: KafkaSettings, namespace: str, job: str) -> li
     """The Job's records in its partitions (other Jobs share them), and every decision
     record of its killer partition (keyed by partition, told apart later by command id)."""
     chosen = await job_partitions(kafka, namespace, job)
+    if t.K8S_OBJECTS not in chosen:
+        raise JobNotFound(
+            f"no topic {TopicNames(kafka.topic_prefix)(t.K8S_OBJECTS)} at {kafka.bootstrap} "
+            "(wrong --topic-prefix or --kafka?)"
+        )
     by_full = {tp.topic: topic for topic, tp in chosen.items()}
     decisions = TopicNames(kafka.topic_prefix)(t.KILL_DECISIONS)
     wanted = job_key(namespace, job).encode()

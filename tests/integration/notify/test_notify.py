@@ -5,6 +5,10 @@ acknowledged and committed."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -14,7 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, web
 
 from schemas.base import Message
 from schemas.commands import CommandApplied
@@ -199,3 +203,60 @@ async def _counted(notifier: Notifier, verdicts: int) -> bool:
         if s.name.endswith("_total")
     ]
     return sum(samples) == verdicts
+
+
+async def test_the_notify_command_serves_health_and_metrics_and_stops_on_sigterm(
+    stack: StackInfo, topic_prefix: str, hook: Hook
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
+        "JOBREAPER_HTTP_PORT": str(port),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services",
+        "notify",
+        "--webhook",
+        hook.url,
+        "--group-id",
+        f"notify-{uuid.uuid4().hex[:8]}",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with ClientSession() as session:
+
+            async def ready() -> str | None:
+                try:
+                    async with session.get(f"http://127.0.0.1:{port}/readyz") as answer:
+                        return await answer.text() if answer.status == 200 else None
+                except ClientError:
+                    return None
+
+            assert "partitions assigned" in await eventually("/readyz 200", ready)
+            await publish(
+                KafkaSettings(bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix),
+                forbidden_force("h1"),
+            )
+            await eventually("the alert delivered", lambda: _accepted(hook, "h1"))
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as answer:
+                metrics = await answer.text()
+        assert (
+            'jobreaper_notify_alerts_total{kind="force-deletion-forbidden",verdict="delivered"} 1.0'
+            in metrics
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0
+
+
+async def _accepted(hook: Hook, pod: str) -> bool:
+    return pod in hook.pods_accepted()
