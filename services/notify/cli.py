@@ -48,12 +48,6 @@ def notify(
     after the webhook accepted the alert: at least once, duplicates carry the
     same alert_id.
     """
-    kafka, service = load_settings(
-        kafka_bootstrap=kafka_bootstrap,
-        topic_prefix=topic_prefix,
-        kubeconfig=None,
-        http_port=http_port,
-    )
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -69,6 +63,13 @@ def notify(
         problem = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in problem["loc"])
         raise fail(f"invalid settings: {where}: {problem['msg']} (give --webhook URL)", 2) from exc
+    # After the check above: a usage error configures nothing (logging included).
+    kafka, service = load_settings(
+        kafka_bootstrap=kafka_bootstrap,
+        topic_prefix=topic_prefix,
+        kubeconfig=None,
+        http_port=http_port,
+    )
     try:
         asyncio.run(serve(Notifier(kafka, settings), service, "notify"))
     except KafkaError as exc:
