@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import typer
 
+from services.audit import cli as audit_cli
 from services.config.cli import app as config_app
 from services.demo.cli import demo
 from services.kill.cli import kill
 from services.killer.cli import app as killer_app
 from services.killer.executor.cli import app as executor_app
+from services.notify.cli import notify
 from services.runtime.topics_cli import app as topics_app
 from services.stack.cli import app as stack_app
 from services.watcher.cli import app as watcher_app
@@ -32,6 +34,9 @@ app.add_typer(killer_app, name="killer")
 app.add_typer(config_app, name="config")
 app.command("kill")(kill)
 app.command("demo")(demo)
+app.command("audit")(audit_cli.audit)
+app.command("events")(audit_cli.events)
+app.command("notify")(notify)
 
 
 def main() -> None:

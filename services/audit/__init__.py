@@ -1,0 +1,16 @@
+"""``jobreaper audit`` and ``jobreaper events``: one Job's kill history read back from
+the topics, and the live tail of the public kill events.
+
+The entry points other code may call (``jobreaper demo`` does)::
+
+    timeline = await load_timeline(kafka, namespace, job, uid=None)
+    render_terminal(timeline, console)
+"""
+
+from __future__ import annotations
+
+from .history import JobNotFound, load_timeline
+from .terminal import render_terminal
+from .timeline import Timeline
+
+__all__ = ["JobNotFound", "Timeline", "load_timeline", "render_terminal"]

@@ -1,0 +1,1 @@
+"""``jobreaper notify``: forwards kill alerts to a webhook, at least once."""

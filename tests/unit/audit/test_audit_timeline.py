@@ -1,0 +1,254 @@
+"""The timeline model, from records built in memory (the builder is pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from schemas.base import Message
+from schemas.commands import CommandApplied, CommandIssued
+from schemas.decisions import DecisionRecorded, InputPosition
+from schemas.events import JobKilled, KillStarted, PodEnding, PodRef
+from schemas.observations import JobObserved, PodObserved
+from schemas.requests import KillRequested
+from services.audit.history import JobNotFound, Read, partition_for, select
+from services.audit.jsonout import timeline_json
+from services.audit.picture import render_html, render_svg
+from services.runtime.messages import CODEC
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+NS, JOB = "batch", "nightly"
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def read(topic: str, offset: int, message: Message) -> Read:
+    record = CODEC.encode(message, source="/test", time=T0)
+    envelope = CODEC.decode(record.headers, record.value)
+    return Read(topic, 0, offset, record.key.decode(), envelope)
+
+
+def job(uid: str, seconds: float, **extra: object) -> JobObserved:
+    return JobObserved(
+        change="added",
+        observed_at=at(seconds),
+        resource_version="1",
+        uid=uid,
+        namespace=NS,
+        name=JOB,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def pod(uid: str, job_uid: str | None, seconds: float, **extra: object) -> PodObserved:
+    fields: dict[str, object] = {"change": "modified", **extra}
+    return PodObserved(
+        observed_at=at(seconds),
+        resource_version="2",
+        uid=uid,
+        namespace=NS,
+        name=f"p-{uid}",
+        job_name=JOB,
+        job_uid=job_uid,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def command(job_uid: str, pod_uid: str, seconds: float) -> CommandIssued:
+    return CommandIssued(
+        command_id=f"c-{pod_uid}",
+        step="delete",
+        namespace=NS,
+        job_name=JOB,
+        job_uid=job_uid,
+        pod_name=f"p-{pod_uid}",
+        pod_uid=pod_uid,
+        trigger="Killed",
+        reason="Killed",
+        rule="ladder.delete-method",
+        config_version=3,
+        due_at=at(seconds - 0.5),
+        decided_at=at(seconds),
+    )
+
+
+def history() -> list[Read]:
+    """Two Jobs of one name: ``old`` (killed) then ``new`` (running)."""
+    issued = command("old", "a", 10)
+    return [
+        read("k8s.objects", 0, job("old", 0)),
+        read("k8s.objects", 1, pod("a", "old", 1, node_name="n1", phase="Running")),
+        read(
+            "kill.requests",
+            0,
+            KillRequested(
+                request_id="r", namespace=NS, job_name=JOB, requested_by="me", requested_at=at(9)
+            ),
+        ),
+        read("kill.commands", 0, issued),
+        read(
+            "kill.events",
+            0,
+            KillStarted(
+                namespace=NS,
+                job_name=JOB,
+                job_uid="old",
+                trigger="Killed",
+                reason="Killed",
+                due_at=at(9.5),
+                decided_at=at(10),
+                pods=(PodRef(name="p-a", uid="a"),),
+            ),
+        ),
+        read(
+            "kill.decisions",
+            0,
+            DecisionRecorded(
+                partition=0,
+                decided_at=at(10),
+                config_version=3,
+                killer="k1",
+                inputs=(InputPosition(topic="k8s.objects", partition=0, offset=2),),
+                command_ids=(issued.command_id,),
+            ),
+        ),
+        read(
+            "kill.results",
+            0,
+            CommandApplied(
+                command_id=issued.command_id,
+                step="delete",
+                namespace=NS,
+                job_name=JOB,
+                job_uid="old",
+                pod_name="p-a",
+                pod_uid="a",
+                outcome="applied",
+                applied_at=at(10.25),
+                http_status=200,
+                message="deleted with the pod's own grace period",
+                attempts=2,
+            ),
+        ),
+        read("k8s.objects", 2, pod("a", "old", 10.3, deletion_timestamp=at(40))),
+        read("k8s.objects", 3, pod("a", "old", 11, change="deleted")),
+        read(
+            "kill.events",
+            1,
+            JobKilled(
+                namespace=NS,
+                job_name=JOB,
+                job_uid="old",
+                trigger="Killed",
+                reason="Killed",
+                killed_at=at(11),
+                decided_at=at(11),
+                pods=(PodEnding(name="p-a", uid="a", ended="deleted"),),
+            ),
+        ),
+        read("k8s.objects", 4, job("new", 100)),
+        read("k8s.objects", 5, pod("b", "new", 101)),
+        # Another Job in the same partition: never shown.
+        read(
+            "k8s.objects",
+            6,
+            JobObserved(
+                change="added",
+                observed_at=at(5),
+                resource_version="9",
+                uid="x",
+                namespace=NS,
+                name="other",
+            ),
+        ),
+    ]
+
+
+def test_the_latest_job_of_a_name_is_shown_and_the_others_listed() -> None:
+    timeline = select(history(), NS, JOB, None)
+    assert timeline.uid == "new"
+    assert [u for u, _ in timeline.others] == ["old"]
+    assert [p.uid for p in timeline.pods] == ["b"]
+    assert timeline.steps == [] and timeline.requests == []
+
+
+def test_uid_picks_an_older_job_with_its_whole_kill() -> None:
+    timeline = select(history(), NS, JOB, "old")
+    assert [u for u, _ in timeline.others] == ["new"]
+    (step,) = timeline.steps
+    assert step.decide_latency_s == 0.5 and step.apply_latency_s == 0.75
+    assert step.decision is not None and step.decision.inputs == ("k8s.objects/0@2",)
+    assert step.result is not None and step.result.wrote
+    (p,) = timeline.pods
+    assert (p.node, p.ended, p.gone_at, p.deletion_timestamp) == ("n1", "deleted", at(11), at(40))
+    assert len(timeline.requests) == 1, "a request without job_uid goes to the Job of its time"
+    kinds = [e.kind for e in timeline.entries]
+    assert kinds.index("decision") < kinds.index("command"), "a decision precedes its commands"
+    assert "other" not in " ".join(e.text for e in timeline.entries)
+    assert timeline_json(timeline)["steps"][0]["result"]["wrote"] is True
+    assert "<svg" in render_svg(timeline) and "<table>" in render_html(timeline)
+
+
+def test_a_job_never_in_the_log_is_a_clear_error() -> None:
+    with pytest.raises(JobNotFound, match="never appears in the log"):
+        select(history(), NS, "ghost", None)
+    with pytest.raises(JobNotFound, match="uid nope"):
+        select(history(), NS, JOB, "nope")
+
+
+def test_a_result_that_found_the_effect_already_there_is_no_write() -> None:
+    records = history()
+    applied = records[6].envelope.message
+    assert isinstance(applied, CommandApplied)
+    again = applied.model_copy(
+        update={"message": "already being deleted since x: no second delete sent"}
+    )
+    records[6] = read("kill.results", 0, again)
+    (step,) = select(records, NS, JOB, "old").steps
+    assert step.result is not None and not step.result.wrote
+
+
+@pytest.mark.parametrize("key", ["batch/nightly", "default/a", "ns-x/job-with-a-long-name-123"])
+@pytest.mark.parametrize("partitions", [1, 3, 6, 12])
+def test_the_partition_is_the_one_aiokafkas_default_partitioner_picks(
+    key: str, partitions: int
+) -> None:
+    every = list(range(partitions))
+    assert partition_for(key, partitions) == DefaultPartitioner()(key.encode(), every, every)
+
+
+def test_the_events_tail_skips_a_type_it_does_not_know_with_a_note() -> None:
+    from aiokafka import ConsumerRecord
+
+    from services.audit.follow import _decode
+
+    record = CODEC.encode(history()[4].envelope.message, source="/t")
+    headers = [
+        (k, b"io.jobreaper.kill.paused.v1" if k == "ce_type" else v) for k, v in record.headers
+    ]
+    notes: list[str] = []
+    raw = ConsumerRecord(
+        topic="jobreaper.kill.events",
+        partition=2,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=record.key,
+        value=record.value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=0,
+        headers=headers,
+    )
+    assert _decode(raw, notes.append) is None
+    assert notes == [
+        "skipped jobreaper.kill.events/2@7: unknown-type: ce_type "
+        "'io.jobreaper.kill.paused.v1' is not a jobreaper message"
+    ]
+    good = ConsumerRecord(**{**raw.__dict__, "headers": record.headers})
+    envelope = _decode(good, notes.append)
+    assert envelope is not None and isinstance(envelope.message, KillStarted)
