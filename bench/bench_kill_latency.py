@@ -172,9 +172,9 @@ async def main() -> None:
             system, args.jobs, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
         )
     finally:
-        await system.stop()
         async with asyncio.timeout(30):
-            await client.CoreV1Api(await system._api()).delete_namespace(namespace)
+            await core.delete_namespace(namespace)
+        await system.stop()  # closes the API clients, this one too
 
 
 async def report(system: System, jobs: int, cpu_s: float) -> None:

@@ -309,9 +309,11 @@ rules:
     resources: ["leases"]
 - level: None
   nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi/*", "/metrics"]
-# Pods in full request detail: delete options (grace period, preconditions)
-# and patch bodies (activeDeadlineSeconds) are what jobreaper's tests check.
-- level: Request
+# Pods in full detail: delete options (grace period, preconditions) and patch
+# bodies (activeDeadlineSeconds) are what jobreaper's tests check; the response
+# (the pod as written: uid, resourceVersion) lets bench_watcher match each write
+# to the watcher's observation of it.
+- level: RequestResponse
   resources:
   - group: ""
     resources: ["pods", "pods/status", "pods/binding", "pods/eviction"]
