@@ -107,6 +107,7 @@ class Partition:
     caught_up: bool = False
     dirty: bool = True
     next_due: datetime | None = None
+    must_rebuild: bool = False  # a rebuild failed (Kafka away): the loop retries it
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     """(design topic, partition) -> the next offset to fold: the input position
     a decision records, so that a replay folds exactly what this state holds."""
@@ -216,16 +217,39 @@ class Killer:
         """Own these partition numbers: fence the old owner, then rebuild from the log."""
         self._assigned = True
         for number in sorted(numbers - set(self.partitions)):
+            producer = await self._start_producer(number)
+            partition = Partition(number, producer)
+            self.partitions[number] = partition
+            await self._rebuild_or_later(partition)
+        self._update_gauges()
+
+    async def _start_producer(self, number: int) -> AIOKafkaProducer:
+        """The partition's transactional producer, started: init_transactions fences
+        the previous owner. Retried while the broker is away (a restart): an
+        exception here would only be logged by aiokafka's rebalance machinery, and
+        the partition would stay assigned but never decided for."""
+        delay = 0.5
+        while True:
             producer = make_producer(
                 self.kafka,
                 client_id=f"jobreaper-killer-{self.settings.identity}-p{number}",
                 transactional_id=f"{self.settings.group_id}.{self.kafka.topic_prefix}p{number}",
             )
-            await producer.start()  # init_transactions: fences the previous owner
-            partition = Partition(number, producer)
-            self.partitions[number] = partition
-            await self._rebuild(partition)
-        self._update_gauges()
+            try:
+                await producer.start()
+                return producer
+            except KafkaError as exc:
+                await producer.stop()  # or aiokafka warns about an unclosed producer
+                if self._stopping.is_set():
+                    raise
+                log.warning(
+                    "killer.producer_start_failed",
+                    partition=number,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def release(self, numbers: set[int]) -> None:
         for number in numbers:
@@ -233,6 +257,21 @@ class Killer:
             if partition is not None:
                 await partition.producer.stop()
         self._update_gauges()
+
+    async def _rebuild_or_later(self, partition: Partition) -> None:
+        """Rebuild now; if Kafka does not answer (a broker restart), the loop tries
+        again: the partition decides nothing until a rebuild has succeeded."""
+        try:
+            await self._rebuild(partition)
+            partition.must_rebuild = False
+        except KafkaError as exc:
+            partition.must_rebuild = True
+            partition.caught_up = False
+            log.warning(
+                "killer.rebuild_deferred",
+                partition=partition.number,
+                error=f"{type(exc).__name__}: {exc}",
+            )
 
     async def _rebuild(self, partition: Partition) -> None:
         assert self._consumer is not None
@@ -334,6 +373,9 @@ class Killer:
             for records in (await global_consumer.getmany(timeout_ms=0)).values():
                 for record in records:
                     self._fold_global(record)
+            for partition in list(self.partitions.values()):
+                if partition.must_rebuild:
+                    await self._rebuild_or_later(partition)
             await self._check_caught_up(consumer)
             if batches:
                 crash_point("killer.after-fold")
@@ -356,7 +398,7 @@ class Killer:
 
     async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
         for partition in self.partitions.values():
-            if partition.caught_up:
+            if partition.caught_up or partition.must_rebuild:
                 continue
             for tp, end in partition.ends.items():
                 if await consumer.position(tp) < end:
@@ -423,7 +465,7 @@ class Killer:
             return
         except KafkaError as exc:
             log.error("killer.transaction_failed", partition=partition.number, error=str(exc))
-            await self._rebuild(partition)
+            await self._rebuild_or_later(partition)
             return
         crash_point("killer.after-commit")
         for cmd in decision.commands:

@@ -4,6 +4,7 @@ info = ensure_stack("test")          # builds if needed, starts or reuses
 info.kubeconfig, info.kafka_bootstrap, info.audit_log, info.nodes
 lose_node(info, info.nodes[0], wait_not_ready=True)
 restore_node(info, info.nodes[0])
+restart_component(info, "kafka")     # same ports and data; clients reconnect
 stop_stack("test")
 """
 
@@ -23,9 +24,11 @@ __all__ = [
     "StackInfo",
     "attach",
     "build_stack",
+    "compact_etcd",
     "ensure_stack",
     "lose_node",
     "node_is_lost",
+    "restart_component",
     "restore_node",
     "stack_from_env",
     "stop_stack",
@@ -97,3 +100,32 @@ def restore_node(
 
 def node_is_lost(info: StackInfo, node: str) -> bool:
     return _stack(info).node_lost(node)
+
+
+def restart_component(
+    info: StackInfo,
+    component: str,
+    *,
+    kill: bool = False,
+    down_s: float = 0.0,
+    timeout: float = 120,
+) -> float:
+    """Stop one process of the stack and start it again on the same ports and data.
+
+    ``component``: ``kafka``, ``etcd``, ``kube-apiserver``,
+    ``kube-controller-manager``, ``kube-scheduler`` or ``kwok-<node>``.
+    ``kill``: SIGKILL (a crash) rather than SIGTERM (a clean shutdown);
+    ``down_s``: stay stopped that long first. Returns once it serves again,
+    with the seconds it was unavailable.
+    """
+    return _stack(info).restart(component, kill=kill, down_s=down_s, timeout=timeout)
+
+
+def compact_etcd(info: StackInfo) -> int:
+    """Compact etcd's history to its current revision (physically); returns the revision.
+
+    Watches that resume from an older resourceVersion and reach etcd get
+    ``410 Gone``. The API server's watch cache keeps serving its own window
+    of history until it restarts (:func:`restart_component`).
+    """
+    return _stack(info).compact_etcd()

@@ -185,6 +185,34 @@ def restore_node(
     say_stderr(f"node {node} is back and Ready")
 
 
+@app.command()
+def restart(
+    component: Annotated[
+        str,
+        typer.Argument(
+            help="kafka, etcd, kube-apiserver, kube-controller-manager, kube-scheduler "
+            "or kwok-<node>."
+        ),
+    ],
+    name: NameOpt = "default",
+    kill: Annotated[
+        bool, typer.Option(help="SIGKILL (a crash) instead of SIGTERM (a clean shutdown).")
+    ] = False,
+    down: Annotated[
+        float, typer.Option(help="Seconds to keep it stopped before starting it again.", min=0)
+    ] = 0.0,
+) -> None:
+    """Restart one process of a running stack: same ports, same data, same command line.
+
+    Clients reconnect to the same address and find their topics, offsets and
+    objects. Waits until the component serves again. Example:
+
+        jobreaper stack restart kafka --name dev --down 5
+    """
+    took = _run(lambda: Stack(name, say_stderr).restart(component, kill=kill, down_s=down))
+    say_stderr(f"{component} of stack '{name}' is back after {took:.1f}s")
+
+
 @app.command("list")
 def list_stacks() -> None:
     """Known stacks (folders under the cache) and where the cache is."""

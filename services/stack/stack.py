@@ -49,6 +49,10 @@ from services.stack.util import (
 )
 
 KWOK_NODE_LABEL = "jobreaper.test/kwok-node"
+# How long a restart waits after SIGTERM before SIGKILL. The API server's
+# graceful shutdown waits 60 s for open watch connections to end
+# ("Failed to shutdown server: context deadline exceeded"): not worth waiting for.
+STOP_GRACE_S = {"kube-apiserver": 5.0}
 PORT_IN_USE = ("address already in use", "BindException", "bind: address already in use")
 
 
@@ -305,9 +309,11 @@ rules:
     resources: ["leases"]
 - level: None
   nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi/*", "/metrics"]
-# Pods in full request detail: delete options (grace period, preconditions)
-# and patch bodies (activeDeadlineSeconds) are what jobreaper's tests check.
-- level: Request
+# Pods in full detail: delete options (grace period, preconditions) and patch
+# bodies (activeDeadlineSeconds) are what jobreaper's tests check; the response
+# (the pod as written: uid, resourceVersion) lets bench_watcher match each write
+# to the watcher's observation of it.
+- level: RequestResponse
   resources:
   - group: ""
     resources: ["pods", "pods/status", "pods/binding", "pods/eviction"]
@@ -932,6 +938,88 @@ class Stack:
                 interval=0.5,
             )
 
+    # -- restarts ------------------------------------------------------------------
+
+    def restart(
+        self,
+        component: str,
+        *,
+        kill: bool = False,
+        down_s: float = 0.0,
+        timeout: float = 120,
+    ) -> float:
+        """Stop one process of the stack and start it again, same command line.
+
+        Same ports, same data folder, same certificates: clients reconnect to
+        the same address and find what they left (Kafka keeps its topics,
+        offsets and transactions; etcd its keys and revision). The command line
+        is the one recorded in the process's pid file, so nothing is re-derived.
+        ``kill`` stops it with SIGKILL (a crash) instead of SIGTERM (a clean
+        shutdown); ``down_s`` keeps it stopped that long. Waits until the
+        component is ready again; returns how long it was unavailable (s).
+        """
+        with locked(self.layout):
+            state = self._running_state()
+            names = process_names(state)
+            if component not in names:
+                raise StackError(
+                    f"no such component {component!r} (components: {', '.join(names)})"
+                )
+            if component.startswith("kwok-") and component[len("kwok-") :] in state.lost:
+                raise StackError(f"{component} is stopped on purpose (node lost): use restore-node")
+            pid_file = self.layout.pid(component)
+            record = process.running(pid_file)
+            if record is None:
+                raise StackError(f"{component} is not running (run: jobreaper stack up)")
+            t0 = time.monotonic()
+            grace = STOP_GRACE_S.get(component, 30.0)
+            process.stop(pid_file, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=grace)
+            if down_s > 0:
+                time.sleep(down_s)
+            self._spawn(component, record.argv)
+            wait_for(
+                f"restart {component}",
+                self._ready_check(component, state),
+                timeout=timeout,
+                proc=(component, self.layout),
+                interval=0.1,
+            )
+            took = time.monotonic() - t0
+        self.say(f"  {component} restarted: unavailable for {took:.1f}s")
+        return took
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (physically); returns it.
+
+        Through etcd's gRPC gateway on the client port (``/v3/kv/range`` for the
+        revision, ``/v3/kv/compaction``), as the API server's own compactor does
+        every 5 minutes. A watch from an older resourceVersion that reaches
+        etcd then gets ``410 Gone``.
+        """
+        state = self._running_state()
+        port = state.ports["etcd"]
+        # Any key: the response header carries the store's current revision.
+        header = _etcd_post(port, "/v3/kv/range", {"key": base64.b64encode(b"/").decode()})
+        revision = int(header["header"]["revision"])
+        _etcd_post(port, "/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def _ready_check(self, component: str, state: State) -> Callable[[], bool]:
+        """How to tell that ``component`` serves again (the same checks as ``up``)."""
+        ports = state.ports
+        if component == "kafka":
+            return lambda: kafkaprobe.ready("127.0.0.1", ports["kafka"])
+        if component == "etcd":
+            return lambda: _http_ok("127.0.0.1", ports["etcd"], "/health", tls=False)
+        if component == "kube-apiserver":
+            rest = KubeRest(ports["apiserver"], Pki(self.layout.pki_dir), timeout=3)
+            return rest.readyz
+        if component in ("kube-controller-manager", "kube-scheduler"):
+            return lambda: _http_ok("127.0.0.1", ports[component], "/healthz", tls=True)
+        node = component[len("kwok-") :]
+        rest = self._rest(state)
+        return lambda: node_ready(rest, node) is True
+
     def node_lost(self, node: str) -> bool:
         self._running_state()
         return process.running(self.layout.pid(kwok_proc(node))) is None
@@ -941,6 +1029,21 @@ class Stack:
         if state is None:
             return {}
         return {name: process.rss_bytes(rec) for name, rec in self.processes(state).items() if rec}
+
+
+def _etcd_post(port: int, path: str, body: dict[str, Any]) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        raw = response.read()
+    except (OSError, http.client.HTTPException) as e:
+        raise StackError(f"etcd {path}: {e}") from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise StackError(f"etcd {path}: HTTP {response.status}: {raw[:200]!r}")
+    return json.loads(raw)
 
 
 def node_ready(rest: KubeRest, node: str) -> bool | None:

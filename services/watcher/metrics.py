@@ -31,6 +31,13 @@ class WatcherMetrics:
             ["kind"],
             registry=registry,
         )
+        self.expired = Counter(
+            "jobreaper_watcher_watch_expired_total",
+            "Watches ended by 410 Gone (their resourceVersion is no longer served); "
+            "a re-list with synthetic changes follows",
+            ["kind"],
+            registry=registry,
+        )
         self.watch_restarts = Counter(
             "jobreaper_watcher_watch_restarts_total",
             "Watch connections re-opened after a drop",

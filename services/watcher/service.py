@@ -308,6 +308,7 @@ class Watcher:
                         )
                         malformed = stream.stats.malformed
             except Gone as exc:
+                self.metrics.expired.labels(kind).inc()
                 log.info("watcher.gone", kind=kind, namespace=stream.namespace, detail=str(exc))
 
     # -- publishing -----------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Faults with real processes and real signals: the killer and the executor die
-(SIGKILL, at named crash points across the ladder) and are restarted; the ladder
-still completes and every step reaches the API server exactly once, per its audit log.
+(SIGKILL, at named crash points across the ladder) and are restarted; the Kafka
+broker restarts in the middle of a ladder. The ladder still completes and every
+step reaches the API server exactly once, per its audit log.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from services.stack.api import StackInfo
+from services.stack.api import StackInfo, restart_component
 from tests.e2e.harness import PARTITIONS, System, rfc3339
-from tests.integration.helpers import eventually, job_manifest
+from tests.integration.helpers import eventually, job_manifest, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -184,6 +185,64 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
     assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
         "one deadline patch, one graceful delete, one force delete: each exactly once"
     )
+
+
+# Slow enough that the broker restart (8-15 s on a loaded machine) falls between steps.
+SLOW_LADDER = {"deleteKillingTasksTimeoutSeconds": 6, "forceDeleteTaskTimeoutSeconds": 6}
+
+
+async def test_a_broker_restart_mid_ladder_loses_nothing_and_repeats_nothing(
+    stack: StackInfo, system: System, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """Issue #6: Kafka stops (cleanly) and starts again on the same port while a
+    ladder runs. Watcher, killer and executor (in this process) recover by
+    themselves: the ladder completes, each step reaches the API server once, and
+    no command, result or kill event is on its topic twice."""
+    if stack.stack_dir is None:
+        pytest.skip("restarting Kafka needs a stack started by services.stack")
+    await system.start(**SLOW_LADDER)
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(
+        namespace,
+        job_manifest(
+            "victim",
+            run="never",
+            pod_labels=STUBBORN_POD["labels"],
+            pod_annotations=STUBBORN_POD["annotations"],
+        ),
+    )
+    core = client.CoreV1Api(kube_api)
+
+    async def pod_running() -> bool:
+        pods = (await core.list_namespaced_pod(namespace)).items
+        return len(pods) == 1 and pods[0].status.phase == "Running"
+
+    await eventually("the pod running", pod_running)
+    await _kill_now(batch, namespace)
+    await eventually("the first step applied", lambda: _has_results(system), timeout=90)
+    # The next step is due 6 s later: the broker is away when it must be decided,
+    # committed, applied or recorded.
+    down = await asyncio.to_thread(restart_component, stack, "kafka")
+    print(f"kafka restarted, unavailable {down:.1f} s")
+
+    await system.job_killed("victim", timeout=180)
+    await asyncio.sleep(1)  # the audit log is written just after each response
+    done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
+    kinds = sorted((w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done)
+    assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
+        "one deadline patch, one graceful delete, one force delete: each exactly once"
+    )
+    for topic in ("kill.commands", "kill.results", "kill.events"):
+        ids = [
+            dict(r.headers)["ce_id"]
+            for r, _ in await read_topic(stack.kafka_bootstrap, system.names(topic))
+        ]
+        assert len(ids) == len(set(ids)), f"a record on {topic} twice: {sorted(ids)}"
+    commands = await system.commands()
+    assert sorted(c.step for c in commands) == sorted({c.step for c in commands}), (
+        "each step commanded once"
+    )
+    assert len({r.command_id for r in await system.results()}) == len(commands)
 
 
 async def _has_results(system: System) -> bool:

@@ -24,7 +24,7 @@ from kubernetes_asyncio import client
 from schemas.observations import JobObserved, NodeObserved, PodObserved
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo
+from services.stack.api import StackInfo, compact_etcd, restart_component
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import (
@@ -313,3 +313,77 @@ async def test_two_replicas_one_publishes_and_the_other_takes_over(
 
 async def _is(port: int, state: str) -> bool:
     return (await _readyz(port)).startswith(state)
+
+
+async def _metric(port: int, name: str) -> float:
+    """The sum of a counter's samples on the replica's /metrics."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+async def test_a_watch_resumed_after_compaction_gets_410_and_the_relist_converges(
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str, topic_prefix: str, replicas: Any
+) -> None:
+    """Issue #4 on the real API server: the running watcher is frozen (SIGSTOP); the
+    API server restarts (its watch cache starts at the current revision, and the
+    watcher's connections are gone), then a Job and its pod are deleted and etcd is
+    compacted to its current revision. Thawed, the watcher resumes its watches from
+    the resourceVersion it holds: 410 Gone, re-list, and the pod deleted meanwhile
+    becomes a synthetic deletion on the topic.
+
+    The restart comes first on purpose: events of a deletion made while the old
+    connection was open would sit in the frozen watcher's socket and arrive as
+    real deletions."""
+    if stack.stack_dir is None:
+        pytest.skip("compacting etcd and restarting the API server need a stack of services.stack")
+    batch = client.BatchV1Api(kube_api)
+    core = client.CoreV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("doomed", run="never"))
+    watcher, port = replicas("frozen")
+    await eventually("the watcher leads", lambda: _is(port, "leader"))
+    topic = _objects_topic(topic_prefix)
+
+    async def running_pod() -> str | None:
+        for m in await messages(stack.kafka_bootstrap, topic):
+            if isinstance(m, PodObserved) and m.job_name == "doomed" and m.phase == "Running":
+                return m.uid
+        return None
+
+    uid = await eventually("doomed's pod running on the topic", running_pod)
+    expired = await _metric(port, "jobreaper_watcher_watch_expired_total")
+    relists = await _metric(port, "jobreaper_watcher_relists_total")
+    assert expired == 0
+
+    watcher.send_signal(signal.SIGSTOP)
+    try:
+        await asyncio.to_thread(restart_component, stack, "kube-apiserver")
+        await batch.delete_namespaced_job("doomed", namespace, propagation_policy="Foreground")
+
+        async def doomed_gone() -> bool:
+            pods = await core.list_namespaced_pod(namespace, label_selector="job-name=doomed")
+            jobs = await batch.list_namespaced_job(namespace)
+            return not pods.items and all(j.metadata.name != "doomed" for j in jobs.items)
+
+        await eventually("doomed deleted", doomed_gone)
+        revision = await asyncio.to_thread(compact_etcd, stack)
+    finally:
+        watcher.send_signal(signal.SIGCONT)
+    print(f"API server restarted, etcd compacted at revision {revision}")
+
+    async def converged() -> bool:
+        return any(
+            isinstance(m, PodObserved) and m.uid == uid and m.change == "synthetic-deleted"
+            for m in await messages(stack.kafka_bootstrap, topic)
+        )
+
+    await eventually("the pod's synthetic deletion on the topic", converged, timeout=120)
+    assert watcher.poll() is None, "the watcher survived the API server restart"
+    assert await _metric(port, "jobreaper_watcher_watch_expired_total") > expired, (
+        "the watches resumed from their old resourceVersion and got 410 Gone"
+    )
+    assert await _metric(port, "jobreaper_watcher_relists_total") > relists

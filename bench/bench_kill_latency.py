@@ -1,0 +1,216 @@
+"""Kill latency end to end on the real stack: 1,000 Jobs killed at staggered times.
+
+    eval "$(uv run jobreaper stack env --name NAME)"     # a running local stack
+    uv run python bench/bench_kill_latency.py [--jobs 1000] [--spread-from 60] [--spread-to 120]
+
+What runs: the real watcher, killer and executor, **in this process** (the e2e
+harness, ``tests/e2e/harness.py``: one asyncio loop, one core), on a fresh
+namespace and topic prefix of the given stack; kwok runs the pods.
+
+1. ``--jobs`` Jobs of one pod each (kwok keeps them running) are created, and
+   the script waits until every pod is Running and the watcher has published it;
+2. one ``KillRequested`` per Job is published in advance, ``kill_at`` spread
+   evenly over ``[now + spread-from, now + spread-to]`` seconds;
+3. when every Job is killed (``JobKilled``) it reads ``kill.commands`` and
+   ``kill.results`` and prints, per command, kill latency = ``applied_at -
+   due_at`` (the issue's definition: from when the rule made the step due to
+   when the executor's write returned): a histogram, p50/p90/p99/max, the
+   killer's part (``decided_at - due_at``), and steps applied per second.
+
+Targets (issue #6): p50 < 200 ms, p99 < 1 s. Prints the machine load: the
+figures of a loaded machine are worse than the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from kubernetes_asyncio import client
+
+from schemas.events import JobKilled
+from schemas.observations import PodObserved
+from schemas.requests import KillRequested
+from services.runtime.kafka import make_producer
+from services.runtime.messages import outgoing
+from services.stack.api import stack_from_env
+from tests.e2e.harness import System
+from tests.integration.helpers import job_manifest
+
+BUCKETS_MS = (25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-quantile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def histogram(values_ms: list[float]) -> list[str]:
+    counts = Counter(next((b for b in BUCKETS_MS if v <= b), None) for v in values_ms)
+    lines, low = [], 0
+    for bound in (*BUCKETS_MS, None):
+        n = counts.get(bound, 0)
+        label = f"{low:>5}-{bound:<5} ms" if bound is not None else f"   > {low:<5} ms"
+        bar = "#" * max(1 if n else 0, round(60 * n / max(1, len(values_ms))))
+        lines.append(f"  {label} {n:6d} {bar}")
+        low = bound if bound is not None else low
+    return lines
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+async def create_jobs(batch: client.BatchV1Api, namespace: str, count: int) -> None:
+    slots = asyncio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        async with slots:
+            await batch.create_namespaced_job(namespace, job_manifest(f"j-{i:05d}", run="never"))
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+
+
+async def wait_running(
+    core: client.CoreV1Api, system: System, namespace: str, count: int, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pods = (await core.list_namespaced_pod(namespace)).items
+        running = sum(1 for p in pods if p.status.phase == "Running")
+        seen = {
+            m.uid
+            for m in await system.topic("k8s.objects")
+            if isinstance(m, PodObserved) and m.phase == "Running"
+        }
+        print(f"  pods running {running}/{count}, on the topic {len(seen)}", flush=True)
+        if running >= count and len(seen) >= count:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {running}/{count} pods running after {timeout:.0f} s")
+        await asyncio.sleep(5)
+
+
+async def publish_requests(
+    system: System, namespace: str, count: int, first: datetime, span_s: float
+) -> None:
+    producer = make_producer(system.kafka, client_id="bench-kill-requests")
+    await producer.start()
+    try:
+        now = datetime.now(UTC)
+        sent = []
+        for i in range(count):
+            request = KillRequested(
+                request_id=uuid.uuid4().hex,
+                namespace=namespace,
+                job_name=f"j-{i:05d}",
+                kill_at=first + timedelta(seconds=span_s * i / max(1, count - 1)),
+                reason="bench",
+                requested_by="bench_kill_latency",
+                requested_at=now,
+            )
+            record = outgoing(system.names, request, source="/bench")
+            sent.append(
+                await producer.send(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--spread-from", type=float, default=60.0, help="first kill_at, s ahead")
+    parser.add_argument("--spread-to", type=float, default=120.0, help="last kill_at, s ahead")
+    args = parser.parse_args()
+    stack = stack_from_env()
+    if stack is None:
+        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env --name NAME)" first')
+    print(f"start: {load()}")
+    namespace = f"bench-kl-{uuid.uuid4().hex[:6]}"
+    system = System(stack, namespace, f"{namespace}.")
+    api = await system._api()
+    core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    for _ in range(100):  # pods need the namespace's default ServiceAccount
+        if (await core.list_namespaced_service_account(namespace)).items:
+            break
+        await asyncio.sleep(0.2)
+    try:
+        await system.start()
+        t0 = time.monotonic()
+        await create_jobs(batch, namespace, args.jobs)
+        print(f"{args.jobs} Jobs created in {time.monotonic() - t0:.1f} s; waiting for pods")
+        await wait_running(core, system, namespace, args.jobs, timeout=900)
+        print(f"all running {time.monotonic() - t0:.1f} s after the first create; {load()}")
+        first = datetime.now(UTC) + timedelta(seconds=args.spread_from)
+        span = args.spread_to - args.spread_from
+        await publish_requests(system, namespace, args.jobs, first, span)
+        print(f"{args.jobs} kill requests published; kills due from {first:%H:%M:%S} for {span} s")
+        cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+        deadline = time.monotonic() + args.spread_to + 300
+        while True:
+            await asyncio.sleep(5)
+            killed = sum(isinstance(e, JobKilled) for e in await system.kill_events())
+            print(f"  JobKilled {killed}/{args.jobs}; {load()}", flush=True)
+            if killed >= args.jobs or time.monotonic() > deadline:
+                break
+        cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+        await report(
+            system, args.jobs, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        )
+    finally:
+        async with asyncio.timeout(30):
+            await core.delete_namespace(namespace)
+        await system.stop()  # closes the API clients, this one too
+
+
+async def report(system: System, jobs: int, cpu_s: float) -> None:
+    commands = {c.command_id: c for c in await system.commands()}
+    results = [r for r in await system.results() if r.command_id in commands]
+    latency_ms = [
+        (r.applied_at - commands[r.command_id].due_at).total_seconds() * 1000 for r in results
+    ]
+    killer_ms = [(c.decided_at - c.due_at).total_seconds() * 1000 for c in commands.values()]
+    steps = Counter(r.step for r in results)
+    outcomes = Counter(r.outcome for r in results)
+    print(f"\ncommands {len(commands)}, results {len(results)}: {dict(steps)}; {dict(outcomes)}")
+    if not latency_ms:
+        return
+    print("kill latency (applied_at - due_at), every command:")
+    print("\n".join(histogram(latency_ms)))
+    print(
+        f"  p50 {pct(latency_ms, 0.5):.0f} ms, p90 {pct(latency_ms, 0.9):.0f} ms, "
+        f"p99 {pct(latency_ms, 0.99):.0f} ms, max {max(latency_ms):.0f} ms, "
+        f"mean {statistics.mean(latency_ms):.0f} ms (target: p50 < 200 ms, p99 < 1000 ms)"
+    )
+    print(
+        f"killer's part (decided_at - due_at): p50 {pct(killer_ms, 0.5):.0f} ms, "
+        f"p99 {pct(killer_ms, 0.99):.0f} ms, max {max(killer_ms):.0f} ms"
+    )
+    applied = sorted(r.applied_at for r in results)
+    span = (applied[-1] - applied[0]).total_seconds()
+    per_second = Counter(int(a.timestamp()) for a in applied)
+    print(
+        f"steps applied: {len(applied)} over {span:.1f} s = {len(applied) / max(span, 1e-9):.1f}/s "
+        f"average, busiest second {max(per_second.values())}; JobKilled "
+        f"{sum(isinstance(e, JobKilled) for e in await system.kill_events())}/{jobs}"
+    )
+    print(f"CPU of this process (watcher+killer+executor) during the kills: {cpu_s:.1f} s")
+    print(f"end: {load()}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
