@@ -10,6 +10,7 @@ import typer
 from services.config.cli import app as config_app
 from services.killer.cli import app as killer_app
 from services.killer.executor.cli import app as executor_app
+from services.replay.cli import main as replay_main
 from services.runtime.topics_cli import app as topics_app
 from services.stack.cli import app as stack_app
 from services.watcher.cli import app as watcher_app
@@ -28,6 +29,7 @@ app.add_typer(watcher_app, name="watcher")
 app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
 app.add_typer(config_app, name="config")
+app.command("replay")(replay_main)
 
 
 def main() -> None:
