@@ -49,11 +49,11 @@ class DecisionRecorded(Message):
     """The CloudEvents ids of the kill events decided, in order (``kill.events``)."""
     killer: str
     """The identity of the killer instance that decided."""
-    epoch: NonNegativeInt = 0
-    """Which state of this partition decided: the killer instance's count of the
-    states it built for the partition (a rebuild after a rebalance or a failed
-    transaction starts a new one). ``killer`` and ``epoch`` name one continuous
-    state; 0: not recorded (a replay then assumes one continuous state)."""
+    state: str = ""
+    """Which state of this partition decided: a new id (random) each time a killer
+    builds the partition's state (at start, after a rebalance, after a failed
+    transaction); equal ids, one continuous state. Empty: not recorded (a replay
+    then assumes one continuous state from the beginning)."""
     rebuilt_from: tuple[InputPosition, ...] = ()
     """The global positions (``k8s.nodes``, ``config``) when that state was built.
     A state starts from the newest node observation per node and the newest config

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -103,8 +104,9 @@ class Partition:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     """(design topic, partition) -> the next offset to fold: the input position
     a decision records, so that a replay folds exactly what this state holds."""
-    epoch: int = 0
-    """How many times this instance has built this partition's state (1: the first)."""
+    state_id: str = ""
+    """New (random) for every state built: a replay tells rebuilds apart by it, even
+    across restarts of an instance with the same identity (pod name, pid 1)."""
     rebuilt_from: tuple[InputPosition, ...] = ()
     """The global positions when the state was built: it then held only the newest
     node observations and config below them, not their history (a replay must too)."""
@@ -147,7 +149,6 @@ class Killer:
         self.config: ConfigSnapshot | None = None
         self.global_positions: dict[tuple[str, int], int] = {}
         self.dead_lettered: set[str] = set()  # "topic/partition@offset" of poison records
-        self.builds: dict[int, int] = {}  # partition -> how many states this instance built
         self._consumer: AIOKafkaConsumer | None = None
         self._assigned = False
         self._global_ready = False
@@ -244,7 +245,7 @@ class Killer:
         assert self._consumer is not None
         tps = [TopicPartition(self.names(t), partition.number) for t in JOB_TOPICS]
         partition.state = new_state()
-        self.builds[partition.number] = partition.epoch = self.builds.get(partition.number, 0) + 1
+        partition.state_id = uuid.uuid4().hex[:16]
         partition.rebuilt_from = _positions(self.global_positions)
         for node in self.nodes.values():
             evolve(partition.state, node)
@@ -386,7 +387,7 @@ class Killer:
             decided_at=now,
             config_version=self.config.version if self.config is not None else 0,
             inputs=_positions(positions),
-            epoch=partition.epoch,
+            state=partition.state_id,
             rebuilt_from=partition.rebuilt_from,
             command_ids=tuple(cmd.command_id for cmd in decision.commands),
             event_ids=tuple(event_id(ev) for ev in decision.kill_events),

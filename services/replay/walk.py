@@ -3,7 +3,7 @@ compare each decision, byte for byte, with what the killer recorded.
 
 For each ``DecisionRecorded`` of partition *p*, in order:
 
-1. if it names a state (``killer``, ``epoch``) other than the previous one, the
+1. if it names a state (``state``) other than the previous decision's, the
    killer had rebuilt: start a new state as the killer's rebuild did (newest node
    observation per node and newest config below ``rebuilt_from``, then the
    Job-keyed topics from offset 0);
@@ -140,18 +140,17 @@ def replay_partition(
     commands = _by_id(history.stream(KILL_COMMANDS, partition))
     events = _by_id(history.stream(KILL_EVENTS, partition))
     result = PartitionResult(partition)
-    current: tuple[str, int] | None = None
+    current: str | None = None
     for rec in history.stream(KILL_DECISIONS, partition):
         record = decode(rec)
         if not isinstance(record, DecisionRecorded):
             continue
-        state_id = (record.killer, record.epoch)
-        if record.epoch and state_id != current:
+        if record.state and record.state != current:
             folder.rebuild(positions(record.rebuilt_from))
             result.states += 1
         elif current is None:
             result.states += 1  # no rebuild recorded: one continuous state from nothing
-        current = state_id
+        current = record.state
         folder.fold_to(positions(record.inputs))
         decision = decide_fn(folder.state, record.decided_at)
         if record.decided_at not in window:

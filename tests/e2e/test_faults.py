@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from services.replay.history import read_history
+from services.replay.report import render_replay, replay
 from services.stack.api import StackInfo
 from tests.e2e.harness import PARTITIONS, System, rfc3339
 from tests.integration.helpers import eventually, job_manifest
@@ -184,6 +186,10 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
     assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
         "one deadline patch, one graceful delete, one force delete: each exactly once"
     )
+    # Crashes, rebuilds and a new instance: every committed decision replays exactly.
+    report = replay(await read_history(system.kafka))
+    assert report.divergences == [], render_replay(report)
+    assert report.total("commands") >= 3
 
 
 async def _has_results(system: System) -> bool:

@@ -3,7 +3,7 @@
 It encodes every input as a Kafka record would be (CODEC, one partition), folds
 records in arrival order with the live killer's skip rules, decides at the
 instants the test (or benchmark) chooses, and writes each decision's commands,
-kill events and ``DecisionRecorded`` (positions, epoch, ``rebuilt_from``) to the
+kill events and ``DecisionRecorded`` (positions, ``state``, ``rebuilt_from``) to the
 history; its own output is folded back on the next step, as the live killer's
 is. ``crash_and_rebuild()`` does what the killer's ``_rebuild`` does. No Kafka:
 the walk of ``services.replay`` is tested (and benchmarked) on what this writes.
@@ -29,11 +29,11 @@ SOURCE = "/jobreaper/killer/recorder"
 
 class Recorder:
     def __init__(
-        self, partition: int = 0, killer: str = "k-rec", *, record_epochs: bool = True
+        self, partition: int = 0, killer: str = "k-rec", *, record_states: bool = True
     ) -> None:
         self.partition = partition
         self.killer = killer
-        self.record_epochs = record_epochs
+        self.record_states = record_states
         self.history = History()
         self.log: list[Rec] = []  # every record, in arrival order
         self.messages: dict[int, Any] = {}  # id(rec) -> the message as written
@@ -143,8 +143,8 @@ class Recorder:
             command_ids=tuple(c.command_id for c in decision.commands),
             event_ids=tuple(event_id(e) for e in decision.kill_events),
             killer=self.killer,
-            epoch=self.epoch if self.record_epochs else 0,
-            rebuilt_from=self.rebuilt_from if self.record_epochs else (),
+            state=f"{self.killer}-{self.epoch}" if self.record_states else "",
+            rebuilt_from=self.rebuilt_from if self.record_states else (),
         )
         for cmd in decision.commands:
             self.put(cmd, now, event_id_=cmd.command_id)

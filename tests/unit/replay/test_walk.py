@@ -131,9 +131,9 @@ def test_a_rebuild_replays_exactly_because_the_decision_records_name_the_state()
 
 
 def test_without_the_state_in_the_records_a_rebuild_cannot_be_replayed() -> None:
-    """The determinism gap the epoch closes: a continuous state folds the node's whole
+    """The determinism gap the state id closes: a continuous state folds the node's whole
     history and dates the loss from 12 s, the rebuilt killer from 20 s."""
-    rec, b = Recorder(record_epochs=False), Builder()
+    rec, b = Recorder(record_states=False), Builder()
     _rebuilt_while_node_lost(rec, b)
     first = replay(rec.history).divergences[0]
     assert first.problem == "same id, different bytes"
@@ -148,8 +148,7 @@ def test_a_new_killer_instance_is_a_new_state() -> None:
     rec.put(b.pod(1, "p1", "pod-1"), at(1))
     rec.put(request(10), at(10))
     rec.step(at(10))
-    rec.killer = "k-2"  # another instance takes the partition over: epoch 1 again
-    rec.epoch = 0
+    rec.killer = "k-2"  # another instance takes the partition over
     rec.crash_and_rebuild()
     rec.step(at(13))  # the delete after the 3 s timeout
     report = replay(rec.history)
