@@ -27,6 +27,7 @@ from .whatif import snapshot_for
 
 EXIT_DIVERGED = 1
 EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
 
 
 def _time(value: str | None, option: str) -> datetime | None:
@@ -45,7 +46,8 @@ def _read(kafka: KafkaSettings, partitions: list[int] | None) -> History:
     try:
         return asyncio.run(read_history(kafka, partitions))
     except KafkaError as exc:
-        raise fail(f"cannot read the topics from Kafka at {kafka.bootstrap}: {exc}") from exc
+        message = f"cannot read the topics from Kafka at {kafka.bootstrap}: {exc}"
+        raise fail(message, EXIT_UNREADABLE) from exc
 
 
 def main(
@@ -74,7 +76,7 @@ def main(
     its commands and kill events compared with the recorded ones, ids and JSON
     bytes. --from/--to limit which decisions are compared; everything before is
     still folded. Exit 0: no divergence; 1: divergence (the first one is shown with
-    the last input folded before it); 2: bad input.
+    the last input folded before it); 2: bad input; 3: Kafka unreadable.
 
     With --config FILE: what would that configuration have done with the same
     observations and requests? Decides at the recorded instants and at its own

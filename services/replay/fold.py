@@ -62,7 +62,8 @@ class Folder:
         nodes: dict[str, NodeObserved] = {}
         config: ConfigSnapshot | None = None
         globals_ = {k: s for k, s in self.streams.items() if k[0] in GLOBAL_TOPICS}
-        for rec in self._merged(globals_, dict.fromkeys(globals_, 0), rebuilt_from):
+        start = dict.fromkeys(globals_, 0)
+        for rec in self._merged(globals_, start, self._ends(globals_, start, rebuilt_from)):
             message = decode(rec)
             if isinstance(message, NodeObserved):
                 nodes[message.name] = message  # the killer's dict: newest by arrival
@@ -85,14 +86,19 @@ class Folder:
     def fold_to(self, upto: Mapping[Key, int]) -> None:
         """Fold every record not folded yet with an offset below ``upto`` of its
         topic-partition (a topic-partition not named: nothing more)."""
-        for rec in self._merged(self.streams, self.cursor, upto):
-            self.fold(rec)
+        ends = self._ends(self.streams, self.cursor, upto)
+        for rec in self._merged(self.streams, self.cursor, ends):
+            self._fold(rec)
+        self.cursor.update(ends)
 
     def fold(self, rec: Rec) -> None:
-        self.cursor[(rec.topic, rec.partition)] = _index_of_next(
-            self.streams[(rec.topic, rec.partition)], rec, self.cursor[(rec.topic, rec.partition)]
-        )
-        message = decode(rec)
+        """Fold one record (the next of its topic-partition)."""
+        key = (rec.topic, rec.partition)
+        self.cursor[key] = _index_of_next(self.streams[key], rec, self.cursor[key])
+        self._fold(rec)
+
+    def _fold(self, rec: Rec) -> None:
+        message = rec.message if rec.message is not None else decode(rec)
         if isinstance(message, DecodeError):
             self.undecodable += 1
             return
@@ -113,21 +119,32 @@ class Folder:
 
     def pending(self, upto: Mapping[Key, int]) -> Iterator[Rec]:
         """The records :meth:`fold_to` would fold, in that order, without folding."""
-        return self._merged(self.streams, self.cursor, upto)
+        return self._merged(self.streams, self.cursor, self._ends(self.streams, self.cursor, upto))
 
     @staticmethod
-    def _merged(
+    def _ends(
         streams: Mapping[Key, Stream], start: Mapping[Key, int], upto: Mapping[Key, int]
-    ) -> Iterator[Rec]:
-        parts: list[list[Rec]] = []
+    ) -> dict[Key, int]:
+        """Per stream, the index just past its last record below ``upto``."""
+        ends = {}
         for key, stream in streams.items():
             limit = upto.get(key, 0)
             i = start.get(key, 0)
-            j = i
-            while j < len(stream) and stream[j].offset < limit:
-                j += 1
-            if j > i:
-                parts.append(stream[i:j])
+            if i < len(stream) and stream[i].offset < limit:
+                # Usually every record up to the limit: offsets are dense but for
+                # transaction markers, so look there first.
+                j = min(len(stream), i + (limit - stream[i].offset))
+                while j > i and stream[j - 1].offset >= limit:
+                    j -= 1
+                ends[key] = j
+        return ends
+
+    @staticmethod
+    def _merged(
+        streams: Mapping[Key, Stream], start: Mapping[Key, int], ends: Mapping[Key, int]
+    ) -> Iterator[Rec]:
+        parts = [streams[key][start.get(key, 0) : j] for key, j in ends.items()]
+        parts = [part for part in parts if part]
         if not parts:
             return iter(())
         if len(parts) == 1:

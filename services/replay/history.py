@@ -121,6 +121,8 @@ async def read_history(kafka: KafkaSettings, partitions: Sequence[int] | None = 
         tp for tp in job if wanted is None or tp.partition in wanted
     ] + list(whole)
     history = History()
+    if not tps:
+        return history  # no such topics (and aiokafka dislikes an empty assignment)
 
     def keep(record: ConsumerRecord[bytes, bytes]) -> None:
         history.add(

@@ -65,6 +65,8 @@ def render_replay(report: ReplayReport) -> str:
         f"(undecodable skipped: {report.total('undecodable')})",
     ]
     divergences = report.divergences
+    if not report.partitions:
+        lines.append("no decision records on kill.decisions (is the topic prefix right?)")
     if not divergences:
         lines.append("no divergence: the core decides what the killer recorded, byte for byte")
         return "\n".join(lines)
