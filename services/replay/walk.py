@@ -160,13 +160,22 @@ def replay_partition(
         last = describe(folder.last)
         got_commands = [(c.command_id, c.model_dump_json(by_alias=True)) for c in decision.commands]
         got_events = [(event_id(e), e.model_dump_json(by_alias=True)) for e in decision.kill_events]
+        inputs = positions(record.inputs)
+        recorded = [
+            _written_by(commands.get(i), inputs.get((KILL_COMMANDS, partition), 0))
+            for i in record.command_ids
+        ]
         matched, diffs = _compare(
-            "command", got_commands, record.command_ids, commands, partition, where, record, last
+            "command", got_commands, record.command_ids, recorded, partition, where, record, last
         )
         result.commands += matched
         result.divergences += diffs
+        recorded = [
+            _written_by(events.get(i), inputs.get((KILL_EVENTS, partition), 0))
+            for i in record.event_ids
+        ]
         matched, diffs = _compare(
-            "event", got_events, record.event_ids, events, partition, where, record, last
+            "event", got_events, record.event_ids, recorded, partition, where, record, last
         )
         result.events += matched
         result.divergences += diffs
@@ -175,20 +184,32 @@ def replay_partition(
     return result
 
 
-def _by_id(stream: list[Rec]) -> dict[str, Rec]:
-    index: dict[str, Rec] = {}
+def _by_id(stream: list[Rec]) -> dict[str, list[Rec]]:
+    index: dict[str, list[Rec]] = {}
     for rec in stream:
         ce_id = rec.header("ce_id")
         if ce_id is not None:
-            index.setdefault(ce_id, rec)  # a re-issued duplicate has the same bytes
+            index.setdefault(ce_id, []).append(rec)
     return index
+
+
+def _written_by(records: list[Rec] | None, position: int) -> Rec | None:
+    """The record a decision wrote: its outputs follow what it had folded (a command
+    re-issued later under the same id, e.g. after a forgotten generation, is another
+    record with the same id and perhaps another ``decided_at``)."""
+    if not records:
+        return None
+    for rec in records:
+        if rec.offset >= position:
+            return rec
+    return records[-1]
 
 
 def _compare(
     kind: str,
     got: list[tuple[str, str]],
     expected_ids: tuple[str, ...],
-    recorded: dict[str, Rec],
+    recorded: list[Rec | None],
     partition: int,
     where: str,
     record: DecisionRecorded,
@@ -199,7 +220,7 @@ def _compare(
     for index in range(max(len(got), len(expected_ids))):
         got_id, got_json = got[index] if index < len(got) else (None, None)
         expected_id = expected_ids[index] if index < len(expected_ids) else None
-        rec = recorded.get(expected_id) if expected_id is not None else None
+        rec = recorded[index] if index < len(recorded) else None
         expected_json = None
         if rec is not None and rec.value is not None:
             expected_json = rec.value.decode(errors="replace")
