@@ -190,3 +190,13 @@ def test_what_if_with_the_same_config_changes_nothing() -> None:
     assert timedelta(0) == max(
         abs(c.what_if - c.recorded) for c in result.steps if c.what_if and c.recorded
     )
+
+
+def test_a_decision_is_compared_with_the_record_it_wrote_not_an_older_one_with_its_id() -> None:
+    from services.replay.history import Rec
+    from services.replay.walk import _written_by
+
+    older, own = (Rec("kill.commands", 0, n, 0, b"{}", [("ce_id", b"x")]) for n in (3, 9))
+    assert _written_by([older, own], position=7) is own  # its outputs follow its inputs
+    assert _written_by([older, own], position=2) is older
+    assert _written_by(None, position=0) is None
