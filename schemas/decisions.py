@@ -49,6 +49,16 @@ class DecisionRecorded(Message):
     """The CloudEvents ids of the kill events decided, in order (``kill.events``)."""
     killer: str
     """The identity of the killer instance that decided."""
+    state: str = ""
+    """Which state of this partition decided: a new id (random) each time a killer
+    builds the partition's state (at start, after a rebalance, after a failed
+    transaction); equal ids, one continuous state. Empty: not recorded (a replay
+    then assumes one continuous state from the beginning)."""
+    rebuilt_from: tuple[InputPosition, ...] = ()
+    """The global positions (``k8s.nodes``, ``config``) when that state was built.
+    A state starts from the newest node observation per node and the newest config
+    below them, not their history (a node's lost-since time is then its newest
+    observation's), then folds the Job-keyed topics from offset 0."""
 
     def kafka_key(self) -> str:
         return f"partition/{self.partition}"

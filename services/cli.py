@@ -14,6 +14,7 @@ from services.kill.cli import kill
 from services.killer.cli import app as killer_app
 from services.killer.executor.cli import app as executor_app
 from services.notify.cli import notify
+from services.replay.cli import main as replay_main
 from services.runtime.topics_cli import app as topics_app
 from services.stack.cli import app as stack_app
 from services.watcher.cli import app as watcher_app
@@ -37,6 +38,7 @@ app.command("demo")(demo)
 app.command("audit")(audit_cli.audit)
 app.command("events")(audit_cli.events)
 app.command("notify")(notify)
+app.command("replay")(replay_main)
 
 
 def main() -> None:

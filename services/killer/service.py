@@ -33,8 +33,8 @@ its due time, not at the next event or resync.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +59,7 @@ from schemas.topics import (
     KILL_REQUESTS,
     KILL_RESULTS,
 )
-from services.killer.core import Decision, KillerState, decide, evolve, new_state
+from services.killer.core import Decision, KillerState, decide, event_id, evolve, new_state
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     DEADLETTER_SOURCE_HEADER,
@@ -89,12 +89,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def event_id(message: Any) -> str:
-    """A reproducible CloudEvents id for a kill event: the same decision, the same id."""
-    digest = hashlib.sha256(message.CE_TYPE.encode() + message.model_dump_json().encode())
-    return digest.hexdigest()[:32]
-
-
 @dataclass
 class Partition:
     """One owned partition number: its state and its transactional producer."""
@@ -111,6 +105,19 @@ class Partition:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     """(design topic, partition) -> the next offset to fold: the input position
     a decision records, so that a replay folds exactly what this state holds."""
+    state_id: str = ""
+    """New (random) for every state built: a replay tells rebuilds apart by it, even
+    across restarts of an instance with the same identity (pod name, pid 1)."""
+    rebuilt_from: tuple[InputPosition, ...] = ()
+    """The global positions when the state was built: it then held only the newest
+    node observations and config below them, not their history (a replay must too)."""
+
+
+def _positions(positions: dict[tuple[str, int], int]) -> tuple[InputPosition, ...]:
+    return tuple(
+        InputPosition(topic=topic, partition=number, offset=offset)
+        for (topic, number), offset in sorted(positions.items())
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -277,6 +284,8 @@ class Killer:
         assert self._consumer is not None
         tps = [TopicPartition(self.names(t), partition.number) for t in JOB_TOPICS]
         partition.state = new_state()
+        partition.state_id = uuid.uuid4().hex[:16]
+        partition.rebuilt_from = _positions(self.global_positions)
         for node in self.nodes.values():
             evolve(partition.state, node)
         if self.config is not None:
@@ -419,10 +428,9 @@ class Killer:
             partition=partition.number,
             decided_at=now,
             config_version=self.config.version if self.config is not None else 0,
-            inputs=tuple(
-                InputPosition(topic=topic, partition=number, offset=offset)
-                for (topic, number), offset in sorted(positions.items())
-            ),
+            inputs=_positions(positions),
+            state=partition.state_id,
+            rebuilt_from=partition.rebuilt_from,
             command_ids=tuple(cmd.command_id for cmd in decision.commands),
             event_ids=tuple(event_id(ev) for ev in decision.kill_events),
             killer=self.settings.identity,

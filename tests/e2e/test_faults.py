@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from services.replay.history import read_history
+from services.replay.report import render_replay, replay
 from services.stack.api import StackInfo, restart_component
 from tests.e2e.harness import PARTITIONS, System, rfc3339
 from tests.integration.helpers import eventually, job_manifest, read_topic
@@ -185,6 +187,10 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
     assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
         "one deadline patch, one graceful delete, one force delete: each exactly once"
     )
+    # Crashes, rebuilds and a new instance: every committed decision replays exactly.
+    report = replay(await read_history(system.kafka))
+    assert report.divergences == [], render_replay(report)
+    assert report.total("commands") >= 3
 
 
 # Slow enough that the broker restart (8-15 s on a loaded machine) falls between steps.

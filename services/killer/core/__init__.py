@@ -45,7 +45,7 @@ after the rule unless a file is given)::
 
 from __future__ import annotations
 
-from .decide import Decision, KillEvent, command_id, decide
+from .decide import Decision, KillEvent, command_id, decide, event_id
 from .evolve import Event, evolve
 from .state import KillerState, new_state
 
@@ -56,6 +56,7 @@ __all__ = [
     "KillerState",
     "command_id",
     "decide",
+    "event_id",
     "evolve",
     "new_state",
 ]

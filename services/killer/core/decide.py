@@ -95,6 +95,13 @@ def command_id(job_uid: str | None, pod_uid: str, step: str, attempt: int) -> st
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
+def event_id(event: KillEvent) -> str:
+    """Derived, reproducible CloudEvents id of a kill event: 32 hex digits of sha256
+    over its type and JSON (the same decision, the same id; replay compares them)."""
+    digest = hashlib.sha256(event.CE_TYPE.encode() + event.model_dump_json().encode())
+    return digest.hexdigest()[:32]
+
+
 _NO_CONFIG = "built-in defaults"
 """The config key while no snapshot was folded (a string, so it survives pickling)."""
 
