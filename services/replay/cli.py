@@ -10,7 +10,6 @@ A single command, registered in services/cli.py as ``replay``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 from datetime import datetime
 
@@ -19,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from services.config.validation import validate_text
 from services.runtime.cli_support import BOOTSTRAP_HELP, PREFIX_HELP, fail
+from services.runtime.memory import no_cycle_collection
 from services.runtime.settings import KafkaSettings
 
 from .history import History, read_history
@@ -104,19 +104,19 @@ def main(
     given = {"bootstrap": kafka_bootstrap, "topic_prefix": topic_prefix}
     overrides = {k: v for k, v in given.items() if v}
     kafka = KafkaSettings(**overrides)  # type: ignore[arg-type]
-    history = _read(kafka, partition or None)
-    # The raw history lives until the end: keep the collector from rescanning it
-    # while the walk allocates (a quarter of the walk's time on large histories).
-    gc.freeze()
-    if snapshot_config is not None:
-        snapshot = snapshot_for(snapshot_config, history, f"file:{config}")
-        report = what_if(history, snapshot, partition or None)
-        if as_json:
-            typer.echo(json.dumps(report.as_json(detail), indent=2))
-        else:
-            typer.echo(render_what_if(report, detail))
-        return
-    result = replay(history, partition or None, window)
+    # The whole history is held until the end: collecting cycles would only
+    # rescan it again and again (see services/runtime/memory.py).
+    with no_cycle_collection():
+        history = _read(kafka, partition or None)
+        if snapshot_config is not None:
+            snapshot = snapshot_for(snapshot_config, history, f"file:{config}")
+            what = what_if(history, snapshot, partition or None)
+            if as_json:
+                typer.echo(json.dumps(what.as_json(detail), indent=2))
+            else:
+                typer.echo(render_what_if(what, detail))
+            return
+        result = replay(history, partition or None, window)
     if as_json:
         typer.echo(json.dumps(result.as_json(), indent=2))
     else:

@@ -10,7 +10,9 @@ collecting far less often frees the same memory at a fraction of the cost.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 
 GC_THRESHOLDS = (50_000, 20, 10)
 """Young generation every 50,000 net allocations (CPython's default: 700)."""
@@ -19,3 +21,18 @@ GC_THRESHOLDS = (50_000, 20, 10)
 def tune_gc() -> None:
     """Collect less often; call once at process start."""
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextlib.contextmanager
+def no_cycle_collection() -> Iterator[None]:
+    """For a batch tool that holds what it reads until it ends (replay, audit):
+    no cyclic collection at all inside the block. Reference counting still
+    frees everything that is dropped; only garbage in reference cycles waits
+    for the end of the block, and jobreaper's models make almost none."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
