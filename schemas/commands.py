@@ -105,6 +105,10 @@ class CommandApplied(Message):
     message: str = ""
     attempts: PositiveInt = 1
     """API calls the executor made for this command (its own transient retries)."""
+    wrote: bool | None = None
+    """Whether one of its writes was accepted by the API server; ``False``: the
+    effect was already there (nothing written) or the write was refused;
+    ``None``: not recorded (results of executors older than this field)."""
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .history import Read
 
 NO_WRITE_MARKERS = ("not written", "no second delete sent")
-"""The executor's ``applied`` messages when it found the effect already there (see
+"""For results without ``wrote`` (older executors): the executor's ``applied``
+messages when it found the effect already there (see
 ``services/killer/executor/apply.py``): such a result made no API write."""
 
 
@@ -66,11 +67,14 @@ class Result:
     attempts: int
     message: str
     source: str
+    recorded_wrote: bool | None = None
 
     @property
     def wrote(self) -> bool:
-        """Whether the executor's write reached the API server (``applied`` and not
-        found already done)."""
+        """Whether the executor's write reached the API server: as the result
+        records it, else (older results) ``applied`` and not found already done."""
+        if self.recorded_wrote is not None:
+            return self.recorded_wrote
         return self.outcome == "applied" and not any(m in self.message for m in NO_WRITE_MARKERS)
 
 
@@ -318,6 +322,7 @@ class _Builder:
             attempts=m.attempts,
             message=m.message,
             source=r.source,
+            recorded_wrote=m.wrote,
         )
         step = self.steps.get(m.command_id)
         latency = ""

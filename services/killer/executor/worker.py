@@ -62,6 +62,7 @@ def result_message(command: CommandIssued, result: Result) -> CommandApplied:
         http_status=result.http_status,
         message=result.message,
         attempts=result.attempts,
+        wrote=result.wrote,
     )
 
 
