@@ -132,6 +132,10 @@ class Partition:
     """(design topic, partition) -> the next offset to fold: the input position
     a decision records, so that a replay folds exactly what this state holds."""
     from_snapshot: bool = False
+    loading: bool = True
+    """Between assignment and the seek to its start: the rebalance callback that
+    rebuilds runs concurrently with the loop, which must neither fold records
+    fetched before the seek nor call the partition caught up."""
     # snapshots
     folded_since_snapshot: int = 0
     snapshot_at: float = field(default_factory=time.monotonic)
@@ -180,6 +184,7 @@ class Killer:
             else None
         )
         self._lag_sampled_at = 0.0
+        self._snapshotting = False
         self._consumer: AIOKafkaConsumer | None = None
         self._assigned = False
         self._global_ready = False
@@ -282,6 +287,8 @@ class Killer:
     async def _rebuild(self, partition: Partition) -> None:
         assert self._consumer is not None
         tps = [TopicPartition(self.names(t), partition.number) for t in JOB_TOPICS]
+        partition.loading = True
+        partition.caught_up = False
         partition.assigned_at = time.monotonic()
         partition.ends = await self._consumer.end_offsets(tps)
         loaded = await self._load_snapshot(partition, tps) if self.snapshots else None
@@ -302,6 +309,7 @@ class Killer:
         for topic, tp in zip(JOB_TOPICS, tps, strict=True):
             self._consumer.seek(tp, partition.positions[(topic, partition.number)])
         partition.backlog.clear()  # what it held is before the positions sought to
+        partition.loading = False
         partition.from_snapshot = loaded is not None
         partition.folded_since_snapshot = 0
         partition.snapshot_at = time.monotonic()
@@ -399,8 +407,10 @@ class Killer:
 
     async def _fold(self, record: ConsumerRecord[bytes, bytes]) -> None:
         partition = self.partitions.get(record.partition)
-        if partition is None:
-            return  # revoked while the batch was in flight
+        if partition is None or partition.loading:
+            return  # revoked while the batch was in flight, or fetched before the seek
+        if record.offset < partition.positions[(self.names.strip(record.topic), record.partition)]:
+            return  # fetched before a seek forward (to a snapshot's positions)
         if partition.frozen:
             partition.backlog.append(record)
             return
@@ -501,7 +511,9 @@ class Killer:
 
     def _maybe_snapshot(self, partition: Partition) -> None:
         if (
-            not partition.caught_up
+            self._snapshotting  # one at a time: pickling holds the GIL, so two would
+            # only freeze two partitions for twice as long
+            or not partition.caught_up
             or partition.frozen
             or partition.backlog
             or partition.snapshotting is not None
@@ -514,6 +526,7 @@ class Killer:
         if not due:
             return
         partition.frozen = True
+        self._snapshotting = True
         partition.folded_since_snapshot = 0
         partition.snapshot_at = time.monotonic()
         positions = {topic: partition.positions[(topic, partition.number)] for topic in JOB_TOPICS}
@@ -555,6 +568,7 @@ class Killer:
             return
         finally:
             partition.snapshotting = None
+            self._snapshotting = False
         elapsed = time.monotonic() - started
         self.metrics.snapshots_written.inc()
         self.metrics.snapshot_write_seconds.observe(elapsed)
@@ -576,23 +590,24 @@ class Killer:
         self._lag_sampled_at = now
         left = 0
         for partition in self.partitions.values():
+            if partition.loading:
+                continue
             lag = 0
             for topic in JOB_TOPICS:
                 tp = TopicPartition(self.names(topic), partition.number)
                 high = consumer.highwater(tp)
                 if high is None:
                     high = partition.ends.get(tp, 0)
-                lag += max(0, high - partition.positions.get((topic, partition.number), 0))
+                position = partition.positions.get((topic, partition.number), 0)
+                lag += max(0, high - position)
                 if not partition.caught_up:
-                    left += max(
-                        0, partition.ends.get(tp, 0) - partition.positions[(topic, tp.partition)]
-                    )
+                    left += max(0, partition.ends.get(tp, 0) - position)
             self.metrics.consumer_lag.labels(str(partition.number)).set(lag)
         self.metrics.lag.set(left)
 
     async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
-        for partition in self.partitions.values():
-            if partition.caught_up:
+        for partition in list(self.partitions.values()):
+            if partition.caught_up or partition.loading:
                 continue
             for tp, end in partition.ends.items():
                 if await consumer.position(tp) < end:
