@@ -24,6 +24,7 @@ a backlog and it decides nothing, so the state cannot change under the
 pickler; other partitions go on. On assignment the newest valid snapshot is
 loaded, nodes and config are folded into it, and only the tail is read; a
 snapshot that fails any check is skipped and the partition replayed in full.
+Newly assigned partitions are fenced and loaded concurrently.
 
 **Transactions and fencing.** Each owned partition has its own
 transactional producer, ``transactional.id = <group>.<prefix>p<N>``: the
@@ -258,7 +259,8 @@ class Killer:
     async def take(self, numbers: set[int]) -> None:
         """Own these partition numbers: fence the old owner, then rebuild from the log."""
         self._assigned = True
-        for number in sorted(numbers - set(self.partitions)):
+
+        async def own(number: int) -> None:
             producer = make_producer(
                 self.kafka,
                 client_id=f"jobreaper-killer-{self.settings.identity}-p{number}",
@@ -268,6 +270,10 @@ class Killer:
             partition = Partition(number, producer)
             self.partitions[number] = partition
             await self._rebuild(partition)
+
+        # Concurrently: fencing, offsets and snapshot reads are round trips and
+        # file I/O (measured: 6 partitions from snapshots, 6.9 s one by one).
+        await asyncio.gather(*(own(n) for n in sorted(numbers - set(self.partitions))))
         self._update_gauges()
 
     async def release(self, numbers: set[int]) -> None:
