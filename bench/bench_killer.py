@@ -11,8 +11,8 @@
    takes to fold and decide them all: the live, end-to-end throughput
    (Kafka consume, decode, evolve, decide).
 
-Targets (issue 6): >= 20,000 observations/s end to end on 2 cores; issue 8
-asks for restart-to-ready with 1,000,000 events.
+Targets (issue 6): >= 20,000 observations/s end to end on 2 cores; restart
+to ready with 1,000,000 events and snapshots: ``bench/bench_restart.py``.
 """
 
 from __future__ import annotations

@@ -39,8 +39,57 @@ class KillerMetrics:
         )
         self.rebuild_seconds = Histogram(
             "jobreaper_killer_rebuild_seconds",
-            "Time from a partition's assignment to its state being caught up",
+            "Time from a partition's assignment to its state being caught up, by where it "
+            "started (snapshot: loaded one and folded the tail; log: replayed everything)",
+            ["start"],
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "jobreaper_killer_consumer_lag_records",
+            "Records between what a partition folded and the high watermark, summed over "
+            "its five Job-keyed topic-partitions (sampled at most once a second)",
+            ["partition"],
+            registry=registry,
+        )
+        self.snapshots_written = Counter(
+            "jobreaper_killer_snapshots_written_total",
+            "Partition snapshots written",
+            registry=registry,
+        )
+        self.snapshots_loaded = Counter(
+            "jobreaper_killer_snapshots_loaded_total",
+            "Partition snapshots loaded at assignment (only the tail replayed)",
+            registry=registry,
+        )
+        self.snapshots_skipped = Counter(
+            "jobreaper_killer_snapshots_skipped_total",
+            "Snapshot files not used (the partition replayed from the log), by reason: "
+            "truncated, checksum, unreadable, incompatible, mismatch, outside-log",
+            ["reason"],
+            registry=registry,
+        )
+        self.snapshot_failures = Counter(
+            "jobreaper_killer_snapshot_failures_total",
+            "Snapshot writes that failed (disk full, permissions...)",
+            registry=registry,
+        )
+        self.snapshot_write_seconds = Histogram(
+            "jobreaper_killer_snapshot_write_seconds",
+            "Time to pickle, checksum, write and fsync one partition's snapshot",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.snapshot_freeze_seconds = Histogram(
+            "jobreaper_killer_snapshot_freeze_seconds",
+            "Time a partition waited (records buffered, no decision) while its state was pickled",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.snapshot_bytes = Gauge(
+            "jobreaper_killer_snapshot_bytes",
+            "Size of the newest snapshot written, per partition",
+            ["partition"],
             registry=registry,
         )
         self.partitions = Gauge(

@@ -34,3 +34,22 @@ class KillerServiceSettings(BaseSettings):
         le=5,
         description="Longest wait for records before looking at timers and node/config changes.",
     )
+    snapshot_dir: str = Field(
+        default="",
+        description=(
+            "Directory of state snapshots (empty: none, every assignment replays its "
+            "partitions from the log). Instances that may take over each other's "
+            "partitions need it on a shared volume to benefit; without a usable "
+            "snapshot a partition is replayed in full, which is always correct."
+        ),
+    )
+    snapshot_every_records: int = Field(
+        default=50_000,
+        ge=1,
+        description="Snapshot a partition after this many records folded since its last one...",
+    )
+    snapshot_every_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="...or this many seconds after it, whichever comes first (if it changed).",
+    )
