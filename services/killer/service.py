@@ -55,7 +55,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from prometheus_client import CollectorRegistry
 
 from schemas.cloudevents import DecodeError
@@ -663,12 +663,22 @@ class Killer:
             self.metrics.consumer_lag.labels(str(partition.number)).set(lag)
         self.metrics.lag.set(left)
 
+    @staticmethod
+    async def _position(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+        """The consumer's position, or -1 when it has none yet. ``position()`` waits
+        for one, which can take a whole group rejoin: the loop must go on meanwhile
+        (to notice a stop, to decide for its other partitions)."""
+        try:
+            return await asyncio.wait_for(consumer.position(tp), timeout=0.5)
+        except (TimeoutError, IllegalStateError):
+            return -1
+
     async def _check_caught_up(self, consumer: AIOKafkaConsumer) -> None:
         for partition in list(self.partitions.values()):
             if partition.caught_up or partition.loading or partition.must_rebuild:
                 continue
             for tp, end in partition.ends.items():
-                if await consumer.position(tp) < end:
+                if await self._position(consumer, tp) < end:
                     break
             else:
                 partition.caught_up = True

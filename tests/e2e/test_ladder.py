@@ -54,7 +54,9 @@ async def stranded(
         namespace, job_manifest(job, run="never", node=node, **manifest)
     )
     await running(kube_api, namespace, job)
-    node_loss.lose(node)
+    # In a thread: it waits for NotReady, and the services of this event loop
+    # must keep heartbeating meanwhile (a stalled loop costs them their groups).
+    await asyncio.to_thread(node_loss.lose, node)
 
 
 async def kill_now(kube_api: client.ApiClient, namespace: str, job: str) -> datetime:
