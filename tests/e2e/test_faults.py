@@ -137,16 +137,8 @@ CRASH_POINTS = [
 ]
 
 
-@pytest.mark.parametrize(("victim", "crash_at"), CRASH_POINTS, ids=[c for _, c in CRASH_POINTS])
-async def test_the_ladder_completes_once_whoever_dies_wherever(
-    victim: str,
-    crash_at: str,
-    system: System,
-    supervisors: dict[str, Supervisor],
-    kube_api: client.ApiClient,
-    namespace: str,
-) -> None:
-    await system.start(executor=False, killer=False, **LADDER)
+async def _stubborn_victim_running(kube_api: client.ApiClient, namespace: str) -> Any:
+    """The Job ``victim``, whose one pod ignores its deadline, running; its BatchV1Api."""
     batch = client.BatchV1Api(kube_api)
     await batch.create_namespaced_job(
         namespace,
@@ -164,6 +156,31 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
         return len(pods) == 1 and pods[0].status.phase == "Running"
 
     await eventually("the pod running", pod_running)
+    return batch
+
+
+async def _assert_each_step_written_once(system: System) -> None:
+    """Per the API server's audit log: one deadline patch, one graceful delete and one
+    force delete were accepted, each exactly once."""
+    await asyncio.sleep(1)  # the audit log is written just after each response
+    done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
+    kinds = sorted((w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done)
+    assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
+        "one deadline patch, one graceful delete, one force delete: each exactly once"
+    )
+
+
+@pytest.mark.parametrize(("victim", "crash_at"), CRASH_POINTS, ids=[c for _, c in CRASH_POINTS])
+async def test_the_ladder_completes_once_whoever_dies_wherever(
+    victim: str,
+    crash_at: str,
+    system: System,
+    supervisors: dict[str, Supervisor],
+    kube_api: client.ApiClient,
+    namespace: str,
+) -> None:
+    await system.start(executor=False, killer=False, **LADDER)
+    batch = await _stubborn_victim_running(kube_api, namespace)
     rebuild = ".rebuild" in crash_at
     for name, proc in supervisors.items():
         proc.start(crash_at if name == victim and not rebuild else None)
@@ -181,12 +198,7 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
 
     await eventually("JobKilled after the crash", killed, timeout=120)
     assert -signal.SIGKILL in supervisors[victim].deaths, f"{crash_at} was never reached"
-    await asyncio.sleep(1)  # the audit log is written just after each response
-    done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
-    kinds = sorted((w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done)
-    assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
-        "one deadline patch, one graceful delete, one force delete: each exactly once"
-    )
+    await _assert_each_step_written_once(system)
     # Crashes, rebuilds and a new instance: every committed decision replays exactly.
     report = replay(await read_history(system.kafka))
     assert report.divergences == [], render_replay(report)
@@ -207,23 +219,7 @@ async def test_a_broker_restart_mid_ladder_loses_nothing_and_repeats_nothing(
     if stack.stack_dir is None:
         pytest.skip("restarting Kafka needs a stack started by services.stack")
     await system.start(**SLOW_LADDER)
-    batch = client.BatchV1Api(kube_api)
-    await batch.create_namespaced_job(
-        namespace,
-        job_manifest(
-            "victim",
-            run="never",
-            pod_labels=STUBBORN_POD["labels"],
-            pod_annotations=STUBBORN_POD["annotations"],
-        ),
-    )
-    core = client.CoreV1Api(kube_api)
-
-    async def pod_running() -> bool:
-        pods = (await core.list_namespaced_pod(namespace)).items
-        return len(pods) == 1 and pods[0].status.phase == "Running"
-
-    await eventually("the pod running", pod_running)
+    batch = await _stubborn_victim_running(kube_api, namespace)
     await _kill_now(batch, namespace)
     await eventually("the first step applied", lambda: _has_results(system), timeout=90)
     # The next step is due 6 s later: the broker is away when it must be decided,
@@ -232,12 +228,7 @@ async def test_a_broker_restart_mid_ladder_loses_nothing_and_repeats_nothing(
     print(f"kafka restarted, unavailable {down:.1f} s")
 
     await system.job_killed("victim", timeout=180)
-    await asyncio.sleep(1)  # the audit log is written just after each response
-    done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
-    kinds = sorted((w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done)
-    assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
-        "one deadline patch, one graceful delete, one force delete: each exactly once"
-    )
+    await _assert_each_step_written_once(system)
     for topic in ("kill.commands", "kill.results", "kill.events"):
         ids = [
             dict(r.headers)["ce_id"]
