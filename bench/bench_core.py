@@ -164,12 +164,8 @@ class Workload:
                 yield self.job(t + 21, i, active=0, done=True)
 
 
-def throughput(n_events: int, batch: int, pods_per_job: int = 3) -> tuple[int, float, int, int]:
-    """(events, seconds, commands, kill events) for evolve + decide over the mix."""
-    wl = Workload()
-    per_job = 4 + 3 * pods_per_job
-    events = list(wl.jobs(n_events // per_job + 1, pods_per_job, spacing=0.5))[:n_events]
-    # Kill requests for a few Jobs by name, spread through the stream.
+def with_kill_requests(events: list[Event]) -> list[Event]:
+    """``events`` with kill requests for a few Jobs by name, spread through the stream."""
     for j in range(0, len(events), 997):
         ev = events[j]
         if isinstance(ev, JobObserved):
@@ -183,6 +179,16 @@ def throughput(n_events: int, batch: int, pods_per_job: int = 3) -> tuple[int, f
                     requested_at=ev.observed_at,
                 ),
             )
+    return events
+
+
+def throughput(n_events: int, batch: int, pods_per_job: int = 3) -> tuple[int, float, int, int]:
+    """(events, seconds, commands, kill events) for evolve + decide over the mix."""
+    wl = Workload()
+    per_job = 4 + 3 * pods_per_job
+    events = with_kill_requests(
+        list(wl.jobs(n_events // per_job + 1, pods_per_job, spacing=0.5))[:n_events]
+    )
     state = new_state()
     n_cmds = n_kill_events = 0
     # The pre-generated events would not exist in a real consumer (each record is

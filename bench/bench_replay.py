@@ -35,14 +35,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_core import Workload
-from schemas.commands import CommandApplied
+from bench.bench_core import Workload, with_kill_requests
 from schemas.config import ConfigSnapshot, KillerConfig
-from schemas.observations import JobObserved
-from schemas.requests import KillRequested
 from schemas.topics import KILL_DECISIONS
 from services.replay.history import History, Rec, decode_all
 from services.replay.report import replay
+from services.replay.whatif import assumed_applied
 from services.runtime.memory import no_cycle_collection
 from tests.unit.replay.recorder import Recorder
 
@@ -51,20 +49,7 @@ CONFIG = {"deleteKillingTasksTimeoutSeconds": 30, "forceDeleteTaskTimeoutSeconds
 
 def generate(n_jobs: int, batch: int) -> Recorder:
     wl = Workload()
-    events = list(wl.jobs(n_jobs, 3, spacing=0.5))
-    for j in range(0, len(events), 997):
-        ev = events[j]
-        if isinstance(ev, JobObserved):
-            events.insert(
-                j + 1,
-                KillRequested(
-                    request_id=f"r{j}",
-                    namespace=ev.namespace,
-                    job_name=ev.name,
-                    requested_by="bench",
-                    requested_at=ev.observed_at,
-                ),
-            )
+    events = with_kill_requests(list(wl.jobs(n_jobs, 3, spacing=0.5)))
 
     def when(ev: object) -> datetime:
         return getattr(ev, "observed_at", None) or ev.requested_at  # type: ignore[attr-defined]
@@ -84,18 +69,7 @@ def generate(n_jobs: int, batch: int) -> Recorder:
         if (i + 1) % batch == 0:
             decision = rec.step(now)
             for cmd in decision.commands:  # the executor's results
-                result = CommandApplied(
-                    command_id=cmd.command_id,
-                    step=cmd.step,
-                    namespace=cmd.namespace,
-                    job_name=cmd.job_name,
-                    job_uid=cmd.job_uid,
-                    pod_name=cmd.pod_name,
-                    pod_uid=cmd.pod_uid,
-                    attempt=cmd.attempt,
-                    outcome="applied",
-                    applied_at=now,
-                )
+                result = assumed_applied(cmd, now)
                 rec.put(result, now)
     return rec
 

@@ -90,7 +90,7 @@ class _WhatIf:
         for cmd in decision.commands:
             self.run.hypothetical.append(cmd)
             evolve(self.folder.state, cmd)
-            evolve(self.folder.state, _applied(cmd, now))
+            evolve(self.folder.state, assumed_applied(cmd, now))
         for event in decision.kill_events:
             evolve(self.folder.state, event)
 
@@ -114,7 +114,8 @@ class _WhatIf:
             self.decide(at)
 
 
-def _applied(cmd: CommandIssued, at: datetime) -> CommandApplied:
+def assumed_applied(cmd: CommandIssued, at: datetime) -> CommandApplied:
+    """The result a what-if assumes for ``cmd``: applied at ``at``."""
     return CommandApplied(
         command_id=cmd.command_id,
         step=cmd.step,
