@@ -7,9 +7,14 @@
    writes them) to fresh topics.
 2. Starts a Killer and times its rebuild: assignment to every partition
    caught up (folded and ready to decide), and the process's peak RSS.
-3. With the killer running, writes ``--events`` more and times how long it
-   takes to fold and decide them all: the live, end-to-end throughput
-   (Kafka consume, decode, evolve, decide).
+3. With the killer running, another process writes ``--events`` more; times
+   how long the killer takes to fold and decide them all as they arrive
+   (Kafka consume, decode, evolve, decide). On 2 cores the writer, the broker
+   and the killer share the machine, so this is bounded by the writer too.
+4. The killer's own capacity on the live path: its partitions are paused
+   while another process writes ``--events`` more, then resumed, and the
+   backlog is timed until folded and decided (the same loop as live: every
+   batch folded, then a decision per partition; not the rebuild path).
 
 Targets (issue 6): >= 20,000 observations/s end to end on 2 cores; restart
 to ready with 1,000,000 events and snapshots: ``bench/bench_restart.py``.
@@ -26,9 +31,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from schemas.base import Message
 from schemas.observations import ContainerSummary, JobObserved, PodObserved
+from services.audit.history import partition_for
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.runtime.kafka import ensure_topics, make_producer
@@ -81,20 +88,39 @@ def observations(count: int, *, offset: int = 0, pods_per_job: int = 3) -> Itera
         job += 1
 
 
-async def produce(kafka: KafkaSettings, count: int, offset: int) -> float:
+async def produce(
+    kafka: KafkaSettings, count: int, offset: int, partitions: int, *, on_cue: bool = False
+) -> float:
+    """Write ``count`` observations, keyed and partitioned as the watcher's are; the
+    time of the writes alone: records are encoded and batched per partition first
+    (one ``send`` per record costs about as much CPU as the killer's fold).
+    ``on_cue``: print "encoded" and wait for a line on stdin before writing."""
     names = TopicNames(kafka.topic_prefix)
     producer = make_producer(kafka, client_id="bench")
     await producer.start()
+    batches: list[tuple[str, int, Any]] = []
+    open_batches: dict[tuple[str, int], Any] = {}
+    for message in observations(count, offset=offset):
+        r = outgoing(names, message, source="/bench")
+        assert r.key is not None
+        where = (r.topic, partition_for(r.key.decode(), partitions))
+        batch = open_batches.get(where)
+        if (
+            batch is None
+            or batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers) is None
+        ):
+            batch = open_batches[where] = producer.create_batch()
+            batches.append((*where, batch))
+            batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers)
+    for _, _, batch in batches:
+        batch.close()
+    if on_cue:
+        print("encoded", flush=True)
+        await asyncio.to_thread(sys.stdin.readline)
     start = time.perf_counter()
     try:
-        pending = []
-        for message in observations(count, offset=offset):
-            r = outgoing(names, message, source="/bench")
-            pending.append(await producer.send(r.topic, r.value, key=r.key, headers=r.headers))
-            if len(pending) >= 5000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
+        sent = [await producer.send_batch(b, topic, partition=p) for topic, p, b in batches]
+        await asyncio.gather(*sent)
     finally:
         await producer.stop()
     return time.perf_counter() - start
@@ -110,13 +136,15 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--produce-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
         raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
     if args.produce_only:
         settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=args.prefix)
-        await produce(settings, args.events, 10_000_000)
+        took = await produce(settings, args.events, args.offset, args.partitions, on_cue=True)
+        print(f"written in {took:.2f} s", flush=True)
         return
     kafka = KafkaSettings(
         bootstrap=bootstrap,
@@ -124,8 +152,10 @@ async def main() -> None:
         job_partitions=args.partitions,
     )
     await ensure_topics(kafka, job_partitions=args.partitions)
-    took = await produce(kafka, args.events, 0)
-    print(f"wrote {args.events:,} observations in {took:.1f} s ({args.events / took:,.0f}/s)")
+    print(f"start: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    writer = await writer_process(kafka, args.events, 0, args.partitions)
+    await go(writer)
+    print(f"wrote {args.events:,} observations in {await finished(writer)}")
 
     base_rss = rss_mib()
     killer = Killer(kafka, KillerServiceSettings(group_id=f"bench-{uuid.uuid4().hex[:6]}"))
@@ -142,43 +172,90 @@ async def main() -> None:
         f"(before the killer {base_rss:.0f} MiB)"
     )
 
-    folded_before = sum(
+    # Written by another process, so the killer has this one's core to itself.
+    target = folded(killer) + args.events
+    writer = await writer_process(kafka, args.events, 10_000_000, args.partitions)
+    start = time.perf_counter()
+    await go(writer)
+    while folded(killer) < target:
+        await asyncio.sleep(0.01)
+    live = time.perf_counter() - start
+    wrote = await finished(writer)
+    print(
+        f"live: {args.events:,} observations written by another process in {wrote} (sends "
+        f"only, encoded before), folded and decided in {live:.2f} s "
+        f"({args.events / live:,.0f} events/s end to end, as they were written)"
+    )
+
+    consumer = killer._consumer
+    assert consumer is not None
+    tps = consumer.assignment()
+    consumer.pause(*tps)
+    target = folded(killer) + args.events
+    writer = await writer_process(kafka, args.events, 20_000_000, args.partitions)
+    await go(writer)
+    await finished(writer)
+    cpu0, start = time.process_time(), time.perf_counter()
+    consumer.resume(*tps)
+    while folded(killer) < target:
+        await asyncio.sleep(0.01)
+    drained, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    print(
+        f"backlog: {args.events:,} observations waiting in Kafka folded and decided in "
+        f"{drained:.2f} s ({args.events / drained:,.0f} events/s; CPU of the killer's "
+        f"process {cpu:.2f} s = {args.events / cpu:,.0f} events per CPU second)"
+    )
+    print(f"end: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    killer.stop()
+    await task
+
+
+def folded(killer: Killer) -> float:
+    return sum(
         s.value
         for m in killer.metrics.folded.collect()
         for s in m.samples
         if s.name.endswith("_total")
     )
-    # Written by another process, so the killer has this one's core to itself.
-    start = time.perf_counter()
-    producing = await asyncio.create_subprocess_exec(
+
+
+async def writer_process(
+    kafka: KafkaSettings, events: int, offset: int, partitions: int
+) -> asyncio.subprocess.Process:
+    """A process that encodes ``events`` observations and writes them on cue."""
+    writer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.bench_killer",
         "--produce-only",
         "--events",
-        str(args.events),
+        str(events),
+        "--offset",
+        str(offset),
+        "--partitions",
+        str(partitions),
         "--prefix",
-        kafka.topic_prefix,
+        str(kafka.topic_prefix),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
-    target = folded_before + args.events
-    while True:
-        folded = sum(
-            s.value
-            for m in killer.metrics.folded.collect()
-            for s in m.samples
-            if s.name.endswith("_total")
-        )
-        if folded >= target:
-            break
-        await asyncio.sleep(0.05)
-    live = time.perf_counter() - start
-    await producing.wait()
-    print(
-        f"live: {args.events:,} observations (written by another process) folded and decided "
-        f"in {live:.2f} s ({args.events / live:,.0f} events/s end to end)"
-    )
-    killer.stop()
-    await task
+    assert writer.stdout is not None
+    line = await writer.stdout.readline()
+    if line.strip() != b"encoded":
+        raise SystemExit(f"the writer process failed (exit {await writer.wait()})")
+    return writer
+
+
+async def go(writer: asyncio.subprocess.Process) -> None:
+    assert writer.stdin is not None
+    writer.stdin.write(b"go\n")
+    await writer.stdin.drain()
+
+
+async def finished(writer: asyncio.subprocess.Process) -> str:
+    """Wait for the writer; its "written in N s"."""
+    out, _ = await writer.communicate()
+    return out.decode().strip().removeprefix("written in ") or "?"
 
 
 if __name__ == "__main__":

@@ -14,11 +14,14 @@ from kubernetes_asyncio import client
 
 from schemas.commands import CommandIssued
 from schemas.events import KillStarted
+from schemas.observations import JobObserved
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
-from services.runtime.kafka import make_producer
+from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.kube import load_api_client
+from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
@@ -240,3 +243,49 @@ async def test_a_poison_record_is_dead_lettered_and_deciding_goes_on(
     await start_running_jobs(kube_api, namespace, ["after"])
     await kill_now(kube_api, namespace, ["after"])
     await eventually("a step for the next Job", services.commands)
+
+
+async def test_a_killer_says_ready_only_once_it_has_folded_the_backlog(
+    services: Services, topic_prefix: str
+) -> None:
+    """Readiness is what a rollout and the e2e harness wait for: it must not say
+    "deciding" while the partitions' producers are still starting (found by
+    bench_killer: ready after 1 s with nothing folded)."""
+    await ensure_topics(services.kafka, job_partitions=3)
+    backlog = 600
+    producer = make_producer(services.kafka, client_id="backlog")
+    await producer.start()
+    try:
+        sent = []
+        for i in range(backlog):
+            job = JobObserved(
+                change="added",
+                observed_at=datetime.now(UTC),
+                resource_version=str(i + 1),
+                uid=f"j-{i}",
+                namespace="team",
+                name=f"job-{i}",
+            )
+            record = outgoing(TopicNames(topic_prefix), job, source="/test")
+            sent.append(
+                await producer.send(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+    killer = Killer(services.kafka, KillerServiceSettings(group_id=services.group))
+    task = asyncio.create_task(killer.run())
+    services.tasks.append((killer, task))
+    deadline = asyncio.get_running_loop().time() + 60
+    while not killer.readiness()[0]:  # polled tightly, to catch a premature "ready"
+        assert not task.done(), "the killer stopped by itself"
+        assert asyncio.get_running_loop().time() < deadline, killer.readiness()
+        await asyncio.sleep(0.001)
+    folded = killer.registry.get_sample_value(
+        "jobreaper_killer_events_folded_total", {"topic": "k8s.objects"}
+    )
+    assert sorted(killer.partitions) == [0, 1, 2], killer.readiness()
+    assert folded == backlog, killer.readiness()
