@@ -3,9 +3,11 @@
     eval "$(uv run jobreaper stack env --name NAME)"     # a running local stack
     uv run python bench/bench_kill_latency.py [--jobs 1000] [--spread-from 60] [--spread-to 120]
 
-What runs: the real watcher, killer and executor, **in this process** (the e2e
-harness, ``tests/e2e/harness.py``: one asyncio loop, one core), on a fresh
-namespace and topic prefix of the given stack; kwok runs the pods.
+What runs: the real watcher, killer and executor on a fresh namespace and
+topic prefix of the given stack; kwok runs the pods. By default **in this
+process** (the e2e harness, ``tests/e2e/harness.py``: one asyncio loop, one
+core, the bench's own polling included); with ``--processes`` each service is
+its own process (``python -m services NAME run``), as deployed.
 
 1. ``--jobs`` Jobs of one pod each (kwok keeps them running) are created, and
    the script waits until every pod is Running and the watcher has published it;
@@ -15,7 +17,11 @@ namespace and topic prefix of the given stack; kwok runs the pods.
    ``kill.results`` and prints, per command, kill latency = ``applied_at -
    due_at`` (the issue's definition: from when the rule made the step due to
    when the executor's write returned): a histogram, p50/p90/p99/max, the
-   killer's part (``decided_at - due_at``), and steps applied per second.
+   killer's part (``decided_at - due_at``), and steps applied per second;
+4. where the rest went, from the executor's histograms: delivery (decision ->
+   the executor has the command: the killer's transaction and the Kafka
+   fetch), the API calls, and the executor's transactions (quantiles
+   interpolated within histogram buckets, as Prometheus does).
 
 Targets (issue #6): p50 < 200 ms, p99 < 1 s. Prints the machine load: the
 figures of a loaded machine are worse than the code.
@@ -28,20 +34,27 @@ import asyncio
 import os
 import resource
 import statistics
+import tempfile
 import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import aiohttp
 from kubernetes_asyncio import client
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import JobKilled
 from schemas.observations import PodObserved
 from schemas.requests import KillRequested
-from services.runtime.kafka import make_producer
+from services.demo.processes import ServiceProcess, wait_ready
+from services.killer.executor.service import Executor
+from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.messages import outgoing
-from services.stack.api import stack_from_env
-from tests.e2e.harness import System
+from services.stack.api import StackInfo, stack_from_env
+from tests.e2e.harness import PARTITIONS, System
 from tests.integration.helpers import job_manifest
 
 BUCKETS_MS = (25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
@@ -134,6 +147,9 @@ async def main() -> None:
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--spread-from", type=float, default=60.0, help="first kill_at, s ahead")
     parser.add_argument("--spread-to", type=float, default=120.0, help="last kill_at, s ahead")
+    parser.add_argument(
+        "--processes", action="store_true", help="run each service as its own process"
+    )
     args = parser.parse_args()
     stack = stack_from_env()
     if stack is None:
@@ -148,8 +164,13 @@ async def main() -> None:
         if (await core.list_namespaced_service_account(namespace)).items:
             break
         await asyncio.sleep(0.2)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-kill-latency-"))
+    services: list[ServiceProcess] = []
     try:
-        await system.start()
+        if args.processes:
+            services = await start_processes(system, stack, namespace, log_dir)
+        else:
+            await system.start()
         t0 = time.monotonic()
         await create_jobs(batch, namespace, args.jobs)
         print(f"{args.jobs} Jobs created in {time.monotonic() - t0:.1f} s; waiting for pods")
@@ -168,16 +189,26 @@ async def main() -> None:
             if killed >= args.jobs or time.monotonic() > deadline:
                 break
         cpu1 = resource.getrusage(resource.RUSAGE_SELF)
-        await report(
-            system, args.jobs, cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-        )
+        cpu_s = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        await report(system, args.jobs)
+        where = "the service processes" if services else "this process (all three)"
+        print(f"CPU of this process during the kills: {cpu_s:.1f} s; the services ran in {where}")
+        families = await executor_metrics(system, services)
+        print("where the latency went (executor histograms):")
+        for name, what in STAGES:
+            print(f"  {what:<46} {describe(quantiles(families, name))}")
+        print(f"end: {load()}")
     finally:
+        for service in reversed(services):
+            await service.stop()
         async with asyncio.timeout(30):
             await core.delete_namespace(namespace)
         await system.stop()  # closes the API clients, this one too
+        if services:
+            print(f"service logs: {log_dir}")
 
 
-async def report(system: System, jobs: int, cpu_s: float) -> None:
+async def report(system: System, jobs: int) -> None:
     commands = {c.command_id: c for c in await system.commands()}
     results = [r for r in await system.results() if r.command_id in commands]
     latency_ms = [
@@ -208,8 +239,99 @@ async def report(system: System, jobs: int, cpu_s: float) -> None:
         f"average, busiest second {max(per_second.values())}; JobKilled "
         f"{sum(isinstance(e, JobKilled) for e in await system.kill_events())}/{jobs}"
     )
-    print(f"CPU of this process (watcher+killer+executor) during the kills: {cpu_s:.1f} s")
-    print(f"end: {load()}")
+
+
+STAGES = (
+    ("jobreaper_executor_command_delivery_seconds", "decided -> executor has it (Kafka)"),
+    ("jobreaper_executor_apply_seconds", "API calls (GET + write)"),
+    ("jobreaper_executor_commit_seconds", "executor transaction (per batch)"),
+)
+
+
+async def start_processes(
+    system: System, stack: StackInfo, namespace: str, log_dir: Path
+) -> list[ServiceProcess]:
+    """Watcher, killer and executor as processes on the harness's topics and config."""
+    await ensure_topics(system.kafka, job_partitions=PARTITIONS)
+    await system.configure()
+    env = {
+        **stack.env(),
+        "JOBREAPER_KAFKA_TOPIC_PREFIX": system.prefix,
+        "JOBREAPER_KAFKA_JOB_PARTITIONS": str(PARTITIONS),
+        "JOBREAPER_LOG_FORMAT": "json",
+        # Groups of their own: other runs on the same stack must not join them.
+        "JOBREAPER_KILLER_GROUP_ID": f"killer-{system.run_id}",
+        "JOBREAPER_EXECUTOR_GROUP_ID": f"executor-{system.run_id}",
+        "JOBREAPER_EXECUTOR_TRANSACTIONAL_ID_PREFIX": f"executor-{system.run_id}",
+    }
+    watcher_env = {
+        **env,
+        "JOBREAPER_WATCHER_NAMESPACES": namespace,
+        "JOBREAPER_WATCHER_LEASE_NAMESPACE": namespace,
+    }
+    services = [
+        ServiceProcess.jobreaper("watcher", watcher_env, log_dir),
+        ServiceProcess.jobreaper("killer", env, log_dir),
+        ServiceProcess.jobreaper("executor", env, log_dir),
+    ]
+    for service in services:
+        service.start()
+    try:
+        await wait_ready(services, timeout_s=120)
+    except RuntimeError:
+        for service in services:
+            await service.stop()
+        raise
+    print(f"watcher, killer, executor ready as processes (logs in {log_dir})")
+    return services
+
+
+async def executor_metrics(system: System, services: list[ServiceProcess]) -> list[Metric]:
+    """The executor's metric families: scraped from its process, or its registry."""
+    for service in services:
+        if service.name == "executor":
+            url = f"http://127.0.0.1:{service.http_port}/metrics"
+            async with aiohttp.ClientSession() as http, http.get(url) as response:
+                return list(text_string_to_metric_families(await response.text()))
+    executor = system.service(Executor)
+    return list(executor.registry.collect())
+
+
+def quantiles(families: list[Metric], name: str) -> dict[float, float] | None:
+    """p50/p90/p99 of a histogram (all label sets summed), interpolated in buckets."""
+    cumulative: dict[float, float] = {}
+    for family in families:
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])
+                cumulative[bound] = cumulative.get(bound, 0.0) + sample.value
+    bounds = sorted(cumulative)
+    if not bounds or cumulative[bounds[-1]] == 0:
+        return None
+    total = cumulative[bounds[-1]]
+    out: dict[float, float] = {}
+    for q in (0.5, 0.9, 0.99):
+        rank, low, below = q * total, 0.0, 0.0
+        for bound in bounds:
+            if cumulative[bound] >= rank:
+                if bound == float("inf"):
+                    out[q] = low  # beyond the last bucket: its lower bound
+                else:
+                    share = (rank - below) / max(cumulative[bound] - below, 1e-9)
+                    out[q] = low + (bound - low) * share
+                break
+            low, below = bound, cumulative[bound]
+    out[-1.0] = total
+    return out
+
+
+def describe(found: dict[float, float] | None) -> str:
+    if found is None:
+        return "no samples"
+    return (
+        f"p50 {found[0.5] * 1000:.0f} ms, p90 {found[0.9] * 1000:.0f} ms, "
+        f"p99 {found[0.99] * 1000:.0f} ms (n={found[-1.0]:.0f})"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
@@ -28,6 +28,8 @@ from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, messages, pod_writes
 
 PARTITIONS = 3
+
+T = TypeVar("T")
 
 
 def rfc3339(at: datetime) -> str:
@@ -89,6 +91,13 @@ class System:
                 ),
             )
         )
+
+    def service(self, kind: type[T]) -> T:
+        """The running service of this type (the first one started)."""
+        for service, _ in self._running:
+            if isinstance(service, kind):
+                return service
+        raise LookupError(f"no {kind.__name__} running")
 
     async def _launch(self, service: Any) -> None:
         task = asyncio.create_task(service.run())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-KILL_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+KILL_LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900)
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60)
 
 
 class ExecutorMetrics:
@@ -26,6 +27,28 @@ class ExecutorMetrics:
             "applied_at - due_at of each command: the kill latency",
             ["step"],
             buckets=KILL_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        # Where kill latency goes (docs/executor.md "Kill latency"): delivery, then
+        # waiting for the partition's previous batch, then the API calls.
+        self.delivery = Histogram(
+            "jobreaper_executor_command_delivery_seconds",
+            "From the killer's decision (decided_at) to this executor receiving the command: "
+            "the killer's transaction and the Kafka fetch (redeliveries after a restart too)",
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.apply_seconds = Histogram(
+            "jobreaper_executor_apply_seconds",
+            "From starting a command to its deciding answer: its API calls and retries",
+            ["step"],
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "jobreaper_executor_commit_seconds",
+            "One batch's Kafka transaction: results, dead letters and the offset",
+            buckets=STAGE_BUCKETS,
             registry=registry,
         )
         self.api_retries = Counter(

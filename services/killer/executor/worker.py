@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -156,7 +158,8 @@ class PartitionWorker:
         self.on_result = on_result
         self.caught_up = False
         self.applied = 0
-        self._pending: collections.deque[Record] = collections.deque()
+        self._pending: collections.deque[tuple[Record, datetime]] = collections.deque()
+        """Records waiting for a batch, with when they were received."""
         self._wakeup = asyncio.Event()
         self._busy = False
         self.stopping = asyncio.Event()
@@ -167,7 +170,8 @@ class PartitionWorker:
     def submit(self, records: Sequence[Record]) -> None:
         if self.stopping.is_set():
             return
-        self._pending.extend(r for r in records if r.offset >= self.next_offset)
+        received = self.applier.now()
+        self._pending.extend((r, received) for r in records if r.offset >= self.next_offset)
         self._wakeup.set()
 
     @property
@@ -209,12 +213,15 @@ class PartitionWorker:
             ]
             self._busy = True
             try:
-                await self._process(batch)
+                await self._process([r for r, _ in batch], [at for _, at in batch])
             finally:
                 self._busy = False
 
-    async def _process(self, records: list[Record]) -> None:
+    async def _process(self, records: list[Record], received: list[datetime]) -> None:
         decoded = sort_out(records, self.names, self.seen, self.metrics)
+        for index, command in decoded.commands:
+            delivery = (received[index] - command.decided_at).total_seconds()
+            self.metrics.delivery.observe(max(0.0, delivery))
         results = await self._apply_all(decoded.commands)
         # Commit up to the first abandoned command: everything before it is decided.
         cut = len(records)
@@ -268,8 +275,11 @@ class PartitionWorker:
                 try:
                     async with slots:
                         crash_point("executor.before-apply")
-                        results[index] = await self.applier.apply(command, self.stopping)
+                        started = self.applier.now()
+                        result = results[index] = await self.applier.apply(command, self.stopping)
                         crash_point("executor.after-apply")
+                    took = (result.applied_at - started).total_seconds()
+                    self.metrics.apply_seconds.labels(command.step).observe(max(0.0, took))
                 except Abandoned:
                     for later, _ in queue[position:]:
                         results[later] = None
@@ -289,6 +299,7 @@ class PartitionWorker:
 
     async def _commit(self, records: list[OutgoingRecord], commit_to: int) -> None:
         futures: list[asyncio.Future[Any]] = []
+        began = time.monotonic()
         try:
             async with self.producer.transaction():
                 for r in records:
@@ -308,6 +319,7 @@ class PartitionWorker:
             # Retrieve every send's outcome, so none is left unobserved after a failure.
             await asyncio.gather(*futures, return_exceptions=True)
         self.metrics.transactions.labels("committed").inc()
+        self.metrics.commit_seconds.observe(time.monotonic() - began)
 
     def _account(self, command: CommandIssued, result: Result) -> None:
         self.applied += 1

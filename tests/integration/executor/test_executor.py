@@ -704,6 +704,10 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
     )
     assert not any(k.startswith("jobreaper_executor_writes_total{") for k in samples)
     assert samples['jobreaper_executor_kill_latency_seconds_count{step="delete"}'] == 6
+    # Where the latency went, per command applied (redelivered ones included).
+    assert samples["jobreaper_executor_command_delivery_seconds_count"] == 12
+    assert samples['jobreaper_executor_apply_seconds_count{step="delete"}'] == 6
+    assert samples["jobreaper_executor_commit_seconds_count"] >= 1
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
