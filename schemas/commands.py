@@ -63,6 +63,13 @@ class CommandIssued(Message):
     pod_name: str
     pod_uid: str
     """The UID precondition: the command applies to this pod object only."""
+    pod_resource_version: str | None = None
+    """The pod's resourceVersion in the killer's newest observation of it, on
+    ``set-active-deadline`` commands. The executor writes with it as a
+    precondition without reading the pod first (one API call); if the pod changed
+    since, the write is refused and the executor reads the pod and decides from
+    what is there. ``None`` (the deletions, whose pods change in ways the watcher
+    does not publish): read first."""
     active_deadline_seconds: PositiveInt | None = None
     """For ``set-active-deadline``: the new ``spec.activeDeadlineSeconds`` (only ever lowered)."""
     grace_period_seconds: NonNegativeInt | None = None

@@ -484,6 +484,10 @@ def _step(
     cid = command_id(job_uid, pod.uid, step, attempt)
     ads = active_deadline_value(pod, ctx.now_us) if idx == ADS else None
     grace = 0 if idx == FORCE else None
+    # The executor writes the first step unread, conditional on this version: a pod
+    # killed on time is usually as we last saw it. Deletions follow pods whose status
+    # changes in ways the watcher does not publish (a lost node's pods are marked not
+    # ready, an unschedulable pod's conditions): for them it reads first.
     due_at = from_us(due_us)
     version = eff.version
     ctx.commands.append(
@@ -495,6 +499,7 @@ def _step(
             job_uid=job_uid,
             pod_name=pod.name,
             pod_uid=pod.uid,
+            pod_resource_version=str(pod.rv) if idx == ADS and pod.rv >= 0 else None,
             active_deadline_seconds=ads,
             grace_period_seconds=grace,
             trigger=_trigger(trigger),

@@ -4,7 +4,10 @@ The mapping is pure (:func:`plan`, :func:`classify`, :func:`parse_pod`); the
 loop (:class:`Applier`) does the calls through an injected transport, clock
 and sleep, so every path is unit-tested without an API server.
 
-Each command starts with a GET of the pod. That read is what makes a
+A command carrying the pod's resourceVersion as the killer last saw it is
+first written without a read, conditional on that version and the uid: one
+call when the pod is unchanged. Refused (it changed since), or without a
+version, the command is decided on a GET of the pod. That read is what makes a
 redelivered command (a crash between the API call and the Kafka commit)
 harmless: if its effect is already there, no second write is sent.
 
@@ -36,6 +39,7 @@ harmless: if its effect is already there, no second write is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -324,43 +328,64 @@ class Applier:
             await self.sleep(stopping, delay)
             return None
 
+        # First, unless the killer did not know it, write without reading: its view
+        # of the pod (uid and resourceVersion) is the precondition. Accepted: the pod
+        # was exactly as the killer saw it, so the step was needed (one call).
+        # Refused (it changed since): read it and decide from what is there.
+        believed = (
+            PodView(uid=command.pod_uid, resource_version=command.pod_resource_version)
+            if command.pod_resource_version is not None
+            else None
+        )
         while True:
-            got = await call("GET", read, None, JSON)
-            verdict = classify(got.status, step=step, write=False)
-            if verdict == "retry":
-                if (gave_up := await wait_or_give_up(got)) is not None:
-                    return gave_up
-                continue
-            if verdict == "gone":
-                return done("gone", got, f"pod {command.namespace}/{command.pod_name} not found")
-            if verdict == "forbidden":
-                return done("forbidden", got, f"get pods denied: {got.message}")
-            if verdict != "ok":
-                return done("failed", got, f"reading the pod: {describe(got)}")
-            try:
-                pod = parse_pod(got.body)
-            except BadPod as exc:
-                return done("failed", got, str(exc))
-            if pod.uid != command.pod_uid:
-                return done(
-                    "uid-mismatch",
-                    got,
-                    f"pod {command.namespace}/{command.pod_name} is now uid {pod.uid}, "
-                    f"not {command.pod_uid}: not touched",
-                )
+            unread = believed is not None
+            if believed is not None:
+                pod, believed = believed, None
+            else:
+                got = await call("GET", read, None, JSON)
+                verdict = classify(got.status, step=step, write=False)
+                if verdict == "retry":
+                    if (gave_up := await wait_or_give_up(got)) is not None:
+                        return gave_up
+                    continue
+                if verdict == "gone":
+                    return done(
+                        "gone", got, f"pod {command.namespace}/{command.pod_name} not found"
+                    )
+                if verdict == "forbidden":
+                    return done("forbidden", got, f"get pods denied: {got.message}")
+                if verdict != "ok":
+                    return done("failed", got, f"reading the pod: {describe(got)}")
+                try:
+                    pod = parse_pod(got.body)
+                except BadPod as exc:
+                    return done("failed", got, str(exc))
+                if pod.uid != command.pod_uid:
+                    return done(
+                        "uid-mismatch",
+                        got,
+                        f"pod {command.namespace}/{command.pod_name} is now uid {pod.uid}, "
+                        f"not {command.pod_uid}: not touched",
+                    )
             action = plan(command, pod)
             if isinstance(action, AlreadyDone):
                 return done("applied", got, action.message)
             answer = await call(action.verb, action.path, action.body, action.content_type)
             verdict = classify(answer.status, step=step, write=True)
             if verdict == "ok":
+                if unread:  # the pod as written, for its Job's uid (a Status: keep ours)
+                    with contextlib.suppress(BadPod):
+                        pod = parse_pod(answer.body)
                 return done("applied", answer, applied_message(command), wrote=True)
             if verdict == "retry":
                 if (gave_up := await wait_or_give_up(answer)) is not None:
                     return gave_up
                 continue  # from the GET: a write whose answer was lost may have landed
             if verdict == "recheck":
-                rechecks += 1
+                # The unread write's refusal is expected (the pod changed since the
+                # killer saw it): not counted against the rechecks of read writes.
+                if not unread:
+                    rechecks += 1
                 if rechecks > self.max_rechecks:
                     return done("failed", answer, f"refused: {describe(answer)}")
                 continue

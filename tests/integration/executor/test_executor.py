@@ -49,6 +49,7 @@ from tests.integration.helpers import (
     job_manifest,
     messages,
     pod_writes,
+    publish,
     read_topic,
 )
 
@@ -155,19 +156,6 @@ def make_command(
     )
 
 
-async def produce(kafka: KafkaSettings, *commands: CommandIssued) -> None:
-    producer = make_producer(kafka, client_id="test-killer")
-    await producer.start()
-    try:
-        for cmd in commands:
-            record = outgoing(TopicNames(kafka.topic_prefix), cmd, source="/test/killer")
-            await producer.send_and_wait(
-                record.topic, record.value, key=record.key, headers=record.headers
-            )
-    finally:
-        await producer.stop()
-
-
 async def produce_raw(
     kafka: KafkaSettings, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
 ) -> None:
@@ -216,7 +204,7 @@ IGNORE_DEADLINE = {"jobreaper.test/ignore-deadline": "true"}
 
 async def apply(kafka: KafkaSettings, command: CommandIssued) -> CommandApplied:
     """Send one command and wait for its result."""
-    await produce(kafka, command)
+    await publish(kafka, command)
     return (await wait_results(kafka, {command.command_id}))[command.command_id]
 
 
@@ -458,7 +446,7 @@ async def test_a_pod_recreated_under_the_same_name_is_not_touched(
         make_command("delete", namespace, "job", "reborn", old.metadata.uid),
         make_command("force-delete", namespace, "job", "reborn", old.metadata.uid, grace=0),
     ]
-    await produce(kafka, *stale)
+    await publish(kafka, *stale)
     got = await wait_results(kafka, {c.command_id for c in stale})
     assert {r.outcome for r in got.values()} == {"uid-mismatch"}
     p = await read_pod(kube_api, namespace, "reborn")
@@ -476,7 +464,7 @@ async def test_a_missing_pod_is_gone_without_a_write(
         make_command(step, namespace, "ghost", "ghost-x", str(uuid.uuid4()), value=1)
         for step in ("set-active-deadline", "delete", "force-delete")
     ]
-    await produce(kafka, *cmds)
+    await publish(kafka, *cmds)
     got = await wait_results(kafka, {c.command_id for c in cmds})
     assert {(r.outcome, r.http_status) for r in got.values()} == {("gone", 404)}
     await asyncio.sleep(1)
@@ -496,12 +484,12 @@ async def test_a_duplicate_command_id_is_applied_once_also_after_a_restart(
     [(pod, uid)] = await job_pods(kube_api, namespace, "dup", annotations=IGNORE_DEADLINE)
     cmd = make_command("set-active-deadline", namespace, "dup", pod, uid, value=5)
     first = await start_executor("e1")
-    await produce(kafka, cmd, cmd)  # the killer issued it twice
+    await publish(kafka, cmd, cmd)  # the killer issued it twice
     await wait_results(kafka, {cmd.command_id})
     await first.stop()
     # The killer restarts and issues it again; so does a fresh executor read it.
     marker = make_command("delete", namespace, "dup", "no-such-pod", str(uuid.uuid4()))
-    await produce(kafka, cmd, marker)
+    await publish(kafka, cmd, marker)
     await start_executor("e2")
     await wait_results(kafka, {marker.command_id})
     mine = [r for r in await results(kafka) if r.command_id == cmd.command_id]
@@ -529,7 +517,7 @@ async def test_poison_records_are_dead_lettered_and_processing_goes_on(
     record = outgoing(TopicNames(kafka.topic_prefix), wrong, source="/test")
     await produce_raw(kafka, key, record.value, record.headers)
     after = make_command("delete", namespace, "poisoned", "p", str(uuid.uuid4()))
-    await produce(kafka, after)
+    await publish(kafka, after)
     assert (await wait_results(kafka, {after.command_id}))[after.command_id].outcome == "gone"
     dead = await read_topic(stack.kafka_bootstrap, f"{kafka.topic_prefix}deadletter")
     reasons = sorted(dict(r.headers)[DEADLETTER_REASON_HEADER].decode() for r, _ in dead)
@@ -560,14 +548,14 @@ async def test_two_executors_share_the_partitions_and_apply_each_command_once(
         for r in range(3)
     ]
     a = await start_executor("a")
-    await produce(kafka, *rounds[0])
+    await publish(kafka, *rounds[0])
     b = await start_executor("b", wait_ready=False)  # a rebalance while commands flow
-    await produce(kafka, *rounds[1])
+    await publish(kafka, *rounds[1])
     await eventually("both ready", lambda: _both_ready(a, b))
     owned = [len(a.executor.workers), len(b.executor.workers)]
     assert sum(owned) == PARTITIONS and 0 not in owned
     await a.stop()  # b takes every partition over
-    await produce(kafka, *rounds[2])
+    await publish(kafka, *rounds[2])
     ids = {c.command_id for r in rounds for c in r}
     await wait_results(kafka, ids)
     counted: dict[str, int] = {}
@@ -662,7 +650,7 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
         for name, uid in await job_pods(kube_api, namespace, job, 3, annotations=annotations):
             step = "delete" if i % 2 else "set-active-deadline"
             commands.append(make_command(step, namespace, job, name, uid, value=7))
-    await produce(kafka, *commands)
+    await publish(kafka, *commands)
 
     # The first executor applies everything, then waits 20 s before committing: killed there.
     first = spawn("doomed", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="20").proc
@@ -742,7 +730,7 @@ async def test_a_fenced_zombie_commits_nothing(
             kube_api, namespace, "zombie", 4, annotations=IGNORE_DEADLINE
         )
     ]
-    await produce(kafka, *commands)
+    await publish(kafka, *commands)
     zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="5")
 
     async def all_written() -> bool:

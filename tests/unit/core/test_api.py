@@ -139,3 +139,16 @@ def test_a_pickled_state_decides_exactly_like_the_original() -> None:
     assert baseline
     for i in range(4):
         assert run(i) == baseline
+
+
+def test_a_command_carries_the_pods_newest_resource_version() -> None:
+    # The executor writes with it as the precondition, without reading first.
+    h = Harness()
+    h.feed(h.b.job(0, annotations={KILL_TIMESTAMP: iso(5)}), h.b.pod(0, rv="40"))
+    h.feed(h.b.pod(1, rv="41"), h.b.pod(2, rv="39"))  # the last one is stale: ignored
+    (command,) = h.decide(5).commands
+    assert (command.step, command.pod_resource_version) == ("set-active-deadline", "41")
+    # Deletions are read first: a pod that outlived its deadline, or sits on a lost
+    # node, changes in ways the killer does not see.
+    (later,) = h.decide(5 + 3600).commands
+    assert (later.step, later.pod_resource_version) == ("delete", None)

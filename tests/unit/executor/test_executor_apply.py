@@ -304,3 +304,63 @@ async def test_stop_during_backoff_abandons() -> None:
     with pytest.raises(Abandoned):
         await runner.apply(command(), stopping)
     assert len(api.calls) == 1
+
+
+# -- writing on the killer's view, without a read -------------------------------------------
+
+
+async def test_a_command_carrying_the_pods_version_is_one_write_conditional_on_it() -> None:
+    written = pod(resourceVersion="8")  # the API server answers with the pod as written
+    result, api, _ = await apply([written], pod_resource_version="7")
+    assert (result.outcome, result.attempts, result.wrote) == ("applied", 1, True)
+    assert [c.verb for c in api.calls] == ["DELETE"]
+    (write,) = api.writes
+    assert write.body["preconditions"] == {"uid": UID, "resourceVersion": "7"}
+    assert result.pod is not None and result.pod.job_uid == "job-uid"
+
+
+async def test_an_unread_patch_tests_the_killers_uid_and_version() -> None:
+    result, api, _ = await apply([OK], step="set-active-deadline", pod_resource_version="7")
+    assert (result.outcome, result.wrote) == ("applied", True)
+    (write,) = api.writes
+    assert write.body[:2] == [
+        {"op": "test", "path": "/metadata/uid", "value": UID},
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+    ]
+
+
+async def test_a_pod_changed_since_the_killer_saw_it_is_read_and_decided_afresh() -> None:
+    # Refused (409: another version); the read shows it terminating already.
+    terminating = pod(deletionTimestamp="2026-01-01T00:00:01Z", resourceVersion="9")
+    result, api, _ = await apply([CONFLICT, terminating], pod_resource_version="7")
+    assert (result.outcome, result.wrote, result.attempts) == ("applied", False, 2)
+    assert "no second delete" in result.message
+    # Refused, the read shows the same pod changed in other ways: written on that read.
+    result, api, _ = await apply([CONFLICT, pod(resourceVersion="9"), OK], pod_resource_version="7")
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert [w.body["preconditions"]["resourceVersion"] for w in api.writes] == ["7", "9"]
+
+
+async def test_an_unread_write_refused_for_another_pod_under_the_name_touches_nothing() -> None:
+    result, api, _ = await apply(
+        [INVALID, pod(uid=OTHER_UID)], step="set-active-deadline", pod_resource_version="7"
+    )
+    assert result.outcome == "uid-mismatch"
+    assert len(api.writes) == 1, "the refused write only"
+
+
+async def test_an_unread_write_whose_answer_was_lost_is_settled_by_a_read() -> None:
+    landed = pod(deletionTimestamp="2026-01-01T00:00:01Z", resourceVersion="8")
+    result, api, _ = await apply([NO_ANSWER, landed], pod_resource_version="7")
+    assert (result.outcome, result.wrote) == ("applied", False)
+    assert [c.verb for c in api.calls] == ["DELETE", "GET"]
+
+
+async def test_the_unread_refusal_does_not_use_up_the_rechecks() -> None:
+    result, api, _ = await apply(
+        [INVALID, pod(), INVALID, pod(), INVALID, pod(), OK],
+        step="set-active-deadline",
+        pod_resource_version="6",
+    )
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert len(api.writes) == 4
