@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from bench_killer import observations
-
+from bench.bench_killer import observations
 from services.runtime.memory import tune_gc
 from services.runtime.messages import CODEC
 
@@ -42,7 +42,7 @@ def main() -> None:
     size = sum(len(r.value) for r in records) / len(records)
 
     started = time.process_time()
-    decoded = []
+    decoded: list[Any] = []
     for record in records:
         message = CODEC.decode(record.headers, record.value).message
         if args.keep or not decoded:

@@ -112,7 +112,7 @@ class Workload:
                 ),
             )
         return PodObserved(
-            change=change,  # type: ignore[arg-type]
+            change=change,
             observed_at=at(t),
             resource_version=self._rv(),
             uid=f"pod-uid-{i:08d}-{k}-aaaaaaaaaaaaaaaa",
@@ -121,7 +121,7 @@ class Workload:
             job_name=f"batch-{i:08d}",
             job_uid=f"job-uid-{i:08d}",
             creation_timestamp=at(t),
-            phase=phase,  # type: ignore[arg-type]
+            phase=phase,
             node_name=node,
             start_time=None if start is None else at(start),
             containers=containers,
@@ -201,6 +201,7 @@ def throughput(n_events: int, batch: int, pods_per_job: int = 3) -> tuple[int, f
         state = evolve(state, ev)
         if (idx + 1) % batch == 0:
             now = getattr(ev, "observed_at", None) or getattr(ev, "requested_at", T0)
+            assert isinstance(now, datetime)
             d = decide(state, now)
             n_cmds += len(d.commands)
             n_kill_events += len(d.kill_events)

@@ -52,7 +52,9 @@ def generate(n_jobs: int, batch: int) -> Recorder:
     events = with_kill_requests(list(wl.jobs(n_jobs, 3, spacing=0.5)))
 
     def when(ev: object) -> datetime:
-        return getattr(ev, "observed_at", None) or ev.requested_at  # type: ignore[attr-defined]
+        at = getattr(ev, "observed_at", None) or getattr(ev, "requested_at", None)
+        assert isinstance(at, datetime)
+        return at
 
     events.sort(key=when)
     rec = Recorder()
@@ -65,7 +67,7 @@ def generate(n_jobs: int, batch: int) -> Recorder:
     )
     for i, ev in enumerate(events):
         now = when(ev)
-        rec.put(ev, now)  # type: ignore[arg-type]
+        rec.put(ev, now)
         if (i + 1) % batch == 0:
             decision = rec.step(now)
             for cmd in decision.commands:  # the executor's results

@@ -20,9 +20,10 @@ from kubernetes_asyncio import client
 
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
-from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
-from services.runtime.messages import CODEC
+from services.runtime.kafka import make_consumer, make_producer, read_to_end, topic_partitions
+from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
 from services.stack.testing import read_audit_events
 
@@ -177,3 +178,23 @@ async def service_account_kubeconfig(
         )
     )
     return path
+
+
+async def publish(kafka: KafkaSettings, *messages: Message, source: str = "/test") -> None:
+    """Write messages to their topics under ``kafka``'s prefix, keyed as services
+    key them, in order; returns once every one is acknowledged."""
+    names = TopicNames(kafka.topic_prefix)
+    producer = make_producer(kafka, client_id="test-publish")
+    await producer.start()
+    try:
+        sent = []
+        for message in messages:
+            record = outgoing(names, message, source=source)
+            sent.append(
+                await producer.send(
+                    record.topic, record.value, key=record.key, headers=record.headers
+                )
+            )
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()

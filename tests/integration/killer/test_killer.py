@@ -19,13 +19,11 @@ from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.kube import load_api_client
-from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
-from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
-from tests.integration.helpers import eventually, job_manifest, messages, read_topic
+from tests.integration.helpers import eventually, job_manifest, messages, publish, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -253,28 +251,18 @@ async def test_a_killer_says_ready_only_once_it_has_folded_the_backlog(
     bench_killer: ready after 1 s with nothing folded)."""
     await ensure_topics(services.kafka, job_partitions=3)
     backlog = 600
-    producer = make_producer(services.kafka, client_id="backlog")
-    await producer.start()
-    try:
-        sent = []
-        for i in range(backlog):
-            job = JobObserved(
-                change="added",
-                observed_at=datetime.now(UTC),
-                resource_version=str(i + 1),
-                uid=f"j-{i}",
-                namespace="team",
-                name=f"job-{i}",
-            )
-            record = outgoing(TopicNames(topic_prefix), job, source="/test")
-            sent.append(
-                await producer.send(
-                    record.topic, record.value, key=record.key, headers=record.headers
-                )
-            )
-        await asyncio.gather(*sent)
-    finally:
-        await producer.stop()
+    jobs = [
+        JobObserved(
+            change="added",
+            observed_at=datetime.now(UTC),
+            resource_version=str(i + 1),
+            uid=f"j-{i}",
+            namespace="team",
+            name=f"job-{i}",
+        )
+        for i in range(backlog)
+    ]
+    await publish(services.kafka, *jobs)
 
     killer = Killer(services.kafka, KillerServiceSettings(group_id=services.group))
     task = asyncio.create_task(killer.run())

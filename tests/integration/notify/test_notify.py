@@ -20,17 +20,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import ClientError, ClientSession, web
 
-from schemas.base import Message
 from schemas.commands import CommandApplied
 from schemas.events import ForceDeletionForbidden
 from services.notify.service import Notifier
 from services.notify.settings import NotifySettings
-from services.runtime.kafka import ensure_topics, make_producer
-from services.runtime.messages import outgoing
+from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, publish
 
 pytestmark = pytest.mark.stack
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -109,19 +106,6 @@ def result(pod: str, outcome: str, attempt: int = 1) -> CommandApplied:
             http_status=403 if outcome == "forbidden" else 500,
         )
     )
-
-
-async def publish(kafka: KafkaSettings, *messages: Message) -> None:
-    producer = make_producer(kafka, client_id="test-notify")
-    await producer.start()
-    try:
-        for message in messages:
-            record = outgoing(TopicNames(kafka.topic_prefix), message, source="/test")
-            await producer.send_and_wait(
-                record.topic, record.value, key=record.key, headers=record.headers
-            )
-    finally:
-        await producer.stop()
 
 
 async def running(
