@@ -2,6 +2,7 @@
 
     eval "$(uv run jobreaper stack env)"      # a running local stack
     uv run python bench/bench_executor.py [--pods 300] [--jobs 30] [--partitions 6] [--no-events]
+        [--read-first]
 
 1. Creates ``--pods`` running pods (kwok) in a fresh namespace, spread over
    ``--jobs`` Job keys (so over the partitions).
@@ -10,9 +11,10 @@
    when produced, and waits for every result on ``kill.results``.
 
 Prints the kill latency (``applied_at - due_at``, as the executor's histogram
-measures it) percentiles and the burst's throughput. Each command is a GET
-and a PATCH to kube-apiserver plus its share of one Kafka transaction per
-batch, and two Event creations in the background.
+measures it) percentiles and the burst's throughput. Each command carries
+the pod's resourceVersion (as the killer's do), so it is one PATCH written
+unread (``--read-first``: without it, a GET and a PATCH), plus its share of
+one Kafka transaction per batch, and two Event creations in the background.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import resource
 import statistics
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
@@ -60,18 +63,22 @@ async def create_pods(api: client.ApiClient, namespace: str, count: int) -> list
     return await asyncio.gather(*(one(i) for i in range(count)))
 
 
-async def wait_running(api: client.ApiClient, namespace: str, count: int) -> None:
+async def wait_running(api: client.ApiClient, namespace: str, count: int) -> dict[str, str]:
+    """Until ``count`` pods run; their resourceVersions by name (what the killer has
+    from the watcher when it decides)."""
     while True:
         raw = await request_json(api, "GET", f"/api/v1/namespaces/{namespace}/pods")
-        running = sum(
-            1 for p in orjson.loads(raw)["items"] if p["status"].get("phase") == "Running"
-        )
-        if running >= count:
-            return
+        running = {
+            p["metadata"]["name"]: p["metadata"]["resourceVersion"]
+            for p in orjson.loads(raw)["items"]
+            if p["status"].get("phase") == "Running"
+        }
+        if len(running) >= count:
+            return running
         await asyncio.sleep(0.5)
 
 
-async def main(pods: int, jobs: int, partitions: int, events: bool) -> None:
+async def main(pods: int, jobs: int, partitions: int, events: bool, read_first: bool) -> None:
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
     kafka = KafkaSettings(
         bootstrap=bootstrap,
@@ -93,6 +100,8 @@ async def main(pods: int, jobs: int, partitions: int, events: bool) -> None:
                 await asyncio.sleep(0.2)
         created = await create_pods(api, namespace, pods)
         await wait_running(api, namespace, pods)
+        await asyncio.sleep(2)  # kwok's last status writes settle
+        versions = await wait_running(api, namespace, pods)
         print(f"{pods} pods running in {namespace}")
 
         executor_api = await load_api_client(None)
@@ -114,6 +123,7 @@ async def main(pods: int, jobs: int, partitions: int, events: bool) -> None:
                 job_name=f"job-{i % jobs}",
                 pod_name=name,
                 pod_uid=uid,
+                pod_resource_version=None if read_first else versions[name],
                 active_deadline_seconds=3600,
                 trigger="Killed",
                 reason="Killed",
@@ -161,7 +171,8 @@ async def main(pods: int, jobs: int, partitions: int, events: bool) -> None:
         def pct(p: float) -> float:
             return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
 
-        print(f"outcomes: {outcomes}")
+        calls = Counter(r.attempts for r in results.values())
+        print(f"outcomes: {outcomes}; API calls per command: {dict(sorted(calls.items()))}")
         print(
             f"kill latency (applied_at - due_at) over {len(latencies)} commands due at once: "
             f"p50 {pct(0.5) * 1000:.0f} ms, p90 {pct(0.9) * 1000:.0f} ms, "
@@ -183,6 +194,11 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=30)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--no-events", action="store_true", help="no Kubernetes Events")
+    parser.add_argument(
+        "--read-first",
+        action="store_true",
+        help="commands without the pod's resourceVersion: the executor reads (GET) first",
+    )
     args = parser.parse_args()
     configure_logging("warning")
-    asyncio.run(main(args.pods, args.jobs, args.partitions, not args.no_events))
+    asyncio.run(main(args.pods, args.jobs, args.partitions, not args.no_events, args.read_first))
