@@ -73,7 +73,15 @@ from schemas.topics import (
     KILL_REQUESTS,
     KILL_RESULTS,
 )
-from services.killer.core import Decision, KillerState, decide, event_id, evolve, new_state
+from services.killer.core import (
+    Decision,
+    GlobalInputs,
+    KillerState,
+    decide,
+    event_id,
+    evolve,
+    new_state,
+)
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     DEADLETTER_SOURCE_HEADER,
@@ -184,8 +192,8 @@ class Killer:
         self.metrics = KillerMetrics(self.registry)
         self.source = f"/jobreaper/killer/{settings.identity}"
         self.partitions: dict[int, Partition] = {}
-        self.nodes: dict[str, NodeObserved] = {}
-        self.config: ConfigSnapshot | None = None
+        self.globals = GlobalInputs()
+        """Nodes and config, as new partition states are seeded with them."""
         self.global_positions: dict[tuple[str, int], int] = {}
         self.dead_lettered: set[str] = set()  # "topic/partition@offset" of poison records
         self.snapshots = (
@@ -201,6 +209,11 @@ class Killer:
         self._taking = 0
         self._global_ready = False
         self._stopping = asyncio.Event()
+
+    @property
+    def config(self) -> ConfigSnapshot | None:
+        """The newest configuration snapshot read."""
+        return self.globals.config
 
     # -- the service protocol -------------------------------------------------
 
@@ -368,10 +381,7 @@ class Killer:
         partition.rebuilt_from = _positions(self.global_positions)
         # As the live loop does: nodes and config are read whole; folding them again
         # into a loaded state is idempotent (newer versions win).
-        for node in self.nodes.values():
-            evolve(partition.state, node)
-        if self.config is not None:
-            evolve(partition.state, self.config)
+        self.globals.seed(partition.state)
         for topic, tp in zip(JOB_TOPICS, tps, strict=True):
             self._consumer.seek(tp, partition.positions[(topic, partition.number)])
         partition.backlog.clear()  # what it held is before the positions sought to
@@ -456,14 +466,10 @@ class Killer:
             record.offset + 1
         )
         message = self._decode(record)
-        if isinstance(message, NodeObserved):
-            self.nodes[message.name] = message
-        elif isinstance(message, ConfigSnapshot):
-            if self.config is not None and message.version <= self.config.version:
-                return  # compaction and replays can show an older snapshot again
-            self.config = message
-        else:
+        if not isinstance(message, NodeObserved | ConfigSnapshot):
             return
+        if not self.globals.fold(message):
+            return  # stale: an older config snapshot shown again by compaction, ...
         for partition in self.partitions.values():
             if partition.frozen:
                 partition.backlog.append(message)

@@ -17,7 +17,7 @@ from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.decisions import InputPosition
 from schemas.observations import NodeObserved
-from services.killer.core import KillerState, evolve, new_state
+from services.killer.core import GlobalInputs, KillerState, evolve, new_state
 
 from .history import GLOBAL_TOPICS, RANK, Rec, Stream, decode
 
@@ -56,27 +56,19 @@ class Folder:
     # -- the two ways a killer builds a state --------------------------------------
 
     def rebuild(self, rebuilt_from: Mapping[Key, int]) -> None:
-        """What the killer's ``_rebuild`` does: a new state holding the newest node
-        observation per node and the newest config below ``rebuilt_from`` (not their
-        history), then the Job-keyed topics again from offset 0."""
-        nodes: dict[str, NodeObserved] = {}
-        config: ConfigSnapshot | None = None
+        """What the killer's ``_rebuild`` does: a new state seeded with what the
+        killer remembers of the nodes and config below ``rebuilt_from`` (not their
+        whole history: see ``GlobalInputs``), then the Job-keyed topics again from
+        offset 0."""
+        remembered = GlobalInputs()
         globals_ = {k: s for k, s in self.streams.items() if k[0] in GLOBAL_TOPICS}
         start = dict.fromkeys(globals_, 0)
         for rec in self._merged(globals_, start, self._ends(globals_, start, rebuilt_from)):
             message = decode(rec)
-            if isinstance(message, NodeObserved):
-                nodes[message.name] = message  # the killer's dict: newest by arrival
-            elif isinstance(message, ConfigSnapshot) and (
-                config is None or message.version > config.version
-            ):
-                config = message
-        self.state = new_state()
-        for node in nodes.values():
-            evolve(self.state, node)
-        if config is not None:
-            evolve(self.state, config)
-        self.config = config
+            if isinstance(message, NodeObserved | ConfigSnapshot):
+                remembered.fold(message)  # in arrival order, as the killer did
+        self.state = remembered.seed(new_state())
+        self.config = remembered.config
         for key, stream in self.streams.items():
             if key[0] in GLOBAL_TOPICS:
                 self.cursor[key] = _index_of(stream, rebuilt_from.get(key, 0))

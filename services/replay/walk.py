@@ -4,9 +4,9 @@ compare each decision, byte for byte, with what the killer recorded.
 For each ``DecisionRecorded`` of partition *p*, in order:
 
 1. if it names a state (``state``) other than the previous decision's, the
-   killer had rebuilt: start a new state as the killer's rebuild did (newest node
-   observation per node and newest config below ``rebuilt_from``, then the
-   Job-keyed topics from offset 0);
+   killer had rebuilt: start a new state as the killer's rebuild did (seeded with
+   its memory of nodes and config below ``rebuilt_from``, ``GlobalInputs``, then
+   the Job-keyed topics from offset 0);
 2. fold every record not folded yet below the recorded input positions -
    including the killer's own past commands, results and kill events, as the live
    killer folded them back: the state is then the live state, and one diverging

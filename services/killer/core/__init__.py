@@ -3,7 +3,7 @@
 No I/O, no clock reads, imports only :mod:`schemas` and the standard library
 (an import-linter contract keeps it so)::
 
-    state = new_state()
+    state = new_state()                   # or GlobalInputs.seed(new_state())
     state = evolve(state, event)          # mutates and returns state
     decision = decide(state, now, config) # -> Decision(commands, kill_events, next_due_at)
 
@@ -41,17 +41,20 @@ after the rule unless a file is given)::
     stale / re-created / unknown    evolve._on_pod, _on_job       stale-*, recreated-*, tombstone-*
     JobKilled endings               decide.pod_end                endings-*
     determinism, replay             decide, evolve (own output)   test_properties (pure, replay)
+    rebuilt state = continuous one  seed.GlobalInputs             test_seed.py
 """
 
 from __future__ import annotations
 
 from .decide import Decision, KillEvent, command_id, decide, event_id
 from .evolve import Event, evolve
+from .seed import GlobalInputs
 from .state import KillerState, new_state
 
 __all__ = [
     "Decision",
     "Event",
+    "GlobalInputs",
     "KillEvent",
     "KillerState",
     "command_id",

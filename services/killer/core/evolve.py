@@ -428,23 +428,48 @@ def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> N
         mark_gen(state, ownerless, JOB_DIRTY)
 
 
-def _on_node(state: KillerState, ev: NodeObserved) -> None:
+def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
+    """Fold one observation into a node's state: ``None`` if it is stale (not newer
+    than what ``node`` holds; a deletion always is newer), else whether it began a
+    loss (the node was ready, or unknown, until this observation)."""
     rv = parse_rv(ev.resource_version)
+    if ev.change not in DELETED_CHANGES and rv >= 0 and rv <= node.rv:
+        return None
+    node.rv = rv
+    if ev.status != "ready" or ev.change in DELETED_CHANGES:
+        if node.lost_us is None:
+            node.lost_us = to_us(ev.observed_at)
+            return True
+    else:
+        node.lost_us = None
+    return False
+
+
+def _on_node(state: KillerState, ev: NodeObserved) -> None:
     node = state.nodes.get(ev.name)
     if node is None:
         node = state.nodes[_intern(ev.name)] = NodeState()
-    elif ev.change not in DELETED_CHANGES and rv >= 0 and rv <= node.rv:
-        return
-    node.rv = rv
-    lost = ev.status != "ready" or ev.change in DELETED_CHANGES
-    if lost and node.lost_us is None:
-        node.lost_us = to_us(ev.observed_at)
-        # Sorted: a set's order depends on object ids, and decisions must not.
-        on_node = sorted(state.node_pods.get(ev.name, ()), key=_pod_order)
-        for pod in on_node:
-            mark_pod(state, pod)
-    elif not lost:
-        node.lost_us = None
+    if fold_node(node, ev):
+        _mark_node_pods(state, ev.name)
+
+
+def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
+    """Set a node's state to ``folded``, what folding its whole history gives (see
+    ``seed.GlobalInputs``); its pods are re-examined if it holds a loss the state
+    did not know of."""
+    node = state.nodes.get(name)
+    if node is None:
+        node = state.nodes[_intern(name)] = NodeState()
+    began = folded.lost_us is not None and folded.lost_us != node.lost_us
+    node.lost_us, node.rv = folded.lost_us, folded.rv
+    if began:
+        _mark_node_pods(state, name)
+
+
+def _mark_node_pods(state: KillerState, name: str) -> None:
+    # Sorted: a set's order depends on object ids, and decisions must not.
+    for pod in sorted(state.node_pods.get(name, ()), key=_pod_order):
+        mark_pod(state, pod)
 
 
 def _pod_order(pod: PodState) -> tuple[str, str, str, str]:

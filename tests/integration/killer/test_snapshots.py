@@ -8,6 +8,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
-from schemas.base import Message
+from schemas.base import Message, job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
-from schemas.observations import ContainerSummary, JobObserved, PodObserved
+from schemas.observations import ContainerSummary, JobObserved, NodeObserved, PodObserved
 from schemas.requests import KillRequested
+from services.audit.history import partition_for
 from services.killer.core import decide
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
@@ -277,6 +279,74 @@ async def test_a_killer_restarted_from_snapshots_decides_what_a_full_replay_deci
     assert ladder(a) == ladder(b)
     ids = [c.command_id for c in a]
     assert len(ids) == len(set(ids)), "no command issued twice across the restart"
+
+
+def node(status: str, rv: int, observed_at: datetime, *taints: str) -> NodeObserved:
+    return NodeObserved(
+        change="modified",
+        observed_at=observed_at,
+        resource_version=str(rv),
+        name="kwok-node-0",
+        uid="node-0",
+        status=status,
+        taints=taints,
+    )
+
+
+async def test_a_killer_restarted_while_a_node_is_lost_dates_the_loss_from_its_start(
+    logs: tuple[Log, Log],
+) -> None:
+    """The node goes unreachable while no killer runs, and changes again (the node
+    controller's taint): both a killer loading a snapshot and one replaying the log
+    delete the pods on it from the loss's first observation, as a killer that had
+    watched it would; they once dated it from the newest observation."""
+    snap, full = logs
+    long_delete = CONFIG.model_copy(
+        update={"config": KillerConfig.model_validate({"deleteKillingTasksTimeoutSeconds": 600})}
+    )
+    history = [
+        long_delete,
+        node("ready", 1, BASE),
+        *job(0),
+        kill(0).model_copy(update={"requested_at": BASE}),
+    ]
+    for log in logs:
+        await log.write(history)
+    await snap.killer(snapshots=True, identity="snap-1")
+    await full.killer(snapshots=False, identity="full-1")
+    for log in logs:
+        firsts = await eventually(
+            "the first steps", partial(_at_least, log, "set-active-deadline", 2)
+        )
+        assert all(c.rule == "ladder.active-deadline" for c in firsts)
+    store = SnapshotStore(snap.snapshot_dir or Path(), snap.kafka.topic_prefix)
+
+    owner = partition_for(job_key(NS, "job-0"), PARTITIONS)
+
+    async def snapshotted() -> bool:
+        return bool(store.candidates(owner))
+
+    await eventually("a snapshot of job-0's partition", snapshotted)
+    await snap.stop()
+    await full.stop()
+
+    lost_at = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=4)
+    tail = [
+        node("unreachable", 2, lost_at),
+        node("unreachable", 3, lost_at + timedelta(seconds=2), "node.kubernetes.io/unreachable"),
+    ]
+    for log in logs:
+        await log.write(tail)
+    await snap.killer(snapshots=True, identity="snap-2")
+    await full.killer(snapshots=False, identity="full-2")
+    for log in logs:
+        deletes = await eventually("the deletions", partial(_at_least, log, "delete", 2))
+        assert [(c.rule, c.due_at) for c in deletes] == [("ladder.node-lost-delete", lost_at)] * 2
+
+
+async def _at_least(log: Log, step: str, count: int) -> list[CommandIssued] | None:
+    found = [c for c in await log.commands() if c.step == step]
+    return found if len(found) >= count else None
 
 
 def future_decisions(killer: Killer, now: datetime) -> list[Any]:

@@ -20,7 +20,7 @@ from schemas.config import ConfigSnapshot
 from schemas.decisions import DecisionRecorded, InputPosition
 from schemas.observations import NodeObserved
 from schemas.topics import KILL_DECISIONS
-from services.killer.core import Decision, decide, event_id, evolve, new_state
+from services.killer.core import Decision, GlobalInputs, decide, event_id, evolve, new_state
 from services.replay.history import GLOBAL_TOPICS, JOB_TOPICS, History, Rec
 from services.runtime.messages import CODEC
 
@@ -39,8 +39,7 @@ class Recorder:
         self.messages: dict[int, Any] = {}  # id(rec) -> the message as written
         self.cursor = 0  # next index of ``log`` to fold
         self.last_ms = 0
-        self.nodes: dict[str, NodeObserved] = {}
-        self.config: ConfigSnapshot | None = None
+        self.globals = GlobalInputs()
         self.positions: dict[tuple[str, int], int] = {}
         self.global_positions: dict[tuple[str, int], int] = {}
         self.epoch = 0
@@ -93,15 +92,8 @@ class Recorder:
         key = (rec.topic, rec.partition)
         if rec.topic in GLOBAL_TOPICS:
             self.global_positions[key] = rec.offset + 1
-            if isinstance(message, NodeObserved):
-                self.nodes[message.name] = message
-            elif isinstance(message, ConfigSnapshot):
-                if self.config is not None and message.version <= self.config.version:
-                    return
-                self.config = message
-            else:
-                return
-            evolve(self.state, message)
+            if isinstance(message, NodeObserved | ConfigSnapshot) and self.globals.fold(message):
+                evolve(self.state, message)
         elif rec.topic in JOB_TOPICS:
             self.positions[key] = rec.offset + 1
             if not isinstance(message, DecodeError):
@@ -109,19 +101,15 @@ class Recorder:
 
     def crash_and_rebuild(self) -> None:
         """The killer's ``_rebuild`` after a restart: it reads the global topics to
-        their end (keeping the newest node observation per node and the newest
-        config), then builds a new state from those and folds the Job topics from
+        their end (remembering them as ``GlobalInputs`` does), then builds a new
+        state seeded from those and folds the Job topics from
         offset 0. Records that arrived while it was down are folded then."""
         for rec in self.log[self.cursor :]:
             if rec.topic in GLOBAL_TOPICS:
                 self._fold(rec)  # into the old state, which is dropped right after
         self.epoch += 1
         self.rebuilt_from = _positions(self.global_positions)
-        self.state = new_state()
-        for node in self.nodes.values():
-            evolve(self.state, node)
-        if self.config is not None:
-            evolve(self.state, self.config)
+        self.state = self.globals.seed(new_state())
         self.positions = {(t, self.partition): 0 for t in JOB_TOPICS}
         for rec in self.log:
             if rec.topic in JOB_TOPICS:
@@ -138,7 +126,7 @@ class Recorder:
         record = DecisionRecorded(
             partition=self.partition,
             decided_at=now,
-            config_version=self.config.version if self.config is not None else 0,
+            config_version=config.version if (config := self.globals.config) else 0,
             inputs=_positions({**self.positions, **self.global_positions}),
             command_ids=tuple(c.command_id for c in decision.commands),
             event_ids=tuple(event_id(e) for e in decision.kill_events),

@@ -1,0 +1,114 @@
+"""``GlobalInputs``: a state seeded from what a killer remembers of the nodes and
+config topics holds what folding their whole history holds."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.observations import NodeObserved
+from services.killer.core import GlobalInputs, evolve, new_state
+from services.killer.core.state import KillerState, to_us
+
+from .harness import Harness, at, snapshot
+
+
+def node(t: float, status: str = "ready", rv: int = 0, *, name: str = "n1") -> NodeObserved:
+    return NodeObserved(
+        change="deleted" if status == "gone" else "modified",
+        observed_at=at(t),
+        resource_version=str(rv),
+        name=name,
+        uid=f"node-{name}",
+        status=status,
+    )
+
+
+def nodes_of(state: KillerState) -> dict[str, tuple[int | None, int]]:
+    return {name: (n.lost_us, n.rv) for name, n in state.nodes.items()}
+
+
+def seeded(*messages: NodeObserved) -> KillerState:
+    memory = GlobalInputs()
+    for message in messages:
+        memory.fold(message)
+    return memory.seed(new_state())
+
+
+def test_a_loss_is_dated_from_its_first_observation_not_the_newest() -> None:
+    # Ready goes Unknown at 5 s; the node controller's taint is a second change at 7 s.
+    state = seeded(node(0, rv=1), node(5, "unreachable", 2), node(7, "unreachable", 3))
+    assert nodes_of(state) == {"n1": (to_us(at(5)), 3)}
+
+
+def test_a_node_ready_again_starts_a_new_loss() -> None:
+    state = seeded(node(0, "not-ready", 1), node(3, "ready", 2), node(9, "not-ready", 4))
+    assert nodes_of(state)["n1"] == (to_us(at(9)), 4)
+    assert nodes_of(seeded(node(0, "not-ready", 1), node(3, "ready", 2)))["n1"] == (None, 2)
+
+
+def test_stale_observations_and_older_config_are_not_remembered() -> None:
+    memory = GlobalInputs()
+    assert memory.fold(node(0, "ready", 5))
+    assert not memory.fold(node(1, "unreachable", 4))  # an older resourceVersion
+    assert memory.fold(snapshot(2))
+    assert not memory.fold(snapshot(1))
+    state = memory.seed(new_state())
+    assert nodes_of(state) == {"n1": (None, 5)}
+    assert state.config is not None and state.config.version == 2
+
+
+def test_a_state_loaded_from_a_snapshot_takes_the_newer_node_state() -> None:
+    """A loaded state is seeded too: a loss it knew keeps its date, a newer version
+    is taken, and its pods are re-examined only for a loss it did not know."""
+    h = Harness()
+    h.feed(node(0, rv=1), h.b.job(0), h.b.pod(0, node="n1"))
+    h.decide(1)
+    assert not h.state.dirty
+    memory = GlobalInputs()
+    for message in (node(0, rv=1), node(5, "unreachable", 2), node(8, "unreachable", 3)):
+        memory.fold(message)
+    memory.seed(h.state)
+    assert nodes_of(h.state) == {"n1": (to_us(at(5)), 3)}
+    assert h.state.dirty, "a loss the loaded state did not know: its pods are re-examined"
+    h.decide(9)
+    assert not h.state.dirty
+    memory.fold(node(10, "unreachable", 4))
+    memory.seed(h.state)
+    assert nodes_of(h.state) == {"n1": (to_us(at(5)), 4)}
+    assert not h.state.dirty, "the same loss, a newer version: nothing to re-examine"
+
+
+_statuses = st.sampled_from(["ready", "ready", "not-ready", "unreachable", "gone"])
+_steps = st.lists(
+    st.tuples(st.sampled_from(["n1", "n2"]), _statuses, st.integers(-3, 3)),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(_steps, st.data())
+def test_a_seeded_state_equals_one_that_folded_the_whole_history(
+    steps: list[tuple[str, str, int]], data: st.DataObject
+) -> None:
+    """Any arrival order of node observations, resourceVersions going back now and
+    then (a relist, a re-published record): seeding at any point, then folding the
+    rest, ends where folding everything ends."""
+    rv = 10
+    history = []
+    for t, (name, status, jump) in enumerate(steps):
+        rv = max(rv + jump, 0)
+        history.append(node(t, status, rv, name=name))
+    cut = data.draw(st.integers(0, len(history)))
+    whole = new_state()
+    for message in history:
+        evolve(whole, message)
+    memory = GlobalInputs()
+    for message in history[:cut]:
+        memory.fold(message)
+    rebuilt = memory.seed(new_state())
+    for message in history[cut:]:
+        memory.fold(message)
+        evolve(rebuilt, message)
+    assert nodes_of(rebuilt) == nodes_of(whole)
+    assert nodes_of(memory.seed(new_state())) == nodes_of(whole)
