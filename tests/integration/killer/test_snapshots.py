@@ -26,6 +26,8 @@ from services.killer.core import decide
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.killer.snapshots import SnapshotStore, dump_state, load_state
+from services.replay.history import read_history
+from services.replay.report import render_replay, replay
 from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
@@ -279,6 +281,10 @@ async def test_a_killer_restarted_from_snapshots_decides_what_a_full_replay_deci
     assert ladder(a) == ladder(b)
     ids = [c.command_id for c in a]
     assert len(ids) == len(set(ids)), "no command issued twice across the restart"
+    await snap.stop()
+    report = replay(await read_history(snap.kafka))
+    assert report.divergences == [], render_replay(report)
+    assert report.total("commands") == len(ids)
 
 
 def node(status: str, rv: int, observed_at: datetime, *taints: str) -> NodeObserved:
@@ -342,6 +348,12 @@ async def test_a_killer_restarted_while_a_node_is_lost_dates_the_loss_from_its_s
     for log in logs:
         deletes = await eventually("the deletions", partial(_at_least, log, "delete", 2))
         assert [(c.rule, c.due_at) for c in deletes] == [("ladder.node-lost-delete", lost_at)] * 2
+    await snap.stop()
+    await full.stop()
+    for log in logs:  # and the log replays exactly, the loaded state's decisions too
+        report = replay(await read_history(log.kafka))
+        assert report.divergences == [], render_replay(report)
+        assert report.total("commands") == 4
 
 
 async def _at_least(log: Log, step: str, count: int) -> list[CommandIssued] | None:
