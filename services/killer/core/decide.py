@@ -58,6 +58,7 @@ from .state import (
     from_us,
     mark_gen,
     mark_pod,
+    pod_order,
     to_us,
 )
 from .triggers import (
@@ -272,7 +273,12 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
     started: list[PodState] = []
     already_done: list[PodState] | None = None
     steps: list[KillEvent] = []
-    pods = list(gen.pods) if full else dirty_pods
+    # By name (``gen.pods`` is kept so), not in folding order: a rebuilt state, which
+    # folds each topic in its own order, must issue what the continuous one did.
+    if full:
+        pods = list(gen.pods)
+    else:
+        pods = dirty_pods if len(dirty_pods) < 2 else sorted(dirty_pods, key=pod_order)
     for pod in pods:
         if pod.seen_us is None or pod.gen is not gen:
             continue  # a placeholder, or moved to another generation

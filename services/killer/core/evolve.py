@@ -59,6 +59,7 @@ from .state import (
     NodeState,
     PodState,
     Request,
+    add_pod,
     find_gen,
     mark_gen,
     mark_pod,
@@ -121,7 +122,7 @@ def _placeholder(
         key, ks = _key(state, namespace, job_name)
         gen = _gen(ks, key, job_uid or "")
         pod = state.pods[uid] = PodState(uid, name, gen)
-        gen.pods.append(pod)
+        add_pod(gen, pod)
     return pod
 
 
@@ -226,7 +227,7 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
         key, ks = _key(state, ev.namespace, ev.job_name)
         gen = _gen(ks, key, ev.job_uid or "")
         pod = state.pods[ev.uid] = PodState(ev.uid, ev.name, gen)
-        gen.pods.append(pod)
+        add_pod(gen, pod)
         if deleted:
             # Never seen alive: keep a tombstone so a stale event cannot revive it.
             pod.seen_us = pod.done_us = to_us(ev.observed_at)
@@ -247,7 +248,7 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
             if pod.seen_us is not None:
                 gen.alive -= 1
             gen = pod.gen = _gen(ks, gen.key, ev.job_uid)
-            gen.pods.append(pod)
+            add_pod(gen, pod)
             if pod.seen_us is not None:
                 gen.alive += 1
     if pod.seen_us is None:
@@ -259,6 +260,10 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
             return
         pod.seen_us = obs_us
         gen.alive += 1
+        if pod.k_us is not None and pod.kdue_us < obs_us:
+            # A placeholder whose kill was folded first (a rebuild's order): the kill
+            # became due for it when it was first seen, as ``decide`` reckons.
+            pod.kdue_us = obs_us
     pod.rv = rv
     if deleted:
         _set_gone(state, pod, to_us(ev.observed_at))
@@ -517,9 +522,9 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
 
 
 def _on_applied(state: KillerState, ev: CommandApplied) -> None:
-    pod = state.pods.get(ev.pod_uid)
-    if pod is None:
-        return
+    # A placeholder, as for our own commands: a rebuild folds each topic in its own
+    # order, and a result can come before the pod's observation and its command.
+    pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
     idx = STEP_INDEX[ev.step]
     cmds = pod.cmds
     if cmds is None:
@@ -565,10 +570,11 @@ def _on_started(state: KillerState, ev: KillStarted) -> None:
         if pod.ep is None:
             pod.ep = ep
             ep.open_count += 1
-            if pod.k_us is None:
-                pod.k_us = decided_us
-                seen = pod.seen_us
-                pod.kdue_us = due_us if seen is None or seen < due_us else seen
+            # K and the kill's due time are this event's, also over what one of the
+            # pod's commands suggested: a rebuild may fold a later command first.
+            pod.k_us = decided_us
+            seen = pod.seen_us
+            pod.kdue_us = due_us if seen is None or seen < due_us else seen
             mark_pod(state, pod)
     for ref in ev.already_done:
         pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ref.name, ref.uid)
@@ -591,9 +597,8 @@ def _on_killed(state: KillerState, ev: JobKilled) -> None:
 
 
 def _on_forbidden(state: KillerState, ev: ForceDeletionForbidden) -> None:
-    pod = state.pods.get(ev.pod_uid)
-    if pod is not None:
-        pod.forbidden_emitted = True
+    pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
+    pod.forbidden_emitted = True
 
 
 def _ignore(state: KillerState, ev: Any) -> None:

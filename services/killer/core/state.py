@@ -21,6 +21,7 @@ Nothing here reads a clock.
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -204,6 +205,8 @@ class JobGen:
     finished_reason: str = ""
     has_active: bool = False
     pods: list[PodState] = field(default_factory=list)
+    """Sorted by name and uid (``add_pod``): what ``decide`` iterates, and the order of
+    pods in kill events, must not depend on the order records were folded in."""
     """In first-seen order (deterministic)."""
     alive: int = 0
     """Observed pods of this generation not yet gone."""
@@ -273,6 +276,14 @@ class KillerState:
     """Cache: the last ``next_due_at`` handed out, as (microseconds, datetime)."""
     empty: tuple[int | None, object] | None = None
     """Cache: the last empty ``Decision``, keyed by its next due time."""
+
+
+def pod_order(pod: PodState) -> tuple[str, str]:
+    return (pod.name, pod.uid)
+
+
+def add_pod(gen: JobGen, pod: PodState) -> None:
+    insort(gen.pods, pod, key=pod_order)
 
 
 def find_gen(ks: KeyState, uid: str) -> JobGen | None:
