@@ -10,9 +10,12 @@ changed dirty for the next ``decide``. It never raises on odd input:
   final and always taken; nothing comes back from a deletion (tombstones);
 * a pod name re-used by a new uid means the old pod is gone (names are unique
   per namespace); a stale event about the older pod cannot displace the newer;
-* unknown objects in command results are ignored; our own commands and kill
-  events about pods not observed yet create *placeholders* that are never
-  acted on until observed.
+* our own commands, their results and kill events about pods not observed yet
+  create *placeholders* that are never acted on until observed: a rebuild
+  folds each topic in its own order, so a result can come before the pod's
+  first observation and its command (nothing may be lost for that);
+* the state does not depend on how the topics' records interleave, only on
+  each topic's own order (a property test checks it).
 """
 
 from __future__ import annotations
