@@ -28,6 +28,7 @@ from schemas.events import JobKilled
 from schemas.observations import (
     FORBID_FORCE_DELETION,
     ContainerSummary,
+    JobCondition,
     JobObserved,
     NodeObserved,
     PodObserved,
@@ -75,6 +76,9 @@ class SimJob:
     uid: str
     forbid: bool = False
     deleted: bool = False
+    suspended: bool = False
+    failed: bool = False
+    """The Job controller marked it ``FailureTarget`` (e.g. its own deadline)."""
     pods: list[SimPod] = field(default_factory=list)
 
 
@@ -154,6 +158,10 @@ class Sim:
                 annotations={FORBID_FORCE_DELETION: "true"} if j.forbid else {},
                 creation_timestamp=at(0),
                 start_time=at(0),
+                suspend=j.suspended,
+                conditions=(
+                    (JobCondition(type="FailureTarget", status="True"),) if j.failed else ()
+                ),
                 active=active,
             )
         )
@@ -354,6 +362,16 @@ class Sim:
             j = self.jobs[action[1] % len(self.jobs)]
             if not j.deleted:
                 j.deleted = True
+                self.observe_job(j)
+        elif kind == "suspend":  # or resume
+            j = self.jobs[action[1] % len(self.jobs)]
+            if not j.deleted:
+                j.suspended = not j.suspended
+                self.observe_job(j)
+        elif kind == "fail_job":
+            j = self.jobs[action[1] % len(self.jobs)]
+            if not j.deleted and not j.failed:
+                j.failed = True
                 self.observe_job(j)
         elif kind == "config":
             self.version += 1
