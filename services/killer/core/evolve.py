@@ -438,8 +438,8 @@ def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> N
 
 def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
     """Fold one observation into a node's state: ``None`` if it is stale (not newer
-    than what ``node`` holds; a deletion always is newer), else whether it began a
-    loss (the node was ready, or unknown, until this observation)."""
+    than what ``node`` holds; a deletion always is newer), else whether the node was
+    lost or found again by it (the pods on it must then be looked at again)."""
     rv = parse_rv(ev.resource_version)
     if ev.change not in DELETED_CHANGES and rv >= 0 and rv <= node.rv:
         return None
@@ -448,8 +448,10 @@ def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
         if node.lost_us is None:
             node.lost_us = to_us(ev.observed_at)
             return True
-    else:
+        return False
+    if node.lost_us is not None:
         node.lost_us = None
+        return True
     return False
 
 
@@ -463,14 +465,14 @@ def _on_node(state: KillerState, ev: NodeObserved) -> None:
 
 def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
     """Set a node's state to ``folded``, what folding its whole history gives (see
-    ``seed.GlobalInputs``); its pods are re-examined if it holds a loss the state
-    did not know of."""
+    ``seed.GlobalInputs``); its pods are re-examined if the node was lost or found
+    again since what the state knew."""
     node = state.nodes.get(name)
     if node is None:
         node = state.nodes[_intern(name)] = NodeState()
-    began = folded.lost_us is not None and folded.lost_us != node.lost_us
+    changed = folded.lost_us != node.lost_us
     node.lost_us, node.rv = folded.lost_us, folded.rv
-    if began:
+    if changed:
         _mark_node_pods(state, name)
 
 

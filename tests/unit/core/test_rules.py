@@ -544,6 +544,22 @@ CASES = [
         [J(0, **KILL_AT_0), P(0), N(0, status="gone"), D(1, [(DEL, "p1", R_LOST, 0)])],
     ),
     Case(
+        # Found by the rebuild property: a node found again must re-examine its pods
+        # at once (as a rebuilt state, which looks at every pod, does), not at the
+        # failed delete's retry.
+        "node-ready-again-re-examines-its-pods-at-once",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0),
+            D(0, [(DEL, "p1", R_LOST, 0)]),
+            R(0, "p1", DEL, "failed"),
+            D(0.2, []),  # the retry waits for its backoff
+            N(0.5, status="ready"),
+            D(0.5, [(AD, "p1", R_AD, 0)]),
+        ],
+    ),
+    Case(
         "node-ready-again-does-not-undo",
         [J(0, **KILL_AT_0), P(0), N(0), N(0.5, status="ready"), D(1, [(AD, "p1", R_AD, 0)])],
     ),

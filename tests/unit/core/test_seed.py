@@ -60,7 +60,8 @@ def test_stale_observations_and_older_config_are_not_remembered() -> None:
 
 def test_a_state_loaded_from_a_snapshot_takes_the_newer_node_state() -> None:
     """A loaded state is seeded too: a loss it knew keeps its date, a newer version
-    is taken, and its pods are re-examined only for a loss it did not know."""
+    is taken, and its pods are re-examined only when the node was lost or found again
+    since what the state knew."""
     h = Harness()
     h.feed(node(0, rv=1), h.b.job(0), h.b.pod(0, node="n1"))
     h.decide(1)
@@ -77,6 +78,10 @@ def test_a_state_loaded_from_a_snapshot_takes_the_newer_node_state() -> None:
     memory.seed(h.state)
     assert nodes_of(h.state) == {"n1": (to_us(at(5)), 4)}
     assert not h.state.dirty, "the same loss, a newer version: nothing to re-examine"
+    memory.fold(node(11, "ready", 5))
+    memory.seed(h.state)
+    assert nodes_of(h.state) == {"n1": (None, 5)}
+    assert h.state.dirty, "found again: its pods are re-examined"
 
 
 _statuses = st.sampled_from(["ready", "ready", "not-ready", "unreachable", "gone"])
