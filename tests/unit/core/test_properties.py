@@ -117,21 +117,28 @@ def test_replay_then_redecide_yields_nothing_new(script: tuple[Any, ...]) -> Non
 
 def rebuilt(log: list[Any], rng: random.Random) -> KillerState:
     """A state built as the killer's shell builds one after a restart or rebalance:
-    seeded from its memory of the nodes and config topics, then the Job-keyed
-    topics folded in whatever interleaving the consumer's fetches give (each
-    topic in its own order)."""
+    seeded from its memory of the nodes and config topics as far as it had read
+    them, then the Job-keyed topics, and the global records that arrive meanwhile,
+    folded in whatever interleaving the consumer's fetches give (each topic in its
+    own order)."""
     memory = GlobalInputs()
-    topics: dict[str, deque[Any]] = {}
-    for ev in log:
-        if ev.TOPIC in (K8S_NODES, CONFIG):
-            memory.fold(ev)
-        else:
-            topics.setdefault(ev.TOPIC, deque()).append(ev)
+    globals_ = [ev for ev in log if ev.TOPIC in (K8S_NODES, CONFIG)]
+    read = rng.randint(0, len(globals_))
+    for ev in globals_[:read]:
+        memory.fold(ev)
     state = memory.seed(new_state())
+    topics: dict[str, deque[Any]] = {}
+    for ev in globals_[read:]:
+        topics.setdefault(ev.TOPIC, deque()).append(ev)
+    for ev in log:
+        if ev.TOPIC not in (K8S_NODES, CONFIG):
+            topics.setdefault(ev.TOPIC, deque()).append(ev)
     queues = list(topics.values())
     while queues:
         queue = rng.choice(queues)
-        evolve(state, queue.popleft())
+        ev = queue.popleft()
+        if ev.TOPIC not in (K8S_NODES, CONFIG) or memory.fold(ev):
+            evolve(state, ev)  # a global record as the shell folds it: if news
         if not queue:
             queues.remove(queue)
     return state
