@@ -78,6 +78,7 @@ class SimJob:
     deleted: bool = False
     suspended: bool = False
     failed: bool = False
+    created: float = 0.0
     """The Job controller marked it ``FailureTarget`` (e.g. its own deadline)."""
     pods: list[SimPod] = field(default_factory=list)
 
@@ -156,8 +157,8 @@ class Sim:
                 namespace=NS,
                 name=j.name,
                 annotations={FORBID_FORCE_DELETION: "true"} if j.forbid else {},
-                creation_timestamp=at(0),
-                start_time=at(0),
+                creation_timestamp=at(j.created),
+                start_time=at(j.created),
                 suspend=j.suspended,
                 conditions=(
                     (JobCondition(type="FailureTarget", status="True"),) if j.failed else ()
@@ -368,6 +369,20 @@ class Sim:
             if not j.deleted:
                 j.suspended = not j.suspended
                 self.observe_job(j)
+        elif kind == "recreate_job":
+            # Deleted and created again under the same name (a new uid, new pods);
+            # the old pods are orphans, requests by name bind by time.
+            old = self.jobs[action[1] % len(self.jobs)]
+            if not old.deleted:
+                old.deleted = True
+                self.observe_job(old)
+            n = len(self.jobs)
+            j = SimJob(name=old.name, uid=f"{old.uid}-r{n}", forbid=old.forbid, created=self.now)
+            p = SimPod(name=f"{old.name}-r{n}", uid=f"pod-uid-r{n}", job=j, created=self.now)
+            j.pods.append(p)
+            self.jobs.append(j)
+            self.observe_job(j)
+            self.observe_pod(p)
         elif kind == "fail_job":
             j = self.jobs[action[1] % len(self.jobs)]
             if not j.deleted and not j.failed:

@@ -52,6 +52,7 @@ actions = st.one_of(
     st.tuples(st.just("delete_job"), st.integers(0, 2)),
     st.tuples(st.just("suspend"), st.integers(0, 2)),
     st.tuples(st.just("fail_job"), st.integers(0, 2)),
+    st.tuples(st.just("recreate_job"), st.integers(0, 2)),
     st.tuples(st.just("config"), st.integers(0, 5)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
     st.tuples(st.just("approach"), st.sampled_from([0.000001, 0.5])),
@@ -264,26 +265,28 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
 def test_every_pod_of_a_killed_job_ends_done(script: tuple[Any, ...]) -> None:
     sim = play(script)
     force_off = sim.config.force_delete_task_timeout_seconds == 0
-    # Every pod of a killed Job (the sim never adds pods after the start).
-    killed_jobs = {e.job_name for e in sim.events if isinstance(e, KillStarted)}
+    # Every pod of a killed Job.
+    killed_jobs = {(e.job_name, e.job_uid) for e in sim.events if isinstance(e, KillStarted)}
     for job in sim.jobs:
-        if job.name not in killed_jobs:
+        if (job.name, job.uid) not in killed_jobs:
             continue
         for pod in job.pods:
             _check_ends_done(sim, pod, force_off)
     # Every episode whose pods are all done was reported killed, exactly once.
-    killed = [(e.job_name, e.episode) for e in sim.events if isinstance(e, JobKilled)]
+    # (A Job re-created under the same name has its own episodes: keyed by uid too.)
+    killed = [(e.job_name, e.job_uid, e.episode) for e in sim.events if isinstance(e, JobKilled)]
     assert len(killed) == len(set(killed))
     for e in sim.events:
         if isinstance(e, KillStarted):
+            which = (e.job_name, e.job_uid, e.episode)
             pods = [
                 sim.pod_by_uid(ref.uid)
                 for s in sim.events
-                if isinstance(s, KillStarted) and (s.job_name, s.episode) == (e.job_name, e.episode)
+                if isinstance(s, KillStarted) and (s.job_name, s.job_uid, s.episode) == which
                 for ref in s.pods
             ]
             if all(p.done for p in pods):
-                assert (e.job_name, e.episode) in killed
+                assert which in killed
 
 
 def _check_ends_done(sim: Sim, pod: Any, force_off: bool) -> None:
