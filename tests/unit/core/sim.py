@@ -331,13 +331,14 @@ class Sim:
             if p.running and self.healthy(p):
                 p.phase, p.running = "Succeeded", False
                 self.observe_pod(p)
-        elif kind == "kill":
+        elif kind in ("kill", "kill_pinned"):
             j = self.jobs[action[1] % len(self.jobs)]
             self.feed(
                 KillRequested(
                     request_id=f"r{len(self.log)}",
                     namespace=NS,
                     job_name=j.name,
+                    job_uid=j.uid if kind == "kill_pinned" else None,
                     kill_at=at(self.now + action[2]),
                     requested_by="sim",
                     requested_at=at(self.now),

@@ -53,6 +53,7 @@ actions = st.one_of(
     st.tuples(st.just("suspend"), st.integers(0, 2)),
     st.tuples(st.just("fail_job"), st.integers(0, 2)),
     st.tuples(st.just("recreate_job"), st.integers(0, 2)),
+    st.tuples(st.just("kill_pinned"), st.integers(0, 4), st.sampled_from([0.0, 10.0])),
     st.tuples(st.just("config"), st.integers(0, 5)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
     st.tuples(st.just("approach"), st.sampled_from([0.000001, 0.5])),
