@@ -19,7 +19,7 @@ on, not just the newest record of each:
 The memory folds node observations with the core's own ``fold_node``, so a
 state seeded with :meth:`GlobalInputs.seed` holds exactly the node states that
 folding every observation in order gives (a property test checks it); the
-killer's shell, the replay and the what-if all build states this way.
+killer's shell and the replay's rebuilds build states this way.
 """
 
 from __future__ import annotations
