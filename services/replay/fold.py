@@ -48,7 +48,8 @@ class Folder:
         """Extra filter (the what-if folds only inputs); None: every message."""
         self.cursor: dict[Key, int] = dict.fromkeys(self.streams, 0)
         self.state: KillerState = new_state()
-        self.config: ConfigSnapshot | None = None
+        self.globals = GlobalInputs()
+        """What the killer remembers of the nodes and config topics so far."""
         self.last: Rec | None = None
         self.folded = 0
         self.undecodable = 0
@@ -68,7 +69,7 @@ class Folder:
             if isinstance(message, NodeObserved | ConfigSnapshot):
                 remembered.fold(message)  # in arrival order, as the killer did
         self.state = remembered.seed(new_state())
-        self.config = remembered.config
+        self.globals = remembered
         for key, stream in self.streams.items():
             if key[0] in GLOBAL_TOPICS:
                 self.cursor[key] = _index_of(stream, rebuilt_from.get(key, 0))
@@ -95,12 +96,11 @@ class Folder:
             self.undecodable += 1
             return
         if rec.topic in GLOBAL_TOPICS:
-            if isinstance(message, ConfigSnapshot):
-                if self.config is not None and message.version <= self.config.version:
-                    return  # compaction and replays can show an older snapshot again
-                self.config = message
-            elif not isinstance(message, NodeObserved):
+            if not isinstance(message, NodeObserved | ConfigSnapshot):
                 return
+            if not self.globals.fold(message) and isinstance(message, ConfigSnapshot):
+                return  # compaction and replays can show an older snapshot again
+            # (a stale node observation is folded and counted: evolve ignores it)
         if self.accept is not None and not self.accept(rec, message):
             return
         evolve(self.state, message)

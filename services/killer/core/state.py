@@ -207,7 +207,6 @@ class JobGen:
     pods: list[PodState] = field(default_factory=list)
     """Sorted by name and uid (``add_pod``): what ``decide`` iterates, and the order of
     pods in kill events, must not depend on the order records were folded in."""
-    """In first-seen order (deterministic)."""
     alive: int = 0
     """Observed pods of this generation not yet gone."""
     latch: Latch | None = None

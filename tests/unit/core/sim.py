@@ -78,8 +78,8 @@ class SimJob:
     deleted: bool = False
     suspended: bool = False
     failed: bool = False
-    created: float = 0.0
     """The Job controller marked it ``FailureTarget`` (e.g. its own deadline)."""
+    created: float = 0.0
     pods: list[SimPod] = field(default_factory=list)
 
 
