@@ -39,18 +39,6 @@ ContainerStateName = Literal["running", "waiting", "terminated"]
 NodeStatus = Literal["ready", "not-ready", "unreachable", "gone"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 
-ANNOTATION_PREFIX = "jobreaper.io/"
-"""Annotations (and labels) under this prefix are kept on observations."""
-
-KILL_TIMESTAMP = "jobreaper.io/kill-timestamp"
-"""Job annotation: RFC 3339 time at which to kill the Job (Furiko's ``spec.killTimestamp``)."""
-PENDING_TIMEOUT = "jobreaper.io/pending-timeout-seconds"
-"""Job annotation: pending timeout for the Job's pods, in seconds; ``0`` disables."""
-RUNNING_TIMEOUT = "jobreaper.io/running-timeout-seconds"
-"""Job annotation: running timeout for the Job's pods, in seconds (from the containers' start)."""
-FORBID_FORCE_DELETION = "jobreaper.io/forbid-force-deletion"
-"""Job or Pod annotation (or label): ``"true"`` forbids force deletion of the pod(s)."""
-
 
 class _Part(BaseModel):
     """A nested, immutable part of a message."""

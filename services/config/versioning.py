@@ -75,7 +75,7 @@ def parse_if_match(header: str | None) -> IfMatch | None:
         token = token.strip('"').strip()
         if token.startswith("v"):
             token = token[1:]
-        if not token.isdigit():
+        if not (token.isascii() and token.isdigit()) or len(token) > 18:
             raise BadIfMatch(
                 f'If-Match {header!r} names no version; send the ETag of GET /config, e.g. "7"'
             )

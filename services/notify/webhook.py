@@ -43,7 +43,7 @@ def retry_after_s(value: str | None, now: datetime | None = None) -> float | Non
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)

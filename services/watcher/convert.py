@@ -17,8 +17,8 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel
 
+from schemas.annotations import ANNOTATION_PREFIX
 from schemas.observations import (
-    ANNOTATION_PREFIX,
     Change,
     ContainerSummary,
     JobCondition,

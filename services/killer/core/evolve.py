@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
+from schemas.annotations import forbids_force_deletion, job_annotations
 from schemas.base import job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 from schemas.observations import (
     DELETED_CHANGES,
-    FORBID_FORCE_DELETION,
-    KILL_TIMESTAMP,
-    PENDING_TIMEOUT,
-    RUNNING_TIMEOUT,
     JobObserved,
     NodeObserved,
     PodObserved,
@@ -179,29 +175,6 @@ def _labels_changed(raw: dict[str, str], current: Mapping[str, str]) -> bool:
     return n != len(current)
 
 
-def _rfc3339_us(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        return None
-    return to_us(parsed)
-
-
-def _seconds(value: str | None) -> int | None:
-    if value is None:
-        return None
-    value = value.strip()
-    return int(value) if value.isdigit() else None
-
-
-def _true(value: str | None) -> bool:
-    return value is not None and value.strip().lower() == "true"
-
-
 # --- observations ---------------------------------------------------------------
 
 
@@ -223,8 +196,7 @@ def _first_sighting(state: KillerState, pod: PodState, rv: int, at_us: int) -> b
 def _on_pod(state: KillerState, ev: PodObserved) -> None:
     # The hot path of the killer: every pod event of the cluster comes through here.
     deleted = ev.change in DELETED_CHANGES
-    rv_text = ev.resource_version
-    rv = int(rv_text) if rv_text.isdigit() else -1
+    rv = parse_rv(ev.resource_version)
     pod = state.pods.get(ev.uid)
     if pod is None:
         key, ks = _key(state, ev.namespace, ev.job_name)
@@ -284,9 +256,7 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     pod.deletion_us = None if deletion is None else to_us(deletion)
     pod.ads = ev.active_deadline_seconds
     if ev.annotations or ev.labels:
-        pod.forbid = _true(ev.annotations.get(FORBID_FORCE_DELETION)) or _true(
-            ev.labels.get(FORBID_FORCE_DELETION)
-        )
+        pod.forbid = forbids_force_deletion(ev.annotations, ev.labels)[0]
     else:
         pod.forbid = False
     running = False
@@ -359,15 +329,15 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     # What the Job-level triggers read, before: a status-only update (counts moving)
     # that changes none of it needs no new decision.
     before = _trigger_facts(gen)
-    ann = ev.annotations
-    if ann:
-        gen.kill_ts_us = _rfc3339_us(ann.get(KILL_TIMESTAMP))
-        pending = _seconds(ann.get(PENDING_TIMEOUT))
-        running = _seconds(ann.get(RUNNING_TIMEOUT)) or None
-        forbid = _true(ann.get(FORBID_FORCE_DELETION))
-    else:
-        gen.kill_ts_us = pending = running = None
-        forbid = False
+    # Parsed at the edge, totally: an invalid value counts as absent (the watcher
+    # tells the user), except forbid-force-deletion, which an invalid value sets.
+    ann = job_annotations(ev.annotations)
+    gen.kill_ts_us = None if ann.kill_at is None else to_us(ann.kill_at)
+    pending, running, forbid = (
+        ann.pending_timeout_s,
+        ann.running_timeout_s,
+        ann.forbid_force_deletion,
+    )
     if (
         pending != gen.pending_override_s
         or running != gen.running_timeout_s

@@ -33,15 +33,35 @@ if TYPE_CHECKING:
 SECOND: Final = 1_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO: Final = timedelta(microseconds=1)
+_ZERO: Final = timedelta(0)
+_NAIVE_EPOCH: Final = datetime(1970, 1, 1)
 
 
 def to_us(value: datetime) -> int:
-    """An aware datetime as integer microseconds since the epoch (exact)."""
-    return (value - _EPOCH) // _MICRO
+    """An instant as integer microseconds since the epoch (exact). Total: an instant
+    near the ends of ``datetime``'s range with an offset (``0001-01-01T00:00:00+14:00``)
+    and a naive datetime (taken as UTC) convert too."""
+    try:
+        return (value - _EPOCH) // _MICRO
+    except (OverflowError, TypeError):
+        # The aware subtraction goes through UTC, which may lie outside datetime's
+        # range; a naive one cannot overflow (timedeltas reach 999,999,999 days).
+        offset = value.utcoffset() or _ZERO
+        return ((value.replace(tzinfo=None) - _NAIVE_EPOCH) - offset) // _MICRO
+
+
+MIN_US: Final = to_us(datetime.min.replace(tzinfo=UTC))
+MAX_US: Final = to_us(datetime.max.replace(tzinfo=UTC))
+"""The instants a ``datetime`` can hold; :func:`from_us` clamps to them."""
 
 
 def from_us(value: int) -> datetime:
-    """The inverse of :func:`to_us` (UTC)."""
+    """The inverse of :func:`to_us` (UTC), clamped to ``datetime``'s range: a time
+    past year 9999 (a deadline of 10^20 s) is as good as never, and must not raise."""
+    if value > MAX_US:
+        value = MAX_US
+    elif value < MIN_US:
+        value = MIN_US
     return _EPOCH + timedelta(microseconds=value)
 
 
@@ -51,9 +71,11 @@ def parse_rv(value: str) -> int:
     Kubernetes documents resource versions as opaque; in practice they are
     etcd revisions, so we compare them as integers when both are decimal. An
     event with a non-decimal version (or compared with one) is taken in
-    arrival order.
+    arrival order. ASCII digits only and at most 20 of them (etcd revisions are
+    int64): ``int()`` takes ``"١٢٣"`` and refuses ``"²"`` or 5,000 digits, which
+    ``str.isdigit`` all accept.
     """
-    return int(value) if value.isdigit() else -1
+    return int(value) if len(value) <= 20 and value.isdigit() and value.isascii() else -1
 
 
 # Pod phases, as small ints.

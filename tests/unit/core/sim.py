@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from schemas.annotations import FORBID_FORCE_DELETION
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import JobKilled
 from schemas.observations import (
-    FORBID_FORCE_DELETION,
     ContainerSummary,
     JobCondition,
     JobObserved,

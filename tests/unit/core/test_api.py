@@ -8,8 +8,8 @@ from datetime import datetime
 import pytest
 from pydantic import ValidationError
 
+from schemas.annotations import KILL_TIMESTAMP
 from schemas.config import KillerConfig, KillerSettings
-from schemas.observations import KILL_TIMESTAMP
 from services.killer.core import command_id, decide, new_state
 
 from .harness import Harness, at, iso, snapshot

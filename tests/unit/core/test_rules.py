@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from schemas.commands import CommandApplied, Outcome
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
-from schemas.observations import (
+from schemas.annotations import (
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
 )
+from schemas.commands import CommandApplied, Outcome
+from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from services.killer.core import Decision
 
 from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, snapshot
