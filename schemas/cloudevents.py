@@ -66,6 +66,13 @@ class InvalidPayload(DecodeError):
     kind = "invalid-payload"
 
 
+class WrongTopic(DecodeError):
+    """A valid message on a topic that is not its own (``Message.TOPIC``): a
+    ``CommandApplied`` written to ``kill.requests`` must not pass for the executor's."""
+
+    kind = "wrong-topic"
+
+
 @dataclass(frozen=True)
 class EncodedRecord:
     """A message as Kafka sees it; ``topic`` is the design name, unprefixed."""
@@ -140,8 +147,15 @@ class Codec:
             headers=headers,
         )
 
-    def decode(self, headers: Sequence[tuple[str, bytes]], value: bytes | None) -> Envelope:
-        """The envelope of a record, or a :class:`DecodeError` saying why not."""
+    def decode(
+        self, headers: Sequence[tuple[str, bytes]], value: bytes | None, topic: str | None = None
+    ) -> Envelope:
+        """The envelope of a record, or a :class:`DecodeError` saying why not.
+
+        ``topic``: the design name (without prefix) of the topic the record was read
+        from; a message of a type that belongs elsewhere is a :class:`WrongTopic`.
+        Every consumer passes it: each topic is a trust boundary (who may write it
+        is a Kafka ACL), and a type read from the wrong one is a forgery or a bug."""
         raw = dict(headers)  # the last of a repeated header wins
         try:
             # The fast path: every record a jobreaper producer writes.
@@ -160,12 +174,15 @@ class Codec:
         if not usual or not all(attrs.values()):
             attrs = self._checked_headers(raw)
         model = self._model_for(attrs["ce_type"])
+        if topic is not None and topic != model.TOPIC:
+            raise WrongTopic(f"{attrs['ce_type']} belongs on {model.TOPIC}, not on {topic}")
         try:
             time = datetime.fromisoformat(attrs["ce_time"])
-        except ValueError as exc:
-            raise MissingHeader(f"ce_time {attrs['ce_time']!r} is not RFC 3339") from exc
-        if time.tzinfo is None:
-            raise MissingHeader(f"ce_time {attrs['ce_time']!r} has no timezone")
+            if time.tzinfo is None:
+                raise MissingHeader(f"ce_time {attrs['ce_time']!r} has no timezone")
+            time = time.astimezone(UTC)  # 9999-12-31T23:59:59-14:00 overflows here
+        except (ValueError, OverflowError) as exc:
+            raise MissingHeader(f"ce_time {attrs['ce_time']!r} is not an RFC 3339 instant") from exc
         if value is None:
             raise BadJson("the record has no value")
         try:
@@ -189,7 +206,7 @@ class Codec:
             id=attrs["ce_id"],
             type=attrs["ce_type"],
             source=attrs["ce_source"],
-            time=time.astimezone(UTC),
+            time=time,
             message=message,
         )
 

@@ -71,7 +71,7 @@ async def follow(
 
 def _decode(record: ConsumerRecord[bytes, bytes], note: Callable[[str], None]) -> Envelope | None:
     try:
-        return CODEC.decode(record.headers, record.value)
+        return CODEC.decode(record.headers, record.value, KILL_EVENTS)
     except DecodeError as exc:
         note(f"skipped {record.topic}/{record.partition}@{record.offset}: {exc.reason}")
         return None

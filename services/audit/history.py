@@ -103,7 +103,7 @@ async def read_job_records(kafka: KafkaSettings, namespace: str, job: str) -> li
         if record.key != wanted and record.topic != decisions:
             return  # another Job's: skipped before decoding, which is most of the cost
         try:
-            envelope = CODEC.decode(record.headers, record.value)
+            envelope = CODEC.decode(record.headers, record.value, by_full[record.topic])
         except DecodeError:
             return  # poison records are the dead-letter topic's business, not history
         out.append(

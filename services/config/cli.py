@@ -363,7 +363,7 @@ def _read_snapshots(bootstrap: str | None, prefix: str | None) -> list[ConfigSna
 
     def keep(record: ConsumerRecord[bytes, bytes]) -> None:
         try:
-            message = CODEC.decode(record.headers, record.value).message
+            message = CODEC.decode(record.headers, record.value, CONFIG).message
         except DecodeError:
             return
         if isinstance(message, ConfigSnapshot):

@@ -203,7 +203,7 @@ class ConfigService:
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> ConfigSnapshot | None:
         try:
-            message = CODEC.decode(record.headers, record.value).message
+            message = CODEC.decode(record.headers, record.value, CONFIG).message
         except DecodeError as exc:
             log.warning("config.undecodable", offset=record.offset, reason=exc.reason)
             return None

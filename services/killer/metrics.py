@@ -31,6 +31,14 @@ class KillerMetrics:
             ["topic"],
             registry=registry,
         )
+        self.core_errors = Counter(
+            "jobreaper_killer_core_errors_total",
+            "Times the pure core raised (evolve: the record is dead-lettered and the "
+            "partition rebuilt without it; decide: the partition is rebuilt and held). "
+            "The core is total by design: anything here is a bug to report",
+            ["function"],
+            registry=registry,
+        )
         self.decide_lateness = Histogram(
             "jobreaper_killer_decide_lateness_seconds",
             "How late a command was decided after it became due (decided_at - due_at)",

@@ -132,7 +132,10 @@ class Partition:
     caught_up: bool = False
     dirty: bool = True
     next_due: datetime | None = None
-    must_rebuild: bool = False  # a rebuild failed (Kafka away): the loop retries it
+    must_rebuild: bool = False
+    """A rebuild failed (Kafka away), or the core raised on a record: the loop rebuilds."""
+    hold_until: float = 0.0
+    """``time.monotonic()`` before which nothing is decided (``decide`` raised)."""
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     """(design topic, partition) -> the next offset to fold: the input position
     a decision records, so that a replay folds exactly what this state holds."""
@@ -157,6 +160,11 @@ class Partition:
     )
     """What arrived while frozen, in arrival order, folded once thawed."""
     snapshotting: asyncio.Task[None] | None = None
+
+
+def _source(record: ConsumerRecord[bytes, bytes]) -> str:
+    """How a dead letter names the record it holds (and ``dead_lettered`` keeps it)."""
+    return f"{record.topic}/{record.partition}@{record.offset}"
 
 
 def _positions(positions: dict[tuple[str, int], int]) -> tuple[InputPosition, ...]:
@@ -456,7 +464,9 @@ class Killer:
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Any:
         try:
-            return CODEC.decode(record.headers, record.value).message
+            return CODEC.decode(
+                record.headers, record.value, self._topic_name(record.topic)
+            ).message
         except DecodeError as exc:
             self.metrics.undecodable.labels(self.names.strip(record.topic)).inc()
             return exc
@@ -474,8 +484,20 @@ class Killer:
             if partition.frozen:
                 partition.backlog.append(message)
                 continue
+            self._evolve_global(partition, message)
+
+    def _evolve_global(self, partition: Partition, message: NodeObserved | ConfigSnapshot) -> None:
+        """Fold a node or config record into one partition; if the core raises (see
+        ``_refuse``), rebuild the partition, which seeds it from ``self.globals``
+        without folding the record through ``evolve``."""
+        try:
             evolve(partition.state, message)
-            partition.dirty = True
+        except Exception:  # see _refuse
+            self.metrics.core_errors.labels("evolve").inc()
+            log.exception("killer.evolve_failed", partition=partition.number, message=repr(message))
+            partition.must_rebuild = True
+            partition.caught_up = False
+        partition.dirty = True
 
     async def _fold_all(self, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
         """Fold records in order; count them once per topic (a labelled counter per
@@ -485,15 +507,19 @@ class Killer:
             folded = self._fold(record)
             if isinstance(folded, DecodeError):
                 await self._dead_letter_once(record, folded.reason)
+            elif isinstance(folded, str):
+                await self._refuse(record, folded)
             elif folded:
                 topic = self._topic_name(record.topic)
                 counts[topic] = counts.get(topic, 0) + 1
         for topic, count in counts.items():
             self.metrics.folded.labels(topic).inc(count)
 
-    def _fold(self, record: ConsumerRecord[bytes, bytes]) -> bool | DecodeError:
+    def _fold(self, record: ConsumerRecord[bytes, bytes]) -> bool | DecodeError | str:
         """Fold one record of an owned partition: True if folded, False if not ours
-        (or held back while frozen), the error if it is poison (to dead-letter)."""
+        (or held back while frozen, or dead-lettered before), the error if it is
+        poison (to dead-letter), a reason if the core raised on it (to dead-letter, and
+        the partition's state, which the core left half-changed, to rebuild)."""
         partition = self.partitions.get(record.partition)
         if partition is None or partition.loading:
             return False  # revoked while the batch was in flight, or fetched before the seek
@@ -506,10 +532,17 @@ class Killer:
         if not partition.caught_up:
             crash_point("killer.rebuild")
         partition.positions[position] = record.offset + 1
+        if self.dead_lettered and _source(record) in self.dead_lettered:
+            return False  # a rebuild passing over what was refused before (by anyone)
         message = self._decode(record)
         if isinstance(message, DecodeError):
             return message
-        evolve(partition.state, message)
+        try:
+            evolve(partition.state, message)
+        except Exception as exc:  # see _refuse
+            self.metrics.core_errors.labels("evolve").inc()
+            log.exception("killer.evolve_failed", source=_source(record))
+            return f"core-error: evolve raised {type(exc).__name__}: {exc}"[:1000]
         partition.dirty = True
         partition.folded_since_snapshot += 1
         return True
@@ -521,9 +554,26 @@ class Killer:
             name = self._topic_names[full_name] = self.names.strip(full_name)
         return name
 
+    async def _refuse(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        """A record the core raised on. The core is total (its properties feed it
+        arbitrary values), so this is the last line of defence against a bug: the
+        record is dead-lettered and never folded again, by this instance or another
+        (rebuilds skip dead-lettered records), and the partition is rebuilt without it.
+        Without this, one record would stop its partition's killer, and every
+        restarted one, for the topic's retention."""
+        partition = self.partitions.get(record.partition)
+        try:
+            await self._dead_letter_once(record, reason)
+        except KafkaError as exc:  # still skipped here; another instance may fold it again
+            log.error("killer.dead_letter_failed", source=_source(record), error=str(exc))
+        self.dead_lettered.add(_source(record))
+        if partition is not None:
+            partition.must_rebuild = True
+            partition.caught_up = False
+
     async def _dead_letter_once(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
         partition = self.partitions.get(record.partition)
-        source = f"{record.topic}/{record.partition}@{record.offset}"
+        source = _source(record)
         if partition is not None and source not in self.dead_lettered:
             # Once, across rebuilds and instances.
             await self._dead_letter(partition, record, reason)
@@ -570,6 +620,7 @@ class Killer:
             for partition in list(self.partitions.values()):
                 if (
                     partition.caught_up
+                    and partition.hold_until <= time.monotonic()
                     and (
                         partition.dirty
                         or (partition.next_due is not None and partition.next_due <= now)
@@ -608,8 +659,7 @@ class Killer:
                 if isinstance(item, ConsumerRecord):
                     await self._fold_all((item,))
                 else:
-                    evolve(partition.state, item)
-                    partition.dirty = True
+                    self._evolve_global(partition, item)
 
     def _maybe_snapshot(self, partition: Partition) -> None:
         if (
@@ -757,7 +807,18 @@ class Killer:
 
     async def _decide(self, partition: Partition, now: datetime) -> None:
         partition.dirty = False
-        decision = decide(partition.state, now)
+        try:
+            decision = decide(partition.state, now)
+        except Exception:  # the last line of defence, as in _refuse
+            # No record to blame: rebuild the state (decide may have left it half
+            # changed) and hold this partition for a while, so that a decision that
+            # keeps failing costs a log line and a rebuild per hold, not a hot loop;
+            # the other partitions go on.
+            self.metrics.core_errors.labels("decide").inc()
+            log.exception("killer.decide_failed", partition=partition.number)
+            await self._rebuild_or_later(partition)
+            partition.hold_until = time.monotonic() + self.settings.decide_failure_hold_s
+            return
         partition.next_due = decision.next_due_at
         if not decision.commands and not decision.kill_events:
             return
@@ -794,6 +855,7 @@ class Killer:
             await self._rebuild_or_later(partition)
             return
         crash_point("killer.after-commit")
+        partition.hold_until = 0.0
         for cmd in decision.commands:
             self.metrics.commands.labels(cmd.step, cmd.trigger).inc()
             self.metrics.decide_lateness.observe(max(0.0, (now - cmd.due_at).total_seconds()))

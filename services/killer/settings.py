@@ -34,6 +34,14 @@ class KillerServiceSettings(BaseSettings):
         le=5,
         description="Longest wait for records before looking at timers and node/config changes.",
     )
+    decide_failure_hold_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "After the core's decide raised on a partition (a bug: the core is total by "
+            "design), how long that partition is held before it is rebuilt and tried again."
+        ),
+    )
     snapshot_dir: str = Field(
         default="",
         description=(

@@ -44,7 +44,7 @@ class Notifier:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.metrics = NotifyMetrics(self.registry)
-        names = TopicNames(kafka.topic_prefix)
+        names = self.names = TopicNames(kafka.topic_prefix)
         self.topics = (names(KILL_EVENTS), names(KILL_RESULTS))
         self.backoff = Backoff(
             settings.backoff_initial_s, settings.backoff_max_s, settings.retry_after_max_s
@@ -103,7 +103,7 @@ class Notifier:
 
     def _alert(self, record: ConsumerRecord[bytes, bytes]) -> Alert | None:
         try:
-            envelope = CODEC.decode(record.headers, record.value)
+            envelope = CODEC.decode(record.headers, record.value, self.names.strip(record.topic))
         except DecodeError as exc:
             self.metrics.undecodable.inc()
             log.warning(

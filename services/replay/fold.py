@@ -24,6 +24,12 @@ from .history import GLOBAL_TOPICS, RANK, Rec, Stream, decode
 Key = tuple[str, int]
 
 
+class CoreRefused(DecodeError):
+    """A record the core raised on: the killer dead-letters it and never folds it again."""
+
+    kind = "core-error"
+
+
 def positions(inputs: Iterable[InputPosition]) -> dict[Key, int]:
     return {(i.topic, i.partition): i.offset for i in inputs}
 
@@ -103,7 +109,14 @@ class Folder:
             # (a stale node observation is folded and counted: evolve ignores it)
         if self.accept is not None and not self.accept(rec, message):
             return
-        evolve(self.state, message)
+        try:
+            evolve(self.state, message)
+        except Exception as exc:  # as the killer does (Killer._refuse), which also rebuilds
+            # its state without the record: its next decision names a new state, and
+            # the walk rebuilds then, skipping the record as undecodable from now on.
+            rec.message = CoreRefused(f"evolve raised {type(exc).__name__}: {exc}")
+            self.undecodable += 1
+            return
         self.folded += 1
         self.last = rec
 

@@ -95,7 +95,7 @@ def decode(rec: Rec) -> Any:
     as the killer skips it)."""
     if rec.message is None:
         try:
-            rec.message = CODEC.decode(rec.headers, rec.value).message
+            rec.message = CODEC.decode(rec.headers, rec.value, rec.topic).message
         except DecodeError as exc:
             rec.message = exc
     return rec.message

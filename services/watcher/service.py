@@ -206,7 +206,9 @@ class Watcher:
         def fold(record: ConsumerRecord[bytes, bytes]) -> None:
             nonlocal undecodable
             try:
-                message = CODEC.decode(record.headers, record.value).message
+                message = CODEC.decode(
+                    record.headers, record.value, self.names.strip(record.topic)
+                ).message
             except DecodeError:
                 undecodable += 1
                 return

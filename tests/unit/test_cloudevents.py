@@ -18,6 +18,7 @@ from schemas.cloudevents import (
     NewerVersion,
     UnknownType,
     UnsupportedSpecVersion,
+    WrongTopic,
 )
 
 
@@ -103,6 +104,12 @@ def _replace(
         ),
         (lambda h, v: (_replace(h, "ce_time", b"yesterday"), v), MissingHeader, "RFC 3339"),
         (
+            lambda h, v: (_replace(h, "ce_time", b"9999-12-31T23:59:59-14:00"), v),
+            MissingHeader,
+            "RFC 3339",
+        ),
+        (lambda h, v: (_replace(h, "ce_time", b"2026-01-02T03:04:05"), v), MissingHeader, "zone"),
+        (
             lambda h, v: (_replace(h, "content-type", b"application/avro"), v),
             BadJson,
             "content-type",
@@ -135,3 +142,13 @@ def test_a_header_that_is_not_utf8_is_named() -> None:
     headers, value = _record()
     with pytest.raises(MissingHeader, match="ce_source is not UTF-8"):
         CODEC.decode(_replace(headers, "ce_source", b"\xff\xfe"), value)
+
+
+def test_a_message_read_from_a_topic_not_its_own_is_refused() -> None:
+    headers, value = _record()
+    assert CODEC.decode(headers, value, "k8s.objects").message.count == 3
+    with pytest.raises(WrongTopic) as info:
+        CODEC.decode(headers, value, "kill.requests")
+    assert info.value.reason == (
+        "wrong-topic: io.jobreaper.sample.observed.v1 belongs on k8s.objects, not on kill.requests"
+    )

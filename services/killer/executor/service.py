@@ -379,7 +379,7 @@ class Executor:
         def keep(record: ConsumerRecord[bytes, bytes]) -> None:
             crash_point("executor.rebuild")
             try:
-                message = CODEC.decode(record.headers, record.value).message
+                message = CODEC.decode(record.headers, record.value, KILL_RESULTS).message
             except DecodeError:
                 return
             if isinstance(message, CommandApplied):

@@ -31,6 +31,7 @@ from aiokafka.errors import ProducerFenced
 
 from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
+from schemas.topics import KILL_COMMANDS
 from services.runtime.faults import crash_point
 from services.runtime.kafka import OutgoingRecord, dead_letter_record
 from services.runtime.logging import get_logger
@@ -90,7 +91,7 @@ def sort_out(
     for index, record in enumerate(records):
         reason: str | None = None
         try:
-            message = CODEC.decode(record.headers, record.value).message
+            message = CODEC.decode(record.headers, record.value, KILL_COMMANDS).message
         except DecodeError as exc:
             reason = exc.reason
         else:

@@ -123,7 +123,7 @@ def test_poison_wrong_type_and_duplicates_are_sorted_out() -> None:
     assert poison.value == b"not json", "the original record is kept byte for byte"
     reasons = {i: dict(d.headers)[DEADLETTER_REASON_HEADER].decode() for i, d in out.dead.items()}
     assert reasons[1].startswith("missing-header")
-    assert reasons[2].startswith("wrong-type: io.jobreaper.command.applied.v1")
+    assert reasons[2].startswith("wrong-topic: io.jobreaper.command.applied.v1")
     assert dict(wrong.headers)["jr_deadletter_source"] == b"t.kill.commands/2@12"
 
 
