@@ -178,6 +178,8 @@ def classify(status: int, *, step: Step, write: bool) -> Verdict:
 
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 """The labels the Job controller puts on its pods, in the order the watcher reads them."""
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+"""The labels holding the uid of the Job that created the pod (kept when it is orphaned)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ class PodView:
     """Uids of every owner reference of kind ``Job``, controller or not."""
     job_label: str | None = None
     """The first non-empty of :data:`JOB_NAME_LABELS`."""
+    job_uid_label: str | None = None
+    """The first non-empty of :data:`JOB_UID_LABELS`."""
 
 
 class BadPod(ValueError):
@@ -255,11 +259,12 @@ def parse_pod(body: bytes) -> PodView:
         if raw_ref.get("controller") is True and controller is None:
             controller, controller_index = ref, index
     labels = meta.get("labels") or {}
-    job_label = None
-    if isinstance(labels, dict):
-        job_label = next(
-            (v for k in JOB_NAME_LABELS if isinstance(v := labels.get(k), str) and v), None
-        )
+    if not isinstance(labels, dict):
+        raise BadPod("the pod's metadata.labels is not an object")
+
+    def first(keys: tuple[str, ...]) -> str | None:
+        return next((v for k in keys if isinstance(v := labels.get(k), str) and v), None)
+
     job = controller if controller is not None and controller.is_job else None
     resource_version = meta.get("resourceVersion")
     return PodView(
@@ -273,39 +278,55 @@ def parse_pod(body: bytes) -> PodView:
         controller=controller,
         controller_index=controller_index,
         job_owners=tuple(job_owners),
-        job_label=job_label,
+        job_label=first(JOB_NAME_LABELS),
+        job_uid_label=first(JOB_UID_LABELS),
     )
 
 
 def not_owned(command: CommandIssued, pod: PodView) -> str | None:
     """Why ``pod`` (read, uid matching) is not the command's Job's to kill, or None.
 
-    With a Job uid: the pod's controller owner reference must be a ``batch`` Job
-    of that uid and of the command's Job name. Without one (a pod the watcher
-    found by its label only: its Job was deleted and the pod orphaned): the pod
-    must have no controller and no owner reference to any Job at all, and its
-    Job-name label (:data:`JOB_NAME_LABELS`, first non-empty) must be the
-    command's Job name.
+    A pod with a controller owner reference: it must be a ``batch`` Job of the
+    command's Job uid and name (a command without a Job uid is refused).
+
+    A pod with no controller, an orphan (its Job was deleted with
+    ``propagationPolicy: Orphan``, or it was found by its label only): it must
+    have no owner reference to any Job, its Job-name label (:data:`JOB_NAME_LABELS`,
+    the first non-empty, as the watcher reads it) must be the command's Job name
+    and, when the command has a Job uid, its controller-uid label
+    (:data:`JOB_UID_LABELS`, set by the Job controller and kept on orphans) must be
+    that uid.
     """
     where = f"pod {command.namespace}/{command.pod_name}"
     ref = pod.controller
-    if command.job_uid is not None:
-        wanted = f"Job {command.job_name!r} (uid {command.job_uid})"
-        if ref is None:
-            return f"{where} has no controller, it is not owned by {wanted}"
+    wanted = f"Job {command.job_name!r}" + (
+        f" (uid {command.job_uid})" if command.job_uid is not None else ""
+    )
+    if ref is not None:
+        if command.job_uid is None:
+            return (
+                f"{where} is controlled by {ref}; a command without a Job uid may only "
+                "touch an orphan (no controller)"
+            )
         if not ref.is_job or ref.uid != command.job_uid or ref.name != command.job_name:
             return f"{where} is controlled by {ref}, not by {wanted}"
         return None
-    if ref is not None:
-        return (
-            f"{where} is controlled by {ref}; a command without a Job uid may only "
-            "touch an orphan (no controller)"
-        )
     if pod.job_owners:
-        return f"{where} has an owner reference to a Job (uid {pod.job_owners[0]})"
+        return (
+            f"{where} has an owner reference to a Job (uid {pod.job_owners[0]}) but no controller"
+        )
     if pod.job_label != command.job_name:
-        shown = "no Job-name label" if pod.job_label is None else f"label {pod.job_label!r}"
-        return f"{where} has {shown}, not the Job name {command.job_name!r}"
+        shown = (
+            "no Job-name label" if pod.job_label is None else f"Job-name label {pod.job_label!r}"
+        )
+        return f"{where} is an orphan with {shown}, not of {wanted}"
+    if command.job_uid is not None and pod.job_uid_label != command.job_uid:
+        shown = (
+            "no controller-uid label"
+            if pod.job_uid_label is None
+            else f"controller-uid label {pod.job_uid_label!r}"
+        )
+        return f"{where} is an orphan with {shown}, not of {wanted}"
     return None
 
 

@@ -56,6 +56,15 @@ JOB_REF: dict[str, Any] = {
 """The owner reference the Job controller puts on the pods of :func:`command`'s Job."""
 
 
+JOB_LABELS = {
+    "batch.kubernetes.io/controller-uid": "job-uid",
+    "batch.kubernetes.io/job-name": "job",
+    "controller-uid": "job-uid",
+    "job-name": "job",
+}
+"""The labels the Job controller puts on them."""
+
+
 def job_ref(name: str = "job", uid: str = "job-uid", **fields: Any) -> dict[str, Any]:
     return {**JOB_REF, "name": name, "uid": uid, **fields}
 
@@ -74,9 +83,7 @@ def pod(
         "namespace": "ns",
         "uid": uid,
         "resourceVersion": fields.get("resourceVersion", "7"),
-        "labels": {"batch.kubernetes.io/job-name": "job", "job-name": "job"}
-        if labels is None
-        else labels,
+        "labels": JOB_LABELS if labels is None else labels,
         "ownerReferences": [JOB_REF] if owners is None else owners,
     }
     spec: dict[str, Any] = {}

@@ -163,6 +163,7 @@ def test_parse_pod_reads_the_fields_a_command_needs() -> None:
         controller_index=0,
         job_owners=("job-uid",),
         job_label="job",
+        job_uid_label="job-uid",
     )
 
 

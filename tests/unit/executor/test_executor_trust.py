@@ -128,37 +128,49 @@ async def test_a_valid_name_at_the_limits_is_applied() -> None:
 
 # -- ownership: a pod read ------------------------------------------------------------------
 
-NOT_THE_JOBS = {
-    "another Job": [job_ref("other", OTHER_UID)],
-    "a Job of the name re-created (another uid)": [job_ref("job", OTHER_UID)],
-    "the uid under another name": [job_ref("other", "job-uid")],
-    "a Job of another API group": [job_ref(apiVersion="example.com/v1")],
-    "a ReplicaSet": [
-        {
-            "apiVersion": "apps/v1",
-            "kind": "ReplicaSet",
-            "name": "job",
-            "uid": "job-uid",
-            "controller": True,
-        }
-    ],
-    "the Job, but not as controller": [job_ref(controller=False)],
-    "no owner at all": [],
+OTHER_LABELS = {"batch.kubernetes.io/job-name": "other", "controller-uid": OTHER_UID}
+NOT_MINE = "not by Job 'job' (uid job-uid)"
+NOT_THE_JOBS: dict[str, tuple[list[dict[str, Any]], dict[str, str] | None, str]] = {
+    "another Job": ([job_ref("other", OTHER_UID)], OTHER_LABELS, NOT_MINE),
+    "a Job of the name re-created (another uid)": ([job_ref("job", OTHER_UID)], None, NOT_MINE),
+    "the uid under another name": ([job_ref("other", "job-uid")], None, NOT_MINE),
+    "a Job of another API group": ([job_ref(apiVersion="example.com/v1")], None, NOT_MINE),
+    "a ReplicaSet": (
+        [
+            {
+                "apiVersion": "apps/v1",
+                "kind": "ReplicaSet",
+                "name": "job",
+                "uid": "job-uid",
+                "controller": True,
+            }
+        ],
+        None,
+        "is controlled by ReplicaSet 'job' (apps/v1, uid job-uid), " + NOT_MINE,
+    ),
+    "the Job, but not as controller": (
+        [job_ref(controller=False)],
+        None,
+        "has an owner reference to a Job (uid job-uid) but no controller",
+    ),
+    "an orphan of another Job": ([], OTHER_LABELS, "is an orphan with Job-name label 'other'"),
 }
 
 
-@pytest.mark.parametrize("owners", NOT_THE_JOBS.values(), ids=NOT_THE_JOBS.keys())
+@pytest.mark.parametrize(
+    ("owners", "labels", "says"), NOT_THE_JOBS.values(), ids=NOT_THE_JOBS.keys()
+)
 @pytest.mark.parametrize("step", STEPS)
 async def test_a_pod_not_owned_by_the_commands_job_is_read_and_not_written(
-    step: str, owners: list[dict[str, Any]]
+    step: str, owners: list[dict[str, Any]], labels: dict[str, str] | None, says: str
 ) -> None:
-    result, api = await apply([pod(owners=owners)], step=step)
+    result, api = await apply([pod(owners=owners, labels=labels)], step=step)
     assert [c.verb for c in api.calls] == ["GET"]
     assert api.writes == []
     assert (result.outcome, result.refusal, result.wrote) == ("refused", "not-owned", False)
     assert (result.http_status, result.attempts) == (200, 1)
     assert result.message.startswith("refused, not written: pod ns/job-abc ")
-    assert "not owned by" in result.message or "not by Job 'job' (uid job-uid)" in (result.message)
+    assert says in result.message, result.message
     assert result.pod is None, "the other Job's facts are not the command's"
 
 
@@ -185,54 +197,90 @@ async def test_a_refusal_names_the_owner_found() -> None:
     )
 
 
-# -- ownership: commands without a Job uid (orphans found by label) ------------------------
+# -- ownership: orphans (no controller) ----------------------------------------------------
 
-ORPHAN_CASES: dict[str, tuple[list[dict[str, Any]], dict[str, str], str | None]] = {
-    "orphan, both labels": ([], {"batch.kubernetes.io/job-name": "job", "job-name": "job"}, None),
-    "orphan, legacy label only": ([], {"job-name": "job"}, None),
-    "orphan, other-name label": ([], {"batch.kubernetes.io/job-name": "other"}, "label 'other'"),
-    "orphan, labels disagree (the first wins)": (
+RS = {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "r", "uid": "r", "controller": True}
+BOTH = {"batch.kubernetes.io/job-name": "job", "job-name": "job"}
+UIDS = {"batch.kubernetes.io/controller-uid": "job-uid", "controller-uid": "job-uid"}
+Orphan = tuple[str | None, list[dict[str, Any]], dict[str, str], str | None]
+ORPHAN_CASES: dict[str, Orphan] = {
+    # A command without a Job uid: the killer found the pod by its label only.
+    "no uid: an orphan, both labels": (None, [], BOTH, None),
+    "no uid: an orphan, legacy label only": (None, [], {"job-name": "job"}, None),
+    "no uid: an orphan of another name": (
+        None,
+        [],
+        {"batch.kubernetes.io/job-name": "other"},
+        "Job-name label 'other'",
+    ),
+    "no uid: labels disagree (the first wins)": (
+        None,
         [],
         {"batch.kubernetes.io/job-name": "other", "job-name": "job"},
-        "label 'other'",
+        "Job-name label 'other'",
     ),
-    "orphan, no label": ([], {}, "no Job-name label"),
-    "controlled by a Job": ([job_ref()], {"job-name": "job"}, "is controlled by Job 'job'"),
-    "controlled by something else": (
-        [
-            {
-                "apiVersion": "apps/v1",
-                "kind": "ReplicaSet",
-                "name": "r",
-                "uid": "r",
-                "controller": True,
-            }
-        ],
-        {"job-name": "job"},
-        "is controlled by ReplicaSet 'r'",
-    ),
-    "a non-controller Job reference": (
+    "no uid: no label": (None, [], {}, "no Job-name label"),
+    "no uid: controlled by a Job": (None, [job_ref()], BOTH, "is controlled by Job 'job'"),
+    "no uid: controlled by something else": (None, [RS], BOTH, "is controlled by ReplicaSet"),
+    "no uid: a Job reference, not as controller": (
+        None,
         [job_ref(controller=False)],
-        {"job-name": "job"},
-        "has an owner reference to a Job (uid job-uid)",
+        BOTH,
+        "has an owner reference to a Job (uid job-uid) but no controller",
+    ),
+    # A command with a Job uid on a pod orphaned since the killer saw it (its Job
+    # deleted with propagationPolicy Orphan): the labels still say whose it was.
+    "uid: orphaned, labels of the Job": ("job-uid", [], {**BOTH, **UIDS}, None),
+    "uid: orphaned, legacy labels only": (
+        "job-uid",
+        [],
+        {"job-name": "job", "controller-uid": "job-uid"},
+        None,
+    ),
+    "uid: orphaned from a Job of the name with another uid": (
+        "job-uid",
+        [],
+        {**BOTH, "batch.kubernetes.io/controller-uid": OTHER_UID},
+        f"controller-uid label '{OTHER_UID}'",
+    ),
+    "uid: orphaned, no controller-uid label": ("job-uid", [], BOTH, "no controller-uid label"),
+    "uid: orphaned from a Job of another name": (
+        "job-uid",
+        [],
+        {"job-name": "other", **UIDS},
+        "Job-name label 'other'",
     ),
 }
 
 
 @pytest.mark.parametrize(
-    ("owners", "labels", "refused"), ORPHAN_CASES.values(), ids=ORPHAN_CASES.keys()
+    ("uid", "owners", "labels", "refused"), ORPHAN_CASES.values(), ids=ORPHAN_CASES.keys()
 )
-async def test_a_command_without_a_job_uid_only_touches_an_orphan_labelled_with_its_job(
-    owners: list[dict[str, Any]], labels: dict[str, str], refused: str | None
+async def test_an_orphan_is_only_touched_by_a_command_of_the_job_its_labels_name(
+    uid: str | None, owners: list[dict[str, Any]], labels: dict[str, str], refused: str | None
 ) -> None:
     script = [pod(owners=owners, labels=labels)] + ([] if refused else [OK])
-    result, api = await apply(script, job_uid=None)
+    result, api = await apply(script, job_uid=uid)
     if refused is None:
         assert (result.outcome, len(api.writes)) == ("applied", 1)
     else:
         assert (result.outcome, result.refusal) == ("refused", "not-owned")
-        assert refused in result.message
+        assert refused in result.message, result.message
         assert api.writes == []
+
+
+async def test_an_unread_patch_on_a_pod_orphaned_since_is_read_then_written() -> None:
+    # The owner tests fail (the pod has no owner reference now): read, and the
+    # orphan's labels name the command's Job, so it is written on that read.
+    orphaned = pod(owners=[], labels={**BOTH, **UIDS}, resourceVersion="9")
+    result, api = await apply(
+        [INVALID, orphaned, OK], step="set-active-deadline", pod_resource_version="7"
+    )
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert [c.verb for c in api.calls] == ["PATCH", "GET", "PATCH"]
+    second = api.writes[1].body
+    assert not any("ownerReferences" in op["path"] for op in second)
+    assert {"op": "test", "path": "/metadata/resourceVersion", "value": "9"} in second
 
 
 async def test_a_refused_orphan_command_is_not_recorded_under_the_pods_job() -> None:
