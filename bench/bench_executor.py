@@ -4,8 +4,9 @@
     uv run python bench/bench_executor.py [--pods 300] [--jobs 30] [--partitions 6] [--no-events]
         [--read-first]
 
-1. Creates ``--pods`` running pods (kwok) in a fresh namespace, spread over
-   ``--jobs`` Job keys (so over the partitions).
+1. Creates ``--pods`` running pods (kwok) in a fresh namespace, of ``--jobs``
+   Jobs (so spread over the partitions; the executor only touches a pod owned by
+   its command's Job).
 2. Starts an Executor in-process (Kubernetes Events on) and waits until ready.
 3. Produces one ``set-active-deadline`` command per pod at once, each due
    when produced, and waits for every result on ``kill.results``.
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 from kubernetes_asyncio import client
@@ -43,24 +45,60 @@ from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
 
-async def create_pods(api: client.ApiClient, namespace: str, count: int) -> list[tuple[str, str]]:
-    slots = asyncio.Semaphore(32)
+class BenchPod(NamedTuple):
+    name: str
+    uid: str
+    job: str
+    job_uid: str
 
-    async def one(i: int) -> tuple[str, str]:
+
+async def create_pods(
+    api: client.ApiClient, namespace: str, count: int, jobs: int
+) -> list[BenchPod]:
+    """``count`` never-ending pods of ``jobs`` Jobs (the executor only touches a pod
+    its command's Job owns), once all of them exist."""
+    per_job = -(-count // jobs)
+
+    async def one(j: int) -> None:
+        pods = min(per_job, count - j * per_job)
+        if pods <= 0:
+            return
         body = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": f"p-{i}",
-                "annotations": {"jobreaper.test/ignore-deadline": "true"},
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": f"job-{j}"},
+            "spec": {
+                "parallelism": pods,
+                "completions": pods,
+                "backoffLimit": 0,
+                "template": {
+                    "metadata": {
+                        "annotations": {
+                            "jobreaper.test/ignore-deadline": "true",
+                            "pod-complete.stage.kwok.x-k8s.io/delay": "never",
+                        }
+                    },
+                    "spec": {
+                        "containers": [{"name": "main", "image": "x"}],
+                        "restartPolicy": "Never",
+                    },
+                },
             },
-            "spec": {"containers": [{"name": "main", "image": "x"}], "restartPolicy": "Never"},
         }
-        async with slots:
-            raw = await request_json(api, "POST", f"/api/v1/namespaces/{namespace}/pods", body=body)
-        return f"p-{i}", orjson.loads(raw)["metadata"]["uid"]
+        await request_json(api, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=body)
 
-    return await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(one(j) for j in range(jobs)))
+    while True:
+        raw = await request_json(api, "GET", f"/api/v1/namespaces/{namespace}/pods")
+        found = []
+        for p in orjson.loads(raw)["items"]:
+            (owner,) = p["metadata"]["ownerReferences"]
+            found.append(
+                BenchPod(p["metadata"]["name"], p["metadata"]["uid"], owner["name"], owner["uid"])
+            )
+        if len(found) >= count:
+            return sorted(found)
+        await asyncio.sleep(0.5)
 
 
 async def wait_running(api: client.ApiClient, namespace: str, count: int) -> dict[str, str]:
@@ -98,7 +136,7 @@ async def main(pods: int, jobs: int, partitions: int, events: bool, read_first: 
                 break
             except KubeApiError:
                 await asyncio.sleep(0.2)
-        created = await create_pods(api, namespace, pods)
+        created = await create_pods(api, namespace, pods, jobs)
         await wait_running(api, namespace, pods)
         await asyncio.sleep(2)  # kwok's last status writes settle
         versions = await wait_running(api, namespace, pods)
@@ -120,10 +158,11 @@ async def main(pods: int, jobs: int, partitions: int, events: bool, read_first: 
                 command_id=uuid.uuid4().hex,
                 step="set-active-deadline",
                 namespace=namespace,
-                job_name=f"job-{i % jobs}",
-                pod_name=name,
-                pod_uid=uid,
-                pod_resource_version=None if read_first else versions[name],
+                job_name=pod.job,
+                job_uid=pod.job_uid,
+                pod_name=pod.name,
+                pod_uid=pod.uid,
+                pod_resource_version=None if read_first else versions[pod.name],
                 active_deadline_seconds=3600,
                 trigger="Killed",
                 reason="Killed",
@@ -132,7 +171,7 @@ async def main(pods: int, jobs: int, partitions: int, events: bool, read_first: 
                 due_at=now,
                 decided_at=now,
             )
-            for i, (name, uid) in enumerate(created)
+            for pod in created
         ]
         producer = make_producer(kafka, client_id="bench")
         await producer.start()

@@ -42,10 +42,13 @@ Rule = Literal[
 ]
 """Which ladder rule made a command due (see ``services/killer/core``)."""
 
-Outcome = Literal["applied", "gone", "uid-mismatch", "forbidden", "failed"]
+Outcome = Literal["applied", "gone", "uid-mismatch", "forbidden", "failed", "refused"]
 """``applied``: the API accepted it; ``gone``: 404, the pod no longer exists;
 ``uid-mismatch``: 409 on the UID precondition, the name now belongs to another pod;
-``forbidden``: 403; ``failed``: anything else (retried with backoff)."""
+``forbidden``: 403; ``failed``: anything else (retried with backoff); ``refused``: the
+executor would not apply it and wrote nothing: a name that is not a valid Kubernetes
+name (no API call at all), or a pod not owned by the command's Job (``message`` says
+which). Final: the killer does not re-issue a refused step, nor counts the pod gone."""
 
 
 class CommandIssued(Message):
@@ -110,8 +113,9 @@ class CommandApplied(Message):
     applied_at: UtcDatetime
     http_status: int | None = None
     message: str = ""
-    attempts: PositiveInt = 1
-    """API calls the executor made for this command (its own transient retries)."""
+    attempts: NonNegativeInt = 1
+    """API calls the executor made for this command (its own transient retries);
+    0 for a command ``refused`` before any call (an invalid name)."""
     wrote: bool | None = None
     """Whether one of its writes was accepted by the API server; ``False``: the
     effect was already there (nothing written) or the write was refused;

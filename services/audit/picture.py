@@ -26,6 +26,7 @@ OUTCOME_COLOUR = {
     "uid-mismatch": "#6d4c41",
     "forbidden": "#c62828",
     "failed": "#e65100",
+    "refused": "#ad1457",
 }
 STEP_COLOUR = {"set-active-deadline": "#1565c0", "delete": "#6a1b9a", "force-delete": "#b71c1c"}
 

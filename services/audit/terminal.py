@@ -19,7 +19,13 @@ KIND_STYLE = {
     "result": "green",
     "event": "bold blue",
 }
-OUTCOME_STYLE = {"applied": "green", "gone": "green", "forbidden": "bold red", "failed": "red"}
+OUTCOME_STYLE = {
+    "applied": "green",
+    "gone": "green",
+    "forbidden": "bold red",
+    "failed": "red",
+    "refused": "bold magenta",
+}
 
 
 def _clock(at: datetime) -> str:

@@ -47,6 +47,7 @@ from .state import (
     ISSUED,
     JOB_DIRTY,
     PHASES,
+    REFUSED,
     STEP_INDEX,
     UNKNOWN,
     Cmd,
@@ -514,6 +515,14 @@ def _on_applied(state: KillerState, ev: CommandApplied) -> None:
     if outcome in ("failed", "forbidden"):
         retry_us = applied_us + retry_backoff_us(ev.attempt, outcome)
         cmds[idx] = Cmd(ev.attempt, FAILED_RETRY, retry_us)
+        mark_pod(state, pod)
+        return
+    if outcome == "refused":
+        # Nothing was written and asking again gets the same answer (an invalid
+        # name, a pod owned by another Job): the step is over, not retried. The pod
+        # is not gone for that: it ends when the watcher sees it end, and the next
+        # rungs of the ladder still come due (and are checked again by the executor).
+        cmds[idx] = Cmd(ev.attempt, REFUSED)
         mark_pod(state, pod)
         return
     cmds[idx] = Cmd(ev.attempt, APPLIED)

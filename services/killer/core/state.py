@@ -103,6 +103,10 @@ STEP_INDEX: Final[Mapping[str, int]] = {name: i for i, name in enumerate(STEP_NA
 ISSUED: Final = 0
 APPLIED: Final = 1
 FAILED_RETRY: Final = 2
+REFUSED: Final = 3
+"""The executor refused the command (a name it will not put in a URL, or a pod not
+owned by the command's Job) and wrote nothing: final, never re-issued, and not a
+sign that the pod is gone."""
 
 # How a pod of a killed Job ended (PodState.ended); 0 = not decided yet.
 ENDED_NONE: Final = 0
@@ -124,7 +128,7 @@ class Cmd:
 
     attempt: int
     status: int
-    """ISSUED (waiting for its result), APPLIED, or FAILED_RETRY."""
+    """ISSUED (waiting for its result), APPLIED, FAILED_RETRY or REFUSED."""
     retry_us: int = 0
     """For FAILED_RETRY: not re-issued before this time."""
 

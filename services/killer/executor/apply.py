@@ -34,6 +34,13 @@ harmless: if its effect is already there, no second write is sent.
   ``max_rechecks`` times); 403 -> ``forbidden``; 429, 5xx, timeouts,
   connection errors -> retried with capped exponential backoff (from the
   GET again) until the command's budget is spent -> ``failed``.
+
+Commands come from Kafka, so nothing in one is trusted (docs/executor.md, "What
+the executor refuses"): a namespace, pod or Job name that is not a valid
+Kubernetes name is ``refused`` before any API call (:func:`invalid_names`), and
+a pod not owned by the command's Job is ``refused`` with no write
+(:func:`not_owned`, on the pod read; the unread patch carries the same check as
+``test`` ops on the pod's controller owner reference).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -55,6 +63,66 @@ from .retry import RetryPolicy
 
 JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
+
+
+# -- what a command may name: checked before any API call ------------------------------
+
+_DNS1123_LABEL = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
+DNS1123_LABEL = re.compile(_DNS1123_LABEL)
+DNS1123_SUBDOMAIN = re.compile(rf"{_DNS1123_LABEL}(?:\.{_DNS1123_LABEL})*")
+DNS1123_LABEL_MAX = 63
+DNS1123_SUBDOMAIN_MAX = 253
+
+Refusal = Literal[
+    "invalid-namespace", "invalid-pod-name", "invalid-job-name", "invalid-command", "not-owned"
+]
+"""Why a command was ``refused`` (the label of ``jobreaper_executor_refused_total``)."""
+
+
+def is_dns1123_label(value: str) -> bool:
+    """Kubernetes' namespace names: at most 63 of ``[a-z0-9-]``, alphanumeric at both ends."""
+    return len(value) <= DNS1123_LABEL_MAX and DNS1123_LABEL.fullmatch(value) is not None
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    """Kubernetes' pod and Job names: dot-separated DNS-1123 labels, at most 253 in all."""
+    return len(value) <= DNS1123_SUBDOMAIN_MAX and DNS1123_SUBDOMAIN.fullmatch(value) is not None
+
+
+def _shown(value: str, limit: int) -> str:
+    """A name for a message: quoted, escaped, shortened (it may be anything)."""
+    text = repr(value[:80]) + ("..." if len(value) > 80 else "")
+    return f"{text} ({len(value)} characters)" if len(value) > limit else text
+
+
+def invalid_names(command: CommandIssued) -> tuple[Refusal, str] | None:
+    """Why the command must not reach the API server at all, or None.
+
+    The namespace and pod name go into the request's URL path, the Job name into
+    the result and the Events: each must be a name Kubernetes itself accepts
+    (so none holds ``/``, ``..``, ``%``, ``?`` or anything a path can be bent with).
+    """
+    if not is_dns1123_label(command.namespace):
+        return "invalid-namespace", (
+            f"namespace {_shown(command.namespace, DNS1123_LABEL_MAX)} "
+            "is not a DNS-1123 label "
+            f"(at most {DNS1123_LABEL_MAX} of a-z, 0-9 and '-', alphanumeric at both ends)"
+        )
+    if not is_dns1123_subdomain(command.pod_name):
+        return "invalid-pod-name", (
+            f"pod name {_shown(command.pod_name, DNS1123_SUBDOMAIN_MAX)} "
+            "is not a DNS-1123 subdomain "
+            f"(at most {DNS1123_SUBDOMAIN_MAX} of a-z, 0-9, '-' and '.')"
+        )
+    if not is_dns1123_subdomain(command.job_name):
+        return "invalid-job-name", (
+            f"Job name {_shown(command.job_name, DNS1123_SUBDOMAIN_MAX)} "
+            "is not a DNS-1123 subdomain "
+            f"(at most {DNS1123_SUBDOMAIN_MAX} of a-z, 0-9, '-' and '.')"
+        )
+    if command.step == "set-active-deadline" and command.active_deadline_seconds is None:
+        return "invalid-command", "set-active-deadline without active_deadline_seconds"
+    return None
 
 
 # -- what the API server says --------------------------------------------------------
@@ -108,6 +176,31 @@ def classify(status: int, *, step: Step, write: bool) -> Verdict:
 # -- the pod, as far as a command cares ----------------------------------------------
 
 
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+"""The labels the Job controller puts on its pods, in the order the watcher reads them."""
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+"""The labels holding the uid of the Job that created the pod (kept when it is orphaned)."""
+
+
+@dataclass(frozen=True)
+class OwnerRef:
+    kind: str
+    api_version: str
+    name: str
+    uid: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def is_job(self) -> bool:
+        return self.kind == "Job" and self.group == "batch"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name!r} ({self.api_version}, uid {self.uid})"
+
+
 @dataclass(frozen=True)
 class PodView:
     uid: str
@@ -116,7 +209,18 @@ class PodView:
     deletion_grace_period_seconds: int | None = None
     active_deadline_seconds: int | None = None
     job_name: str | None = None
+    """The controlling Job's name (``batch`` ``Job`` controller owner reference)."""
     job_uid: str | None = None
+    controller: OwnerRef | None = None
+    """The controller owner reference, of whatever kind."""
+    controller_index: int | None = None
+    """Its index in ``metadata.ownerReferences`` (the JSON-patch ``test`` path)."""
+    job_owners: tuple[str, ...] = ()
+    """Uids of every owner reference of kind ``Job``, controller or not."""
+    job_label: str | None = None
+    """The first non-empty of :data:`JOB_NAME_LABELS`."""
+    job_uid_label: str | None = None
+    """The first non-empty of :data:`JOB_UID_LABELS`."""
 
 
 class BadPod(ValueError):
@@ -135,10 +239,33 @@ def parse_pod(body: bytes) -> PodView:
     uid = meta.get("uid")
     if not isinstance(uid, str) or not uid:
         raise BadPod("the pod has no metadata.uid")
-    job_name = job_uid = None
-    for ref in meta.get("ownerReferences") or ():
-        if isinstance(ref, dict) and ref.get("kind") == "Job" and ref.get("controller"):
-            job_name, job_uid = ref.get("name"), ref.get("uid")
+    controller: OwnerRef | None = None
+    controller_index: int | None = None
+    job_owners: list[str] = []
+    refs = meta.get("ownerReferences") or []
+    if not isinstance(refs, list):
+        raise BadPod("the pod's metadata.ownerReferences is not a list")
+    for index, raw_ref in enumerate(refs):
+        if not isinstance(raw_ref, dict):
+            raise BadPod("an owner reference of the pod is not an object")
+        ref = OwnerRef(
+            kind=str(raw_ref.get("kind") or ""),
+            api_version=str(raw_ref.get("apiVersion") or ""),
+            name=str(raw_ref.get("name") or ""),
+            uid=str(raw_ref.get("uid") or ""),
+        )
+        if ref.kind == "Job":
+            job_owners.append(ref.uid)
+        if raw_ref.get("controller") is True and controller is None:
+            controller, controller_index = ref, index
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise BadPod("the pod's metadata.labels is not an object")
+
+    def first(keys: tuple[str, ...]) -> str | None:
+        return next((v for k in keys if isinstance(v := labels.get(k), str) and v), None)
+
+    job = controller if controller is not None and controller.is_job else None
     resource_version = meta.get("resourceVersion")
     return PodView(
         uid=uid,
@@ -146,9 +273,61 @@ def parse_pod(body: bytes) -> PodView:
         deletion_timestamp=meta.get("deletionTimestamp"),
         deletion_grace_period_seconds=meta.get("deletionGracePeriodSeconds"),
         active_deadline_seconds=spec.get("activeDeadlineSeconds"),
-        job_name=job_name,
-        job_uid=job_uid,
+        job_name=job.name if job is not None else None,
+        job_uid=job.uid if job is not None else None,
+        controller=controller,
+        controller_index=controller_index,
+        job_owners=tuple(job_owners),
+        job_label=first(JOB_NAME_LABELS),
+        job_uid_label=first(JOB_UID_LABELS),
     )
+
+
+def not_owned(command: CommandIssued, pod: PodView) -> str | None:
+    """Why ``pod`` (read, uid matching) is not the command's Job's to kill, or None.
+
+    A pod with a controller owner reference: it must be a ``batch`` Job of the
+    command's Job uid and name (a command without a Job uid is refused).
+
+    A pod with no controller, an orphan (its Job was deleted with
+    ``propagationPolicy: Orphan``, or it was found by its label only): it must
+    have no owner reference to any Job, its Job-name label (:data:`JOB_NAME_LABELS`,
+    the first non-empty, as the watcher reads it) must be the command's Job name
+    and, when the command has a Job uid, its controller-uid label
+    (:data:`JOB_UID_LABELS`, set by the Job controller and kept on orphans) must be
+    that uid.
+    """
+    where = f"pod {command.namespace}/{command.pod_name}"
+    ref = pod.controller
+    wanted = f"Job {command.job_name!r}" + (
+        f" (uid {command.job_uid})" if command.job_uid is not None else ""
+    )
+    if ref is not None:
+        if command.job_uid is None:
+            return (
+                f"{where} is controlled by {ref}; a command without a Job uid may only "
+                "touch an orphan (no controller)"
+            )
+        if not ref.is_job or ref.uid != command.job_uid or ref.name != command.job_name:
+            return f"{where} is controlled by {ref}, not by {wanted}"
+        return None
+    if pod.job_owners:
+        return (
+            f"{where} has an owner reference to a Job (uid {pod.job_owners[0]}) but no controller"
+        )
+    if pod.job_label != command.job_name:
+        shown = (
+            "no Job-name label" if pod.job_label is None else f"Job-name label {pod.job_label!r}"
+        )
+        return f"{where} is an orphan with {shown}, not of {wanted}"
+    if command.job_uid is not None and pod.job_uid_label != command.job_uid:
+        shown = (
+            "no controller-uid label"
+            if pod.job_uid_label is None
+            else f"controller-uid label {pod.job_uid_label!r}"
+        )
+        return f"{where} is an orphan with {shown}, not of {wanted}"
+    return None
 
 
 def pod_path(namespace: str, name: str) -> str:
@@ -186,11 +365,14 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
                 f"activeDeadlineSeconds is already {current} <= {value}: not written "
                 "(only ever set or lowered)"
             )
-        tests = [{"op": "test", "path": "/metadata/uid", "value": command.pod_uid}]
+        tests: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/uid", "value": command.pod_uid}
+        ]
         if pod.resource_version is not None:
             tests.append(
                 {"op": "test", "path": "/metadata/resourceVersion", "value": pod.resource_version}
             )
+        tests.extend(owner_tests(command, pod))
         return Write(
             "PATCH",
             path,
@@ -214,6 +396,28 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
             "waiting on its finalizers: no second delete sent"
         )
     return Write("DELETE", path, delete_options(command.pod_uid, pod.resource_version, 0), JSON)
+
+
+def owner_tests(command: CommandIssued, pod: PodView) -> list[dict[str, Any]]:
+    """JSON-patch ``test`` ops that make the API server refuse the patch (422) unless
+    the pod's controller owner reference is the command's Job.
+
+    At the controller reference's index as read (0, the Job controller's own
+    place, for an unread write). Without a Job uid there is nothing to test
+    against: those commands are only written after a read (:func:`not_owned`),
+    and the resourceVersion test holds the pod to that read.
+    """
+    if command.job_uid is None or pod.controller_index is None:
+        return []
+    at = f"/metadata/ownerReferences/{pod.controller_index}"
+    api_version = pod.controller.api_version if pod.controller is not None else "batch/v1"
+    return [
+        {"op": "test", "path": f"{at}/controller", "value": True},
+        {"op": "test", "path": f"{at}/apiVersion", "value": api_version},
+        {"op": "test", "path": f"{at}/kind", "value": "Job"},
+        {"op": "test", "path": f"{at}/name", "value": command.job_name},
+        {"op": "test", "path": f"{at}/uid", "value": command.job_uid},
+    ]
 
 
 def delete_options(
@@ -247,6 +451,10 @@ class Result:
     wrote: bool = False
     """Whether a write of ours was accepted (False: found already done, or refused)."""
     pod: PodView | None = None
+    """The pod as read or written, when it is the command's pod (not for
+    ``uid-mismatch`` and ``refused``: its facts are not the command's Job's)."""
+    refusal: Refusal | None = None
+    """For ``refused``: why."""
 
 
 class Abandoned(Exception):
@@ -288,13 +496,30 @@ class Applier:
         """Apply ``command``; raises :class:`Abandoned` only if ``stopping`` is set."""
         if stopping.is_set():
             raise Abandoned
+        if (bad := invalid_names(command)) is not None:
+            reason, why = bad
+            return Result(
+                outcome="refused",
+                applied_at=self.now(),
+                http_status=None,
+                message=f"refused, no API call: {why}",
+                attempts=0,
+                refusal=reason,
+            )
         started = self.monotonic()
         calls = retries = rechecks = 0
         step = command.step
         read = pod_path(command.namespace, command.pod_name)
         pod: PodView | None = None
 
-        def done(outcome: Outcome, answer: Answer, message: str, *, wrote: bool = False) -> Result:
+        def done(
+            outcome: Outcome,
+            answer: Answer,
+            message: str,
+            *,
+            wrote: bool = False,
+            refusal: Refusal | None = None,
+        ) -> Result:
             return Result(
                 outcome=outcome,
                 applied_at=self.now(),
@@ -302,7 +527,8 @@ class Applier:
                 message=message,
                 attempts=max(calls, 1),
                 wrote=wrote,
-                pod=pod,
+                pod=pod if outcome not in ("uid-mismatch", "refused") else None,
+                refusal=refusal,
             )
 
         async def call(verb: str, path: str, body: Any, content_type: str) -> Answer:
@@ -329,12 +555,22 @@ class Applier:
             return None
 
         # First, unless the killer did not know it, write without reading: its view
-        # of the pod (uid and resourceVersion) is the precondition. Accepted: the pod
-        # was exactly as the killer saw it, so the step was needed (one call).
-        # Refused (it changed since): read it and decide from what is there.
+        # of the pod (uid and resourceVersion) and the command's Job (as the pod's
+        # controller owner reference, at index 0) are the patch's ``test`` ops.
+        # Accepted: the pod was exactly as the killer saw it and is its Job's, so the
+        # step was needed (one call). Refused (422: it changed since, or is not that
+        # Job's): read it and decide from what is there, ownership included. Only
+        # the patch can carry the ownership test, and only with a Job uid: deletions
+        # and commands without one are always read first.
         believed = (
-            PodView(uid=command.pod_uid, resource_version=command.pod_resource_version)
+            PodView(
+                uid=command.pod_uid,
+                resource_version=command.pod_resource_version,
+                controller_index=0,
+            )
             if command.pod_resource_version is not None
+            and command.step == "set-active-deadline"
+            and command.job_uid is not None
             else None
         )
         while True:
@@ -366,6 +602,10 @@ class Applier:
                         got,
                         f"pod {command.namespace}/{command.pod_name} is now uid {pod.uid}, "
                         f"not {command.pod_uid}: not touched",
+                    )
+                if (disowned := not_owned(command, pod)) is not None:
+                    return done(
+                        "refused", got, f"refused, not written: {disowned}", refusal="not-owned"
                     )
             action = plan(command, pod)
             if isinstance(action, AlreadyDone):

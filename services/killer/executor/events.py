@@ -52,7 +52,12 @@ def reason_for(command: CommandIssued, result: Result) -> tuple[str, str] | None
         return FAILED_REASON, "Warning"
     if result.outcome == "forbidden":
         return FORBIDDEN_REASON, "Warning"
-    return None  # gone, uid-mismatch: the pod this was about no longer exists
+    # gone, uid-mismatch: the pod this was about no longer exists. refused: the
+    # command named something that is not a valid name, or a pod that is not its
+    # Job's: no Event on an object the command had no business with (whoever can
+    # write kill.commands must not be able to post Events anywhere); the result,
+    # the executor.refused log and jobreaper_executor_refused_total tell it.
+    return None
 
 
 def note(command: CommandIssued, result: Result) -> str:

@@ -22,6 +22,14 @@ class ExecutorMetrics:
             ["step"],
             registry=registry,
         )
+        self.refused = Counter(
+            "jobreaper_executor_refused_total",
+            "Commands refused with nothing written: invalid-namespace, invalid-pod-name, "
+            "invalid-job-name, invalid-command (no API call), not-owned (the pod read is "
+            "not the command's Job's)",
+            ["reason"],
+            registry=registry,
+        )
         self.kill_latency = Histogram(
             "jobreaper_executor_kill_latency_seconds",
             "applied_at - due_at of each command: the kill latency",

@@ -352,6 +352,10 @@ class PartitionWorker:
             )
         elif result.outcome == "failed":
             log.warning("executor.failed", **fields)
+        elif result.outcome == "refused":
+            reason = result.refusal or "unknown"
+            self.metrics.refused.labels(reason).inc()
+            log.warning("executor.refused", reason=reason, job=command.job_name, **fields)
         else:
             log.info("executor.result", **fields)
         if self.on_result is not None:

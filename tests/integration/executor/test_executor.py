@@ -28,7 +28,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from schemas.commands import CommandApplied, CommandIssued
-from services.killer.executor.apply import PodView, Write, plan
+from services.killer.executor.apply import Answer, PodView, Write, describe, plan
 from services.killer.executor.service import Executor
 from services.killer.executor.settings import ExecutorSettings
 from services.killer.executor.transport import kube_transport
@@ -42,8 +42,9 @@ from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss
+from services.stack.testing import NodeLoss, read_audit_events
 from tests.integration.helpers import (
+    EXECUTOR_USER_AGENT,
     IMAGE,
     eventually,
     job_manifest,
@@ -131,7 +132,11 @@ def make_command(
     value: int | None = None,
     grace: int | None = None,
     cid: str | None = None,
+    job_uid: str | None = None,
+    version: str | None = None,
 ) -> CommandIssued:
+    """A command as the killer issues it; ``job_uid`` None: a pod found by its label
+    only (no controller), which the executor refuses on a pod its Job controls."""
     now = datetime.now(UTC)
     rules = {
         "set-active-deadline": "ladder.active-deadline",
@@ -143,8 +148,10 @@ def make_command(
         step=step,
         namespace=namespace,
         job_name=job,
+        job_uid=job_uid,
         pod_name=pod,
         pod_uid=uid,
+        pod_resource_version=version,
         active_deadline_seconds=value,
         grace_period_seconds=grace,
         trigger="Killed",
@@ -216,14 +223,14 @@ async def job_pods(
     *,
     node: str | None = None,
     annotations: dict[str, str] | None = None,
+    backoff_limit: int = 0,
 ) -> list[tuple[str, str]]:
     """Create a Job of ``count`` never-ending pods; (name, uid) of them once they run."""
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace,
-        job_manifest(
-            job, run="never", parallelism=count, node=node, pod_annotations=annotations or {}
-        ),
+    manifest = job_manifest(
+        job, run="never", parallelism=count, node=node, pod_annotations=annotations or {}
     )
+    manifest.spec.backoff_limit = backoff_limit
+    await client.BatchV1Api(kube_api).create_namespaced_job(namespace, manifest)
     core = client.CoreV1Api(kube_api)
 
     async def probe() -> list[tuple[str, str]] | None:
@@ -236,6 +243,12 @@ async def job_pods(
         return sorted(up) if len(up) >= count else None
 
     return await eventually(f"{count} running pods of {job}", probe)
+
+
+async def job_uid(kube_api: client.ApiClient, namespace: str, job: str) -> str:
+    """The Job's uid: the killer's commands carry it (from the pod's owner reference)."""
+    uid: str = (await client.BatchV1Api(kube_api).read_namespaced_job(job, namespace)).metadata.uid
+    return uid
 
 
 async def read_pod(kube_api: client.ApiClient, namespace: str, name: str) -> Any:
@@ -297,6 +310,44 @@ async def test_preconditions_hold_on_the_real_api_server(
     assert await send(higher, uid) == 422
 
 
+async def test_owner_tests_hold_on_the_real_api_server(
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The unread patch's ``test`` ops on the controller owner reference: the API server
+    refuses the patch (422, nothing written) unless they name the pod's own Job."""
+    [(theirs, theirs_uid)] = await job_pods(kube_api, namespace, "theirs", backoff_limit=6)
+    await job_pods(kube_api, namespace, "mine", backoff_limit=6)
+    mine_job = await job_uid(kube_api, namespace, "mine")
+    theirs_job = await job_uid(kube_api, namespace, "theirs")
+    core = client.CoreV1Api(kube_api)
+    bare = await core.create_namespaced_pod(namespace, bare_pod("bare"))
+    transport = kube_transport(kube_api)
+
+    async def patch(job: str, pod: str, uid: str, owner: str) -> Answer:
+        cmd = make_command("set-active-deadline", namespace, job, pod, uid, value=50, job_uid=owner)
+        write = plan(cmd, PodView(uid=uid, controller_index=0))
+        assert isinstance(write, Write)
+        assert {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": owner} in (
+            write.body
+        )
+        return await transport(write.verb, write.path, write.body, write.content_type, 10)
+
+    refused = {
+        "another Job": await patch("mine", theirs, theirs_uid, mine_job),
+        "the Job's name, another uid": await patch("theirs", theirs, theirs_uid, mine_job),
+        "the Job's uid, another name": await patch("mine", theirs, theirs_uid, theirs_job),
+        "no owner reference at all": await patch("theirs", "bare", bare.metadata.uid, theirs_job),
+    }
+    for case, answer in refused.items():
+        print(f"{case}: {describe(answer)}")
+        assert answer.status == 422, (case, describe(answer))
+    for name in (theirs, "bare"):
+        assert (await read_pod(kube_api, namespace, name)).spec.active_deadline_seconds is None
+    accepted = await patch("theirs", theirs, theirs_uid, theirs_job)
+    assert accepted.status == 200, describe(accepted)
+    assert (await read_pod(kube_api, namespace, theirs)).spec.active_deadline_seconds == 50
+
+
 # -- the steps -----------------------------------------------------------------------------------
 
 
@@ -308,8 +359,9 @@ async def test_set_active_deadline_makes_the_pod_fail_and_is_never_raised(
     start_executor: Any,
 ) -> None:
     [(pod, uid)] = await job_pods(kube_api, namespace, "sad")
+    owner = await job_uid(kube_api, namespace, "sad")
     await start_executor()
-    first = make_command("set-active-deadline", namespace, "sad", pod, uid, value=1)
+    first = make_command("set-active-deadline", namespace, "sad", pod, uid, value=1, job_uid=owner)
     result = await apply(kafka, first)
     assert (result.outcome, result.http_status) == ("applied", 200)
     assert result.applied_at >= first.due_at
@@ -322,7 +374,9 @@ async def test_set_active_deadline_makes_the_pod_fail_and_is_never_raised(
 
     await eventually("kwok fails the pod on its new deadline", failed_on_deadline)
 
-    higher = make_command("set-active-deadline", namespace, "sad", pod, uid, value=3600)
+    higher = make_command(
+        "set-active-deadline", namespace, "sad", pod, uid, value=3600, job_uid=owner
+    )
     second = await apply(kafka, higher)
     assert second.outcome == "applied"
     assert "already 1 <= 3600" in second.message
@@ -360,8 +414,9 @@ async def test_delete_uses_the_uid_precondition_and_the_pods_own_grace_period(
     start_executor: Any,
 ) -> None:
     [(pod, uid)] = await job_pods(kube_api, namespace, "del")
+    owner = await job_uid(kube_api, namespace, "del")
     await start_executor()
-    cmd = make_command("delete", namespace, "del", pod, uid)
+    cmd = make_command("delete", namespace, "del", pod, uid, job_uid=owner)
     result = await apply(kafka, cmd)
     assert (result.outcome, result.http_status) == ("applied", 200)
     await eventually("the pod is gone", lambda: _gone(kube_api, namespace, pod))
@@ -390,21 +445,22 @@ async def test_force_delete_removes_a_pod_stuck_on_a_lost_node(
 ) -> None:
     node = stack.nodes[-1]
     [(pod, uid)] = await job_pods(kube_api, namespace, "stuck", node=node)
+    owner = await job_uid(kube_api, namespace, "stuck")
     await asyncio.to_thread(node_loss.lose, node)
     await start_executor()
 
-    graceful = make_command("delete", namespace, "stuck", pod, uid)
+    graceful = make_command("delete", namespace, "stuck", pod, uid, job_uid=owner)
     assert (await apply(kafka, graceful)).outcome == "applied"
     await asyncio.sleep(2)
     p = await read_pod(kube_api, namespace, pod)
     assert p is not None and p.metadata.deletion_timestamp is not None, "stuck Terminating"
 
     # Another delete finds it already being deleted: nothing sent.
-    again = make_command("delete", namespace, "stuck", pod, uid)
+    again = make_command("delete", namespace, "stuck", pod, uid, job_uid=owner)
     second = await apply(kafka, again)
     assert second.outcome == "applied" and "no second delete" in second.message
 
-    force = make_command("force-delete", namespace, "stuck", pod, uid, grace=0)
+    force = make_command("force-delete", namespace, "stuck", pod, uid, grace=0, job_uid=owner)
     forced = await apply(kafka, force)
     assert (forced.outcome, forced.http_status) == ("applied", 200)
     await eventually("the force-deleted pod is gone", lambda: _gone(kube_api, namespace, pod))
@@ -471,6 +527,117 @@ async def test_a_missing_pod_is_gone_without_a_write(
     assert executor_writes(stack, namespace) == []
 
 
+# -- trust: what the executor refuses ---------------------------------------------------------
+
+
+def executor_requests(stack: StackInfo, namespace: str, pod: str) -> list[dict[str, Any]]:
+    """Every request the executor made on one pod (reads included), per the audit log."""
+    assert stack.audit_log is not None
+    return [
+        e
+        for e in read_audit_events(stack.audit_log)
+        if e.get("stage") == "ResponseComplete"
+        and e.get("objectRef", {}).get("resource") == "pods"
+        and e.get("objectRef", {}).get("namespace") == namespace
+        and e.get("objectRef", {}).get("name") == pod
+        and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
+    ]
+
+
+async def test_a_command_naming_another_jobs_pod_is_refused_and_writes_nothing(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    kafka: KafkaSettings,
+    start_executor: Any,
+) -> None:
+    """Commands naming Job ``mine`` but a pod of Job ``theirs`` (same namespace, both
+    running on kwok): read, refused, and never written, per the API server's audit log."""
+    [(mine, mine_uid)] = await job_pods(kube_api, namespace, "mine", backoff_limit=6)
+    [(theirs, theirs_uid)] = await job_pods(kube_api, namespace, "theirs", backoff_limit=6)
+    mine_job = await job_uid(kube_api, namespace, "mine")
+    before = await read_pod(kube_api, namespace, theirs)
+    handle = await start_executor()
+
+    def forge(step: str, **kw: Any) -> CommandIssued:
+        return make_command(step, namespace, "mine", theirs, theirs_uid, value=1, grace=0, **kw)
+
+    unread = forge(
+        "set-active-deadline", job_uid=mine_job, version=before.metadata.resource_version
+    )
+    forged = [
+        unread,  # its uid and version are right: only the owner tests stop it
+        forge("set-active-deadline", job_uid=mine_job),
+        forge("delete", job_uid=mine_job),
+        forge("force-delete", job_uid=mine_job),
+        forge("delete"),  # no Job uid: only an orphan labelled "mine" may be touched
+    ]
+    # A path that would resolve to the pod of "theirs" if it were sent: never sent.
+    traversal = make_command(
+        "delete", namespace, "mine", f"x/../{theirs}", theirs_uid, job_uid=mine_job
+    )
+    control = make_command(
+        "set-active-deadline", namespace, "mine", mine, mine_uid, value=3600, job_uid=mine_job
+    )
+    await publish(kafka, *forged, traversal, control)
+    got = await wait_results(kafka, {c.command_id for c in [*forged, traversal, control]})
+
+    for cmd in forged:
+        result = got[cmd.command_id]
+        assert (result.outcome, result.wrote) == ("refused", False), result
+        assert result.message.startswith(f"refused, not written: pod {namespace}/{theirs} ")
+        assert "Job 'theirs'" in result.message, result.message
+    assert got[traversal.command_id].outcome == "refused"
+    assert got[traversal.command_id].attempts == 0
+    assert "pod name 'x/../" in got[traversal.command_id].message
+    assert (got[control.command_id].outcome, got[control.command_id].wrote) == ("applied", True)
+
+    await asyncio.sleep(1)  # an audit event may land just after its response
+    on_theirs = executor_requests(stack, namespace, theirs)
+    writes = [e for e in on_theirs if e["verb"] != "get"]
+    # One request that could have written: the unread patch, refused by its owner test.
+    assert [(w["verb"], w["responseStatus"]["code"]) for w in writes] == [("patch", 422)]
+    assert {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": mine_job} in (
+        writes[0]["requestObject"]
+    )
+    # Each forged command read the pod once (the unread one after its refusal); the
+    # traversal made no request at all.
+    assert [e["verb"] for e in on_theirs].count("get") == len(forged)
+    assert [
+        (w["verb"], w["responseStatus"]["code"]) for w in executor_writes(stack, namespace)
+    ] == [
+        ("patch", 422),
+        ("patch", 200),
+    ]
+    after = await read_pod(kube_api, namespace, theirs)
+    assert after.metadata.uid == theirs_uid
+    assert after.metadata.deletion_timestamp is None
+    assert after.spec.active_deadline_seconds is None
+
+    registry = handle.executor.registry
+
+    async def counted() -> bool:
+        value: float | None = registry.get_sample_value(
+            "jobreaper_executor_refused_total", {"reason": "not-owned"}
+        )
+        return value == len(forged)
+
+    await eventually("the refusals counted", counted)
+    assert (
+        registry.get_sample_value(
+            "jobreaper_executor_refused_total", {"reason": "invalid-pod-name"}
+        )
+        == 1
+    )
+    # Events tell the control's story, none about the pod of "theirs".
+    await eventually(
+        "the control's Events",
+        lambda: _events_with(kube_api, namespace, "JobreaperActiveDeadlineSet"),
+    )
+    events = await k8s_events(kube_api, namespace)
+    assert all(e["regarding"]["name"] in (mine, "mine") for e in events), events
+
+
 # -- once only --------------------------------------------------------------------------------
 
 
@@ -482,7 +649,8 @@ async def test_a_duplicate_command_id_is_applied_once_also_after_a_restart(
     start_executor: Any,
 ) -> None:
     [(pod, uid)] = await job_pods(kube_api, namespace, "dup", annotations=IGNORE_DEADLINE)
-    cmd = make_command("set-active-deadline", namespace, "dup", pod, uid, value=5)
+    owner = await job_uid(kube_api, namespace, "dup")
+    cmd = make_command("set-active-deadline", namespace, "dup", pod, uid, value=5, job_uid=owner)
     first = await start_executor("e1")
     await publish(kafka, cmd, cmd)  # the killer issued it twice
     await wait_results(kafka, {cmd.command_id})
@@ -539,9 +707,18 @@ async def test_two_executors_share_the_partitions_and_apply_each_command_once(
         job: await job_pods(kube_api, namespace, job, 3, annotations=IGNORE_DEADLINE)
         for job in jobs
     }
+    owners = {job: await job_uid(kube_api, namespace, job) for job in jobs}
     rounds = [
         [
-            make_command("set-active-deadline", namespace, job, name, uid, value=100 - r)
+            make_command(
+                "set-active-deadline",
+                namespace,
+                job,
+                name,
+                uid,
+                value=100 - r,
+                job_uid=owners[job],
+            )
             for job in jobs
             for name, uid in pods[job]
         ]
@@ -649,7 +826,8 @@ async def test_an_executor_killed_between_its_api_calls_and_its_commit_applies_e
     for i, job in enumerate(jobs):
         for name, uid in await job_pods(kube_api, namespace, job, 3, annotations=annotations):
             step = "delete" if i % 2 else "set-active-deadline"
-            commands.append(make_command(step, namespace, job, name, uid, value=7))
+            owner = await job_uid(kube_api, namespace, job)
+            commands.append(make_command(step, namespace, job, name, uid, value=7, job_uid=owner))
     await publish(kafka, *commands)
 
     # The first executor applies everything, then waits 20 s before committing: killed there.
@@ -724,11 +902,11 @@ async def test_a_fenced_zombie_commits_nothing(
 ) -> None:
     """A frozen executor loses its partitions; on waking its commit is fenced, not applied."""
     await ensure_topics(kafka, job_partitions=PARTITIONS)
+    pods = await job_pods(kube_api, namespace, "zombie", 4, annotations=IGNORE_DEADLINE)
+    owner = await job_uid(kube_api, namespace, "zombie")
     commands = [
-        make_command("set-active-deadline", namespace, "zombie", name, uid, value=9)
-        for name, uid in await job_pods(
-            kube_api, namespace, "zombie", 4, annotations=IGNORE_DEADLINE
-        )
+        make_command("set-active-deadline", namespace, "zombie", name, uid, value=9, job_uid=owner)
+        for name, uid in pods
     ]
     await publish(kafka, *commands)
     zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="5")

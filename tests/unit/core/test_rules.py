@@ -726,6 +726,41 @@ CASES = [
         ],
     ),
     Case(
+        "result-refused-is-final-and-not-done",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            R(1, "p1", AD, "refused"),
+            # not re-issued (a failed step would be at 2), not counted done (no JobKilled)
+            D(2, [], [], next_due=180),
+            D(179, [], []),
+            # the next rung still comes due; refused too, it is final as well
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)], check=only(attempt=1)),
+            R(181, "p1", DEL, "refused"),
+            D(10_000, [], [], next_due=None),
+            # the pod ends by other means: the kill completes then
+            P(10_001, change="deleted", phase="Failed", containers="terminated"),
+            D(10_002, [], ["JobKilled"], next_due=None, check=endings(p1="deleted")),
+        ],
+    ),
+    Case(
+        "result-refused-force-delete-is-not-a-force-deletion",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)]),
+            R(181, "p1", DEL),
+            P(181, deletion=211),
+            D(1111, [(FORCE, "p1", R_FORCE, 1111)]),
+            R(1112, "p1", FORCE, "refused"),
+            # an applied force deletion would end the kill here (force-deleted)
+            D(1112, [], [], next_due=None),
+            D(100_000, [], [], next_due=None),
+        ],
+    ),
+    Case(
         "unknown-result-is-ignored",
         [
             lambda h: h.feed(

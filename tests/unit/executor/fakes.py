@@ -45,12 +45,46 @@ def command(step: str = "delete", **overrides: Any) -> CommandIssued:
     return CommandIssued(**fields)
 
 
-def pod(uid: str = UID, **fields: Any) -> Answer:
+JOB_REF: dict[str, Any] = {
+    "apiVersion": "batch/v1",
+    "kind": "Job",
+    "name": "job",
+    "uid": "job-uid",
+    "controller": True,
+    "blockOwnerDeletion": True,
+}
+"""The owner reference the Job controller puts on the pods of :func:`command`'s Job."""
+
+
+JOB_LABELS = {
+    "batch.kubernetes.io/controller-uid": "job-uid",
+    "batch.kubernetes.io/job-name": "job",
+    "controller-uid": "job-uid",
+    "job-name": "job",
+}
+"""The labels the Job controller puts on them."""
+
+
+def job_ref(name: str = "job", uid: str = "job-uid", **fields: Any) -> dict[str, Any]:
+    return {**JOB_REF, "name": name, "uid": uid, **fields}
+
+
+def pod(
+    uid: str = UID,
+    *,
+    owners: list[dict[str, Any]] | None = None,
+    labels: dict[str, str] | None = None,
+    **fields: Any,
+) -> Answer:
+    """The pod ``ns/job-abc`` as the API server returns it: by default a pod of the
+    Job ``job`` (uid ``job-uid``), as :func:`command` names it."""
     meta: dict[str, Any] = {
         "name": "job-abc",
         "namespace": "ns",
         "uid": uid,
         "resourceVersion": fields.get("resourceVersion", "7"),
+        "labels": JOB_LABELS if labels is None else labels,
+        "ownerReferences": [JOB_REF] if owners is None else owners,
     }
     spec: dict[str, Any] = {}
     if "deletionTimestamp" in fields:
@@ -58,9 +92,6 @@ def pod(uid: str = UID, **fields: Any) -> Answer:
         meta["deletionGracePeriodSeconds"] = fields.get("deletionGracePeriodSeconds", 30)
     if "activeDeadlineSeconds" in fields:
         spec["activeDeadlineSeconds"] = fields["activeDeadlineSeconds"]
-    meta["ownerReferences"] = [
-        {"kind": "Job", "name": "job", "uid": "job-uid", "controller": True, "apiVersion": "v1"}
-    ]
     return Answer(200, "OK", "", orjson.dumps({"metadata": meta, "spec": spec}))
 
 

@@ -12,6 +12,7 @@ from services.killer.executor.apply import (
     Abandoned,
     AlreadyDone,
     Answer,
+    OwnerRef,
     PodView,
     Result,
     Write,
@@ -20,7 +21,7 @@ from services.killer.executor.apply import (
     plan,
 )
 
-from .fakes import OTHER_UID, T0, UID, FakeClock, ScriptedApi, applier, command, pod
+from .fakes import JOB_REF, OTHER_UID, T0, UID, FakeClock, ScriptedApi, applier, command, pod
 
 OK = Answer(200, "OK")
 CONFLICT = Answer(409, "Conflict", "the UID in the precondition does not match")
@@ -158,6 +159,11 @@ def test_parse_pod_reads_the_fields_a_command_needs() -> None:
         active_deadline_seconds=7,
         job_name="job",
         job_uid="job-uid",
+        controller=OwnerRef(kind="Job", api_version="batch/v1", name="job", uid="job-uid"),
+        controller_index=0,
+        job_owners=("job-uid",),
+        job_label="job",
+        job_uid_label="job-uid",
     )
 
 
@@ -308,37 +314,82 @@ async def test_stop_during_backoff_abandons() -> None:
 
 # -- writing on the killer's view, without a read -------------------------------------------
 
+OWNER_TESTS = [
+    {"op": "test", "path": "/metadata/ownerReferences/0/controller", "value": True},
+    {"op": "test", "path": "/metadata/ownerReferences/0/apiVersion", "value": "batch/v1"},
+    {"op": "test", "path": "/metadata/ownerReferences/0/kind", "value": "Job"},
+    {"op": "test", "path": "/metadata/ownerReferences/0/name", "value": "job"},
+    {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": "job-uid"},
+]
+
 
 async def test_a_command_carrying_the_pods_version_is_one_write_conditional_on_it() -> None:
     written = pod(resourceVersion="8")  # the API server answers with the pod as written
-    result, api, _ = await apply([written], pod_resource_version="7")
+    result, api, _ = await apply([written], step="set-active-deadline", pod_resource_version="7")
     assert (result.outcome, result.attempts, result.wrote) == ("applied", 1, True)
-    assert [c.verb for c in api.calls] == ["DELETE"]
-    (write,) = api.writes
-    assert write.body["preconditions"] == {"uid": UID, "resourceVersion": "7"}
+    assert [c.verb for c in api.calls] == ["PATCH"]
     assert result.pod is not None and result.pod.job_uid == "job-uid"
 
 
-async def test_an_unread_patch_tests_the_killers_uid_and_version() -> None:
+async def test_an_unread_patch_tests_the_killers_uid_and_version_and_the_pods_owner() -> None:
     result, api, _ = await apply([OK], step="set-active-deadline", pod_resource_version="7")
     assert (result.outcome, result.wrote) == ("applied", True)
     (write,) = api.writes
-    assert write.body[:2] == [
+    assert write.body == [
         {"op": "test", "path": "/metadata/uid", "value": UID},
         {"op": "test", "path": "/metadata/resourceVersion", "value": "7"},
+        *OWNER_TESTS,
+        {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 30},
     ]
 
 
-async def test_a_pod_changed_since_the_killer_saw_it_is_read_and_decided_afresh() -> None:
-    # Refused (409: another version); the read shows it terminating already.
-    terminating = pod(deletionTimestamp="2026-01-01T00:00:01Z", resourceVersion="9")
-    result, api, _ = await apply([CONFLICT, terminating], pod_resource_version="7")
-    assert (result.outcome, result.wrote, result.attempts) == ("applied", False, 2)
-    assert "no second delete" in result.message
-    # Refused, the read shows the same pod changed in other ways: written on that read.
-    result, api, _ = await apply([CONFLICT, pod(resourceVersion="9"), OK], pod_resource_version="7")
+async def test_a_patch_after_a_read_tests_the_owner_where_the_read_found_it() -> None:
+    owners = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": "cm-uid"},
+        JOB_REF,
+    ]
+    result, api, _ = await apply([pod(owners=owners), OK], step="set-active-deadline")
     assert (result.outcome, result.wrote) == ("applied", True)
-    assert [w.body["preconditions"]["resourceVersion"] for w in api.writes] == ["7", "9"]
+    (write,) = api.writes
+    assert {"op": "test", "path": "/metadata/ownerReferences/1/uid", "value": "job-uid"} in (
+        write.body
+    )
+    assert not any("/ownerReferences/0/" in op["path"] for op in write.body)
+
+
+async def test_deletions_carrying_a_version_are_read_first() -> None:
+    # A DELETE's preconditions cannot test the owner: only a read can.
+    for step in ("delete", "force-delete"):
+        result, api, _ = await apply([pod(), OK], step=step, pod_resource_version="7")
+        assert (result.outcome, result.wrote) == ("applied", True)
+        assert [c.verb for c in api.calls] == ["GET", "DELETE"]
+
+
+async def test_a_command_without_a_job_uid_is_read_first() -> None:
+    orphan = pod(owners=[])
+    result, api, _ = await apply(
+        [orphan, OK], step="set-active-deadline", pod_resource_version="7", job_uid=None
+    )
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert [c.verb for c in api.calls] == ["GET", "PATCH"]
+
+
+async def test_a_pod_changed_since_the_killer_saw_it_is_read_and_decided_afresh() -> None:
+    # Refused (422: another version); the read shows a value lowered meanwhile.
+    lowered = pod(activeDeadlineSeconds=10, resourceVersion="9")
+    result, api, _ = await apply(
+        [INVALID, lowered], step="set-active-deadline", pod_resource_version="7"
+    )
+    assert (result.outcome, result.wrote, result.attempts) == ("applied", False, 2)
+    assert "already 10 <= 30" in result.message
+    # Refused, the read shows the same pod changed in other ways: written on that read.
+    result, api, _ = await apply(
+        [INVALID, pod(resourceVersion="9"), OK],
+        step="set-active-deadline",
+        pod_resource_version="7",
+    )
+    assert (result.outcome, result.wrote) == ("applied", True)
+    assert [w.body[1]["value"] for w in api.writes] == ["7", "9"]
 
 
 async def test_an_unread_write_refused_for_another_pod_under_the_name_touches_nothing() -> None:
@@ -350,10 +401,12 @@ async def test_an_unread_write_refused_for_another_pod_under_the_name_touches_no
 
 
 async def test_an_unread_write_whose_answer_was_lost_is_settled_by_a_read() -> None:
-    landed = pod(deletionTimestamp="2026-01-01T00:00:01Z", resourceVersion="8")
-    result, api, _ = await apply([NO_ANSWER, landed], pod_resource_version="7")
+    landed = pod(activeDeadlineSeconds=30, resourceVersion="8")
+    result, api, _ = await apply(
+        [NO_ANSWER, landed], step="set-active-deadline", pod_resource_version="7"
+    )
     assert (result.outcome, result.wrote) == ("applied", False)
-    assert [c.verb for c in api.calls] == ["DELETE", "GET"]
+    assert [c.verb for c in api.calls] == ["PATCH", "GET"]
 
 
 async def test_the_unread_refusal_does_not_use_up_the_rechecks() -> None:
