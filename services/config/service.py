@@ -203,11 +203,11 @@ class ConfigService:
         self._partitions = await list_partitions(self.kafka, [self.topic])
         if not self._partitions:
             raise RuntimeError(f"topic {self.topic} does not exist (create it: jobreaper topics)")
+        await self._announce_auth()
         consumer = make_consumer(
             self.kafka, client_id=f"jobreaper-config-{self.settings.identity}", group_id=None
         )
         await consumer.start()
-        await self._announce_auth()
         await self.http.start(self.settings.api_host, self.settings.api_port)
         tasks: list[asyncio.Task[None]] = []
         try:
@@ -253,10 +253,8 @@ class ConfigService:
             needs=f"a bearer token whose user may {self.authorizer.permission}",
             audiences=list(self.authorizer.audiences) or "the API server's",
         )
-        if self.api is None:
-            return
         try:
-            missing = await missing_review_permissions(api_reviewer(self.api))
+            missing = await missing_review_permissions(self.authorizer.review)
         except (KubeApiError, OSError, TimeoutError, ValueError) as exc:
             log.warning("config.api_auth_check_failed", error=str(exc))
             return

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from schemas.config import ConfigSnapshot
@@ -339,6 +340,30 @@ async def test_an_api_server_that_cannot_review_is_503_and_publishes_nothing() -
         status, body, _ = await call("PUT", "/config", {}, **{"If-Match": "*"})
         assert status == 503 and "cannot check the credentials now" in body["error"]
         assert producer.sent == []
+
+
+async def test_at_start_it_says_who_may_write_and_what_it_lacks_to_check() -> None:
+    api = fake_api_server()
+    with capture_logs() as logs:
+        await make_service(api)._announce_auth()
+    (announced,) = [e for e in logs if e["event"] == "config.api_auth"]
+    assert announced["needs"] == (
+        "a bearer token whose user may update configs.jobreaper.io in namespace ops"
+    )
+    assert not [e for e in logs if e["event"] == "config.api_auth_permission_missing"]
+    api.self_allowed = False
+    with capture_logs() as logs:
+        await make_service(api)._announce_auth()
+    (missing,) = [e for e in logs if e["event"] == "config.api_auth_permission_missing"]
+    assert missing["log_level"] == "error"
+    assert missing["missing_permission"] == [
+        "create tokenreviews.authentication.k8s.io",
+        "create subjectaccessreviews.authorization.k8s.io",
+    ]
+    settings = ConfigServiceSettings(source="http", lease=False, api_auth="none")
+    with capture_logs() as logs:
+        await ConfigService(KafkaSettings(), settings, api=None)._announce_auth()
+    assert [(e["event"], e["log_level"]) for e in logs] == [("config.api_auth_disabled", "warning")]
 
 
 def test_writes_are_authenticated_by_default() -> None:
