@@ -4,7 +4,9 @@
     uv run python bench/bench_config.py [--changes 100] [--pause 0.05]
 
 Runs, in this process, a config service (``source=http``, no Lease: the
-Lease is not on the path of a change) and a killer
+Lease is not on the path of a change; ``api_auth=none`` on loopback: with
+authentication a writer's TokenReview and SubjectAccessReview are cached
+10 s, so only the first PUT of a token would pay them) and a killer
 (``services.killer.service.Killer``) on fresh topics of the stack's Kafka,
 then makes ``--changes`` changes one after another. For each: the time of
 the PUT itself (request to 200, the snapshot committed in its transaction),
@@ -73,7 +75,9 @@ async def main(changes: int, pause: float) -> None:
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix, job_partitions=1)
     config = ConfigService(
         kafka,
-        ConfigServiceSettings(source="http", lease=False, api_port=0, identity="bench"),
+        ConfigServiceSettings(
+            source="http", lease=False, api_auth="none", api_port=0, identity="bench"
+        ),
     )
     killer = Killer(kafka, KillerServiceSettings(group_id=f"bench-{prefix}", identity="bench"))
     config_task = asyncio.create_task(config.run())

@@ -164,8 +164,9 @@ class ConfigSnapshot(Message):
     reserved for the built-in defaults (no snapshot yet)."""
     config: KillerConfig = Field(default_factory=KillerConfig)
     author: str = ""
-    """Who changed it: the HTTP ``X-Jobreaper-Author`` header, the ConfigMap's last field
-    manager, or the file's path."""
+    """Who changed it: for ``PUT /config`` the user the API server's TokenReview named
+    for the caller's bearer token (``system:serviceaccount:<ns>:<name>``, ``alice``...;
+    never a request header), the ConfigMap's last field manager, or the file's path."""
     changed_at: UtcDatetime
     diff: tuple[str, ...] = ()
     """Human-readable summary of the change against the previous version."""

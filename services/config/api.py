@@ -2,12 +2,18 @@
 
 - ``GET /config``: the configuration in force, its version and ``ETag: "<version>"``.
 - ``PUT /config`` (only with ``source=http``): a whole new configuration.
+  The caller must send ``Authorization: Bearer <token>``: the API server
+  authenticates the token (TokenReview; 401 when it is missing or refused) and
+  authorizes its user for verb ``update`` on ``configs`` in API group
+  ``jobreaper.io`` in ``api_auth_namespace`` (SubjectAccessReview; 403 naming
+  the user and the permission). That user is the author recorded in the
+  snapshot; no request header can set it (``X-Remote-User`` and
+  ``X-Jobreaper-Author`` are ignored). ``api_auth=none`` (local development,
+  loopback only) skips the check and records ``unauthenticated@<peer>``.
   ``If-Match`` is required (428 without it): the ETag it was based on, or
   ``*`` to overwrite whatever is current. A stale ETag gets 409 and nothing
   is published; a rejected document gets 422 with every problem and its
-  JSON path; an unchanged one 200 with ``"published": false``. The author
-  is the ``X-Jobreaper-Author`` header (else ``X-Remote-User`` from an
-  authenticating proxy, else the peer address).
+  JSON path; an unchanged one 200 with ``"published": false``.
 - ``POST /config/validate``: the same checks and the diff against the
   version in force, publishing nothing (200 valid, 422 invalid).
 - ``GET /config/history``: the snapshots this replica has read.
@@ -22,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from services.runtime.logging import get_logger
+
 from .diff import canonical, diff
 from .validation import Report, validate_text
 from .versioning import BadIfMatch, Head, etag, parse_if_match
@@ -31,8 +39,12 @@ if TYPE_CHECKING:
 
     from .service import ConfigService
 
-AUTHOR_HEADER = "X-Jobreaper-Author"
+log = get_logger(__name__)
+
 JSON = "application/json"
+REALM = 'Bearer realm="jobreaper-config"'
+WRITER_ROLE = "jobreaper-config-writer"
+_RESULTS = {200: "allowed", 401: "unauthenticated", 403: "forbidden"}
 
 
 def snapshot_json(snapshot: ConfigSnapshot) -> dict[str, Any]:
@@ -66,6 +78,17 @@ def report_json(report: Report) -> dict[str, Any]:
         "errors": [issue.as_json() for issue in report.errors],
         "warnings": [issue.as_json() for issue in report.warnings],
     }
+
+
+def grant_hint(username: str, namespace: str) -> str:
+    """The kubectl command that would let ``username`` write (for a 403's message)."""
+    parts = username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        subject = f"--serviceaccount={parts[2]}:{parts[3]}"
+    else:
+        subject = f"--user={username}"
+    where = f"-n {namespace} create rolebinding" if namespace else "create clusterrolebinding"
+    return f"kubectl {where} <name> --clusterrole={WRITER_ROLE} {subject}"
 
 
 class ConfigApi:
@@ -142,6 +165,10 @@ class ConfigApi:
                 status=405,
                 headers={"Allow": "GET"},
             )
+        peer = request.remote or "unknown"
+        author = await self._author(request, peer)
+        if isinstance(author, web.Response):
+            return author
         try:
             if_match = parse_if_match(request.headers.get("If-Match"))
         except BadIfMatch as exc:
@@ -156,15 +183,9 @@ class ConfigApi:
                 status=428,
                 headers={"ETag": service.head.etag},
             )
-        peer = request.remote or "unknown"
-        author = (
-            request.headers.get(AUTHOR_HEADER)
-            or request.headers.get("X-Remote-User")
-            or f"anonymous@{peer}"
-        )
         outcome = await service.submit(
             await request.read(),
-            author=author[:200],
+            author=author,
             origin=f"http:{peer}",
             kind="http",
             if_match=if_match,
@@ -206,6 +227,38 @@ class ConfigApi:
         if outcome.report is not None:
             body["warnings"] = report_json(outcome.report)["warnings"]
         return web.json_response(body, status=200, headers=tag)
+
+    async def _author(self, request: web.Request, peer: str) -> str | web.Response:
+        """Who writes: the TokenReview's username, or the answer refusing the request."""
+        metrics = self.service.metrics.writes_checked
+        authorizer = self.service.authorizer
+        if authorizer is None:  # api_auth=none: settings allow it on loopback only
+            metrics.labels("unauthenticated-mode").inc()
+            return f"unauthenticated@{peer}"
+        decision = await authorizer.authorize(request.headers.get("Authorization"))
+        metrics.labels(_RESULTS.get(decision.status, "error")).inc()
+        if decision.allowed and decision.user is not None:
+            return decision.user.username
+        user = decision.user.username if decision.user is not None else None
+        body: dict[str, Any] = {"error": decision.error}
+        headers: dict[str, str] = {}
+        if decision.status == 401:
+            headers["WWW-Authenticate"] = REALM
+        elif decision.status == 403:
+            body["user"] = user
+            body["missing_permission"] = authorizer.permission.attributes()
+            hint = grant_hint(user or "", authorizer.permission.namespace)
+            body["error"] += f"; the ClusterRole {WRITER_ROLE} grants it: {hint}"
+        else:
+            headers["Retry-After"] = "1"
+        log.warning(
+            "config.write_refused",
+            status=decision.status,
+            user=user,
+            peer=peer,
+            reason=decision.error,
+        )
+        return web.json_response(body, status=decision.status, headers=headers)
 
 
 __all__ = ["ConfigApi", "etag", "head_json", "snapshot_json"]

@@ -3,19 +3,23 @@
 ``get``, ``set``, ``validate`` and ``diff`` talk to the service's HTTP API
 (``--url``, env ``JOBREAPER_CONFIG_URL``); ``get --topic`` and ``history``
 read the ``config`` topic itself (Kafka settings as for every service).
+``set`` sends a Kubernetes bearer token (``--token-file``, env
+``JOBREAPER_CONFIG_TOKEN``, else the kubeconfig's user, else a pod's
+ServiceAccount token); the service records that token's user as the author.
 
 Exit codes: 0 done; 1 the service or Kafka could not be reached (or answered
 something unexpected); 2 bad usage or an unreadable file; 3 the
 configuration is invalid (every problem is printed with its JSON path);
 4 conflict: the configuration changed since the version you based yours on;
 5 this service does not accept the change (a standby, or its writer is a
-ConfigMap or a file).
+ConfigMap or a file); 6 not authenticated (401) or not allowed (403).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -40,13 +44,13 @@ from services.runtime.cli_support import (
     load_settings,
 )
 from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
-from services.runtime.kube import load_api_client
+from services.runtime.kube import kubeconfig_bearer_token, load_api_client
 from services.runtime.messages import CODEC
 from services.runtime.service import serve
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
-from .api import AUTHOR_HEADER, head_json, snapshot_json
+from .api import head_json, snapshot_json
 from .service import ConfigService
 from .settings import ConfigServiceSettings
 from .validation import validate_text
@@ -62,6 +66,10 @@ EXIT_USAGE = 2
 EXIT_INVALID = 3
 EXIT_CONFLICT = 4
 EXIT_REFUSED = 5
+EXIT_DENIED = 6
+
+TOKEN_ENV = "JOBREAPER_CONFIG_TOKEN"
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 URL_OPTION = typer.Option(
     "http://127.0.0.1:8081",
@@ -247,6 +255,54 @@ def get(
     )
 
 
+@dataclass(frozen=True)
+class Credentials:
+    token: str | None
+    origin: str
+    """Where the token came from (or why there is none), for error messages."""
+
+
+def credentials(token_file: str | None, kubeconfig: str | None) -> Credentials:
+    """The bearer token ``set`` sends: ``--token-file``, else ``$JOBREAPER_CONFIG_TOKEN``,
+    else the kubeconfig's current user, else this pod's ServiceAccount token."""
+    if token_file:
+        from_file = read_file(token_file).decode(errors="replace").strip()
+        if not from_file:
+            raise fail(f"the token file {token_file} is empty", EXIT_USAGE)
+        return Credentials(from_file, f"the token file {token_file}")
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return Credentials(os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}")
+    where = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    token: str | None
+    try:
+        token = asyncio.run(kubeconfig_bearer_token(kubeconfig))
+    except KubeConfigError as exc:
+        typer.echo(f"jobreaper: warning: {exc}; sending no token", err=True)
+        token = None
+    if token:
+        return Credentials(token, f"the current user of the kubeconfig {where}")
+    if os.path.exists(SERVICE_ACCOUNT_TOKEN):
+        with open(SERVICE_ACCOUNT_TOKEN) as handle:
+            token = handle.read().strip()
+        if token:
+            return Credentials(token, f"this pod's ServiceAccount token {SERVICE_ACCOUNT_TOKEN}")
+    return Credentials(
+        None, f"no token: none in --token-file, ${TOKEN_ENV} or the kubeconfig {where}"
+    )
+
+
+def denied(answer: Answer, creds: Credentials) -> typer.Exit:
+    """A 401 or 403, with what was sent and how to fix it."""
+    message = str(answer.body.get("error") or answer.body)
+    sent = f"sent: {creds.origin}" if creds.token else creds.origin
+    if answer.status == 401:
+        sent += (
+            f"; give a Kubernetes bearer token with --token-file FILE or ${TOKEN_ENV} "
+            "(e.g. kubectl create token SERVICEACCOUNT > FILE)"
+        )
+    return fail(f"HTTP {answer.status}: {message} ({sent})", EXIT_DENIED)
+
+
 @app.command("set")
 def set_config(
     file: str = typer.Argument(..., help="JSON file with the whole configuration ('-': stdin)"),
@@ -257,15 +313,39 @@ def set_config(
     force: bool = typer.Option(
         False, "--force", help="Overwrite whatever is current (If-Match: *)"
     ),
-    author: str | None = typer.Option(
-        None, envvar="JOBREAPER_CONFIG_AUTHOR", help="Who changes it (default: $USER)"
+    token_file: str | None = typer.Option(
+        None,
+        "--token-file",
+        envvar="JOBREAPER_CONFIG_TOKEN_FILE",
+        help="File holding a Kubernetes bearer token (kubectl create token SA > FILE; env: "
+        f"JOBREAPER_CONFIG_TOKEN_FILE). Else ${TOKEN_ENV}, else the kubeconfig's user.",
     ),
+    kubeconfig: str | None = typer.Option(
+        None,
+        "--kubeconfig",
+        envvar="JOBREAPER_KUBECONFIG",
+        help="Kubeconfig whose user's token to send (default: $KUBECONFIG, ~/.kube/config)",
+    ),
+    author: str | None = typer.Option(None, "--author", hidden=True),
     retries: int = typer.Option(5, help="Attempts while the service has no writer (503)"),
 ) -> None:
-    """Publish a new configuration (needs a service with source=http)."""
-    import getpass
+    """Publish a new configuration (needs a service with source=http).
 
+    The service authenticates the token you send (a TokenReview) and checks that its
+    user may update configs.jobreaper.io (a SubjectAccessReview); that user is
+    recorded as the author.
+    """
+    if author is not None:
+        raise fail(
+            "--author is gone: the author recorded is the user of the token you send "
+            "(--token-file, $JOBREAPER_CONFIG_TOKEN or your kubeconfig), as the API server "
+            "names it",
+            EXIT_USAGE,
+        )
+    if file == "-" and token_file == "-":
+        raise fail("the configuration and the token cannot both come from stdin", EXIT_USAGE)
     data = read_file(file)
+    creds = credentials(token_file, kubeconfig)
     if force:
         if_match = "*"
     elif version is not None:
@@ -276,7 +356,9 @@ def set_config(
             raise unexpected(current)
         if_match = current.headers.get("ETag") or f'"{current.body.get("version")}"'
         typer.echo(f"based on version {current.body.get('version')} (the current one)", err=True)
-    headers = {"If-Match": if_match, AUTHOR_HEADER: author or getpass.getuser()}
+    headers = {"If-Match": if_match}
+    if creds.token:
+        headers["Authorization"] = f"Bearer {creds.token}"
     for attempt in range(max(1, retries)):
         answer = call(url, "PUT", "/config", data=data, headers=headers)
         if answer.status != 503 or attempt == retries - 1:
@@ -297,6 +379,8 @@ def set_config(
         raise typer.Exit(EXIT_INVALID)
     if answer.status == 409:
         raise fail(str(body.get("error")), EXIT_CONFLICT)
+    if answer.status in (401, 403):
+        raise denied(answer, creds)
     raise unexpected(answer)
 
 

@@ -45,3 +45,11 @@ class ConfigMetrics:
             "Times the writer lost its producer (fenced by another replica, or Kafka failed)",
             registry=registry,
         )
+        self.writes_checked = Counter(
+            "jobreaper_config_api_writes_total",
+            "PUT /config requests by the caller check: allowed, unauthenticated (401), "
+            "forbidden (403), error (503: the API server could not review them), "
+            "unauthenticated-mode (api_auth=none)",
+            ["result"],
+            registry=registry,
+        )

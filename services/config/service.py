@@ -46,6 +46,12 @@ from schemas.topics import CONFIG
 from services.runtime.kafka import ensure_topics, make_consumer, make_producer, read_to_end
 from services.runtime.kafka import topic_partitions as list_partitions
 from services.runtime.kube import KubeApiError
+from services.runtime.kube_auth import (
+    KubeAuthorizer,
+    Permission,
+    api_reviewer,
+    missing_review_permissions,
+)
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
@@ -55,7 +61,7 @@ from services.runtime.topics import TopicNames
 
 from .api import ConfigApi
 from .metrics import ConfigMetrics
-from .settings import ConfigServiceSettings
+from .settings import WRITE_GROUP, WRITE_RESOURCE, WRITE_VERB, ConfigServiceSettings
 from .sources import ConfigMapSource, Content, FileSource
 from .validation import Issue, Report, validate_text
 from .versioning import Head, IfMatch, make_snapshot, plan
@@ -99,9 +105,18 @@ class ConfigService:
         api: client.ApiClient | None = None,
         registry: CollectorRegistry | None = None,
         history_size: int = 1000,
+        authorizer: KubeAuthorizer | None = None,
     ) -> None:
-        if settings.needs_kubernetes and api is None:
-            raise ValueError("source=configmap and lease=true need a Kubernetes API client")
+        needs_api = (
+            settings.source == "configmap"
+            or settings.lease
+            or (settings.authenticates_writes and authorizer is None)
+        )
+        if needs_api and api is None:
+            raise ValueError(
+                "source=configmap, lease=true and source=http with api_auth=kubernetes "
+                "(TokenReview, SubjectAccessReview) need a Kubernetes API client"
+            )
         self.kafka = kafka
         self.settings = settings
         self.api = api
@@ -115,6 +130,19 @@ class ConfigService:
         self.history_size = history_size
         self.last_rejection: Report | None = None
         self.last_error: str | None = None
+        self.authorizer: KubeAuthorizer | None = None
+        """Who may PUT /config; None when PUT is refused anyway (source is not http)
+        or accepted from anyone (api_auth=none)."""
+        if settings.authenticates_writes:
+            if authorizer is None:
+                assert api is not None
+                authorizer = KubeAuthorizer(
+                    api_reviewer(api),
+                    write_permission(settings),
+                    audiences=settings.api_auth_audiences,
+                    cache_s=settings.api_auth_cache_s,
+                )
+            self.authorizer = authorizer
         self.http = ConfigApi(self)
         self.elector: LeaderElector | None = None
         if settings.lease:
@@ -147,6 +175,12 @@ class ConfigService:
         return self._writer is not None
 
     def readiness(self) -> tuple[bool, str]:
+        ready, detail = self._readiness()
+        if self.settings.source == "http" and self.settings.api_auth == "none":
+            detail += " (PUT /config is NOT authenticated: api_auth=none)"
+        return ready, detail
+
+    def _readiness(self) -> tuple[bool, str]:
         version = self.head.version
         if not self.tail.read:
             return False, "reading the config topic"
@@ -169,6 +203,7 @@ class ConfigService:
         self._partitions = await list_partitions(self.kafka, [self.topic])
         if not self._partitions:
             raise RuntimeError(f"topic {self.topic} does not exist (create it: jobreaper topics)")
+        await self._announce_auth()
         consumer = make_consumer(
             self.kafka, client_id=f"jobreaper-config-{self.settings.identity}", group_id=None
         )
@@ -198,6 +233,39 @@ class ConfigService:
             await self._drop_writer()
             await self.http.stop()
             await consumer.stop()
+
+    async def _announce_auth(self) -> None:
+        """Say who may write, and loudly when anyone may or when nobody can be checked."""
+        s = self.settings
+        if s.source != "http":
+            return
+        if s.api_auth == "none":
+            log.warning(
+                "config.api_auth_disabled",
+                detail=f"PUT /config on {s.api_host}:{s.api_port} accepts a new configuration "
+                "from ANY local caller, unauthenticated (JOBREAPER_CONFIG_API_AUTH=none): for "
+                "local development only, never in a cluster",
+            )
+            return
+        assert self.authorizer is not None
+        log.info(
+            "config.api_auth",
+            needs=f"a bearer token whose user may {self.authorizer.permission}",
+            audiences=list(self.authorizer.audiences) or "the API server's",
+        )
+        try:
+            missing = await missing_review_permissions(self.authorizer.review)
+        except (KubeApiError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("config.api_auth_check_failed", error=str(exc))
+            return
+        if missing:
+            log.error(
+                "config.api_auth_permission_missing",
+                missing_permission=missing,
+                effect="every PUT /config will be answered 503: this service cannot check "
+                "who sends it (bind the ClusterRole jobreaper-config-auth or "
+                "system:auth-delegator to its ServiceAccount)",
+            )
 
     # -- reading the topic ----------------------------------------------------------
 
@@ -456,6 +524,16 @@ class ConfigService:
         if self.elector is not None and not self.elector.is_leader:
             return "this replica is a standby; the Lease holder writes"
         return f"the writer is not ready ({self.last_error or 'fencing, reading the topic'})"
+
+
+def write_permission(settings: ConfigServiceSettings) -> Permission:
+    """What a caller of PUT /config must be allowed (SubjectAccessReview)."""
+    return Permission(
+        verb=WRITE_VERB,
+        group=WRITE_GROUP,
+        resource=WRITE_RESOURCE,
+        namespace=settings.api_auth_namespace,
+    )
 
 
 def _retrieve_transaction_error(producer: AIOKafkaProducer) -> None:

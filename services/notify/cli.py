@@ -19,13 +19,18 @@ from services.runtime.cli_support import (
 from services.runtime.service import serve
 
 from .service import Notifier
-from .settings import NotifySettings
+from .settings import WHERE, NotifySettings
 
 
 def notify(
-    webhook: str | None = typer.Option(
-        None, "--webhook", help="URL to POST alerts to (env: JOBREAPER_NOTIFY_WEBHOOK)"
+    webhook_file: str | None = typer.Option(
+        None,
+        "--webhook-file",
+        help="File holding the webhook URL, e.g. a mounted Secret (env: "
+        "JOBREAPER_NOTIFY_WEBHOOK_FILE); or set JOBREAPER_NOTIFY_WEBHOOK. Never on the "
+        "command line: the URL is a secret.",
     ),
+    webhook: str | None = typer.Option(None, "--webhook", hidden=True),
     group_id: str | None = typer.Option(
         None,
         "--group-id",
@@ -41,6 +46,10 @@ def notify(
 ) -> None:
     """POST kill alerts as JSON to a webhook (Slack-compatible `text` + fields).
 
+    The webhook URL is a secret (Slack's carries its token): give it in a file
+    (--webhook-file, e.g. a mounted Secret) or in JOBREAPER_NOTIFY_WEBHOOK; logs
+    show only its scheme and host.
+
     Alerts: ForceDeletionForbidden kill events, commands refused with 403
     (forbidden), and steps whose command attempt >= --failing-after failed.
     Retries 5xx and timeouts with capped exponential backoff and honours a 429's
@@ -48,10 +57,17 @@ def notify(
     after the webhook accepted the alert: at least once, duplicates carry the
     same alert_id.
     """
+    if webhook is not None:
+        raise fail(
+            "--webhook is no longer accepted: a webhook URL is a secret (Slack's carries its "
+            "token) and a command line is visible to every user of the machine (ps, /proc) "
+            f"and kept in shell history; {WHERE}",
+            2,
+        )
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
-            "webhook": webhook,
+            "webhook_file": webhook_file,
             "group_id": group_id,
             "failing_after": failing_after,
         }.items()
@@ -60,9 +76,11 @@ def notify(
     try:
         settings = NotifySettings(**overrides)
     except ValidationError as exc:
-        problem = exc.errors(include_url=False)[0]
+        # Never the input: it may hold the URL.
+        problem = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in problem["loc"])
-        raise fail(f"invalid settings: {where}: {problem['msg']} (give --webhook URL)", 2) from exc
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        raise fail(f"invalid settings: {where + ': ' if where else ''}{message}", 2) from None
     # After the check above: a usage error configures nothing (logging included).
     kafka, service = load_settings(
         kafka_bootstrap=kafka_bootstrap,

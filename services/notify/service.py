@@ -28,7 +28,7 @@ from services.runtime.topics import TopicNames
 from .alerts import Alert, alert_for
 from .metrics import NotifyMetrics
 from .settings import NotifySettings
-from .webhook import Backoff, deliver
+from .webhook import Backoff, deliver, endpoint
 
 log = get_logger(__name__)
 
@@ -67,6 +67,12 @@ class Notifier:
     async def run(self) -> None:
         if self.kafka.create_topics:
             await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
+        log.info(
+            "notify.webhook",
+            endpoint=endpoint(self.settings.url),
+            url_from=self.settings.origin,
+            detail="the URL's path and query are a secret and are never logged",
+        )
         consumer = make_consumer(
             self.kafka, *self.topics, client_id="jobreaper-notify", group_id=self.settings.group_id
         )
@@ -123,7 +129,7 @@ class Notifier:
         sending = asyncio.create_task(
             deliver(
                 session,
-                self.settings.webhook,
+                self.settings.url,
                 alert.payload(),
                 self.backoff,
                 timeout_s=self.settings.request_timeout_s,

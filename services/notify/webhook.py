@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -36,6 +37,20 @@ class Backoff:
         """Full-range jitter over the doubled, capped delay (>= half of it)."""
         base = min(self.max_s, self.initial_s * 2.0 ** (failures - 1))
         return float(base / 2 + random.random() * base / 2)
+
+
+def endpoint(url: str) -> str:
+    """What logs may say of a webhook URL: its scheme, host and port. The path and
+    query (Slack's token), and any user:password, stay out."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return "(unparsable URL)"
+    if not host:
+        return "(no host)"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
@@ -89,5 +104,7 @@ async def deliver(
         if retry_after is not None:
             wait = min(retry_after, backoff.retry_after_max_s)
         on_retry(reason)
-        log.warning("notify.retry", url=url, reason=reason, retry_in_s=round(wait, 3))
+        log.warning(
+            "notify.retry", endpoint=endpoint(url), reason=reason, retry_in_s=round(wait, 3)
+        )
         await sleep(wait)

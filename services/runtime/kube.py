@@ -127,3 +127,26 @@ async def request_json(
         return await response.read()
     finally:
         response.release()
+
+
+async def kubeconfig_bearer_token(kubeconfig: str | None) -> str | None:
+    """The bearer token the kubeconfig's current user sends (``token``,
+    ``tokenFile``, an ``exec`` plugin, OIDC), for calling a service that reviews
+    it; None when there is no kubeconfig or its user authenticates otherwise (a
+    client certificate, a password). ``kubeconfig``: a path (or ``a:b`` list),
+    else ``$KUBECONFIG``, else ``~/.kube/config``.
+
+    Raises :class:`KubeConfigError` when a kubeconfig exists but does not load.
+    """
+    paths = kubeconfig or os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    if not any(os.path.exists(os.path.expanduser(p)) for p in paths.split(os.pathsep) if p):
+        return None
+    configuration = client.Configuration()
+    try:
+        await config.load_kube_config(config_file=paths, client_configuration=configuration)
+        value = await configuration.get_api_key_with_prefix("BearerToken")
+    except (ConfigException, OSError, ValueError, TypeError) as exc:
+        raise KubeConfigError(f"cannot load the kubeconfig {paths}: {exc}") from exc
+    if isinstance(value, str) and value.startswith("Bearer "):
+        return value.removeprefix("Bearer ").strip() or None
+    return None

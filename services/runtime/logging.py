@@ -9,7 +9,9 @@ from typing import Any
 
 import structlog
 
-_SECRET_KEYS = frozenset({"password", "sasl_password", "token", "authorization"})
+_SECRET_KEYS = frozenset(
+    {"password", "sasl_password", "token", "authorization", "webhook", "webhook_url"}
+)
 
 
 def _drop_secrets(

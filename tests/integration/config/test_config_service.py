@@ -9,7 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -27,6 +27,9 @@ from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
 from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, messages
+
+if TYPE_CHECKING:
+    from tests.integration.config.conftest import Accounts
 
 pytestmark = pytest.mark.stack
 
@@ -254,18 +257,20 @@ async def _ready(service: ConfigService) -> bool:
 
 
 async def test_concurrent_puts_one_wins_and_a_fenced_writer_cannot_publish(
-    harness: Harness, tmp_path: Path
+    harness: Harness, accounts: Accounts, namespace: str, tmp_path: Path
 ) -> None:
-    one = await harness.config("one", source="http", lease=False)
+    http = {"source": "http", "lease": False, "api_auth_namespace": namespace}
+    one = await harness.config("one", **http)
     await eventually("one is the writer", lambda: _ready(one))
     url = f"http://127.0.0.1:{one.http.bound_port}"
+    token_file = await accounts.token_file(tmp_path / "token", "writer")
+    token = token_file.read_text().strip()
 
     async with aiohttp.ClientSession() as session:
 
         async def put(base: str, document: Any, if_match: str) -> tuple[int, dict[str, Any]]:
-            async with session.put(
-                f"{base}/config", json=document, headers={"If-Match": if_match}
-            ) as answer:
+            headers = {"If-Match": if_match, "Authorization": f"Bearer {token}"}
+            async with session.put(f"{base}/config", json=document, headers=headers) as answer:
                 return answer.status, await answer.json()
 
         results = await asyncio.gather(
@@ -276,7 +281,7 @@ async def test_concurrent_puts_one_wins_and_a_fenced_writer_cannot_publish(
         assert [s.version for s in await harness.versions(1)] == [1]
 
         # A second replica without the Lease takes the transactional id: it fences "one".
-        two = await harness.config("two", source="http", lease=False)
+        two = await harness.config("two", **http)
         await eventually("two is the writer", lambda: _ready(two))
         assert two.head.version == 1
         status, body = await put(url, {"killMethod": "delete"}, '"1"')
@@ -296,6 +301,7 @@ async def test_concurrent_puts_one_wins_and_a_fenced_writer_cannot_publish(
     runner = CliRunner()
     env = {
         "JOBREAPER_CONFIG_URL": url,
+        "JOBREAPER_CONFIG_TOKEN_FILE": str(token_file),
         "JOBREAPER_KAFKA_BOOTSTRAP": harness.stack.kafka_bootstrap,
         "JOBREAPER_KAFKA_TOPIC_PREFIX": harness.prefix,
     }
@@ -306,7 +312,7 @@ async def test_concurrent_puts_one_wins_and_a_fenced_writer_cannot_publish(
     def cli(*args: str) -> Any:
         return runner.invoke(config_cli, list(args), env=env)
 
-    done = await asyncio.to_thread(cli, "set", str(good), "--author", "tester")
+    done = await asyncio.to_thread(cli, "set", str(good))
     assert done.exit_code == 0, done.output
     assert "published version 3" in done.output
     refused = await asyncio.to_thread(cli, "set", str(bad))
@@ -315,7 +321,8 @@ async def test_concurrent_puts_one_wins_and_a_fenced_writer_cannot_publish(
     stale = await asyncio.to_thread(cli, "set", str(good), "--version", "1")
     assert stale.exit_code == 4 and "version 3 is current" in stale.output
     shown = await asyncio.to_thread(cli, "get", "--json")
-    assert shown.exit_code == 0 and json.loads(shown.stdout)["author"] == "tester"
+    assert shown.exit_code == 0
+    assert json.loads(shown.stdout)["author"] == f"system:serviceaccount:{namespace}:writer"
     history = await asyncio.to_thread(cli, "history")
     assert history.exit_code == 0, history.output
     assert [line.split()[0] for line in history.stdout.splitlines() if line.startswith("v")] == [

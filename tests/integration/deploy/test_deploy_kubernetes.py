@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from services.config.settings import WRITE_GROUP, WRITE_RESOURCE, WRITE_VERB
 from services.runtime.kube import request_json
 from services.stack.api import StackInfo
 from tests.integration.deploy.manifests import (
@@ -116,7 +117,8 @@ Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, ve
 #: watcher stream.py (list, watch) + runtime/lease.py (GET/PUT by name, POST);
 #: executor apply.py (GET, PATCH, DELETE a pod) + events.py (events.k8s.io POST);
 #: config sources.py (list/watch with fieldSelector metadata.name, core Events POST)
-#: + lease.py; killer: no Kubernetes call at all.
+#: + lease.py + runtime/kube_auth.py (TokenReview, SubjectAccessReview: cluster-scoped
+#: creates, for PUT /config with source=http); killer: no Kubernetes call at all.
 GRANTS: dict[str, set[Grant]] = {
     "watcher": {
         *(("cluster", "", r, v, None) for r in ("pods", "nodes") for v in ("list", "watch")),
@@ -139,9 +141,13 @@ GRANTS: dict[str, set[Grant]] = {
             ("namespace", "coordination.k8s.io", "leases", v, "jobreaper-config")
             for v in ("get", "update")
         ),
+        ("cluster", "authentication.k8s.io", "tokenreviews", "create", None),
+        ("cluster", "authorization.k8s.io", "subjectaccessreviews", "create", None),
     },
     "killer": set(),
 }
+
+CLUSTER_SCOPED = ("nodes", "tokenreviews", "subjectaccessreviews")
 
 # (verb, group, resource, namespace, name, subresource); namespace "OWN" is the
 # install's namespace, "OTHER" some other one, "" all namespaces / cluster-scoped.
@@ -155,7 +161,7 @@ def _allowed_checks(account: str) -> list[Check]:
         places = ["OWN"] if scope == "namespace" else ["OTHER", "OWN"]
         if scope == "cluster" and verb in ("list", "watch"):
             places.append("")  # all namespaces (or a cluster-scoped resource)
-        if resource == "nodes":
+        if resource in CLUSTER_SCOPED:
             places = [""]
         for where in places:
             checks.append((verb, group, resource, where, name or "", ""))
@@ -180,6 +186,9 @@ DENIED_FOR_ALL: list[Check] = [
     ("impersonate", "", "serviceaccounts", "OWN", "", ""),
     ("create", "rbac.authorization.k8s.io", "rolebindings", "OWN", "", ""),
     ("escalate", "rbac.authorization.k8s.io", "clusterroles", "", "", ""),
+    # Nobody of jobreaper's own may write the configuration through the API.
+    ("update", "jobreaper.io", "configs", "OWN", "", ""),
+    ("update", "jobreaper.io", "configs", "", "", ""),
 ]
 
 DENIED: dict[str, list[Check]] = {
@@ -189,6 +198,7 @@ DENIED: dict[str, list[Check]] = {
         ("update", "coordination.k8s.io", "leases", "OWN", "jobreaper-config", ""),
         ("list", "", "configmaps", "OWN", "", ""),
         ("create", "", "events", "OWN", "", ""),
+        ("create", "authentication.k8s.io", "tokenreviews", "", "", ""),
     ],
     "executor": [
         ("list", "", "pods", "", "", ""),
@@ -197,6 +207,7 @@ DENIED: dict[str, list[Check]] = {
         ("create", "", "events", "OWN", "", ""),  # it writes events.k8s.io only
         ("list", "", "nodes", "", "", ""),
         ("get", "coordination.k8s.io", "leases", "OWN", "jobreaper-watcher", ""),
+        ("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""),
     ],
     "config": [
         ("list", "", "configmaps", "OWN", "", ""),  # only its own, by name
@@ -213,6 +224,8 @@ DENIED: dict[str, list[Check]] = {
         ("create", "coordination.k8s.io", "leases", "OWN", "", ""),
         ("get", "coordination.k8s.io", "leases", "OWN", "jobreaper-watcher", ""),
         ("create", "", "events", "OWN", "", ""),
+        ("create", "authentication.k8s.io", "tokenreviews", "", "", ""),
+        ("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""),
     ],
 }
 
@@ -250,6 +263,24 @@ def test_rbac_grants_exactly_what_the_code_calls(kustomize: Path) -> None:
                 assert "*" not in (rule.get(key) or ()), f"wildcard in {role['metadata']['name']}"
             assert "secrets" not in rule["resources"]
             assert not rule.get("nonResourceURLs")
+    # The example role for writers of PUT /config: what the code asks (a
+    # SubjectAccessReview), and nothing else; bound to none of jobreaper's accounts.
+    writer = find(objects, "ClusterRole", "jobreaper-config-writer")
+    assert writer["rules"] == [
+        {"apiGroups": [WRITE_GROUP], "resources": [WRITE_RESOURCE], "verbs": [WRITE_VERB]}
+    ]
+    assert not [
+        o
+        for o in objects
+        if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
+        and o["roleRef"]["name"] == "jobreaper-config-writer"
+    ]
+    config = find(objects, "Deployment", "jobreaper-config")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in config["containers"][0]["env"]}
+    assert env["JOBREAPER_CONFIG_API_AUTH"]["value"] == "kubernetes"
+    assert env["JOBREAPER_CONFIG_API_AUTH_NAMESPACE"]["valueFrom"]["fieldRef"] == {
+        "fieldPath": "metadata.namespace"
+    }
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -1,6 +1,7 @@
 """``jobreaper notify`` over real Kafka against a real local HTTP server: each alert is
 delivered once after a 500, a 4xx is skipped, and a restart re-sends nothing that was
-acknowledged and committed."""
+acknowledged and committed; the command reads the webhook URL from a file and never
+logs it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from tests.integration.helpers import eventually, publish
 
 pytestmark = pytest.mark.stack
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SECRET = "T0000/B0000/notify-integration-secret"
 
 
 @dataclass
@@ -64,12 +67,13 @@ async def hook() -> AsyncIterator[Hook]:
         return web.Response(status=status)
 
     app = web.Application()
-    app.router.add_post("/hook", post)
+    app.router.add_post(f"/services/{SECRET}", post)  # a secret path, as Slack's
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    found.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    found.url = f"http://127.0.0.1:{port}/services/{SECRET}"
     try:
         yield found
     finally:
@@ -190,7 +194,7 @@ async def _counted(notifier: Notifier, verdicts: int) -> bool:
 
 
 async def test_the_notify_command_serves_health_and_metrics_and_stops_on_sigterm(
-    stack: StackInfo, topic_prefix: str, hook: Hook
+    stack: StackInfo, topic_prefix: str, hook: Hook, tmp_path: Path
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -200,20 +204,27 @@ async def test_the_notify_command_serves_health_and_metrics_and_stops_on_sigterm
         "JOBREAPER_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
         "JOBREAPER_KAFKA_TOPIC_PREFIX": topic_prefix,
         "JOBREAPER_HTTP_PORT": str(port),
+        "JOBREAPER_LOG_LEVEL": "debug",  # every line it and its libraries write
+        "JOBREAPER_LOG_FORMAT": "json",
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services",
-        "notify",
-        "--webhook",
-        hook.url,
-        "--group-id",
-        f"notify-{uuid.uuid4().hex[:8]}",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    env.pop("JOBREAPER_NOTIFY_WEBHOOK", None)
+    secret_file = tmp_path / "webhook"  # what a mounted Secret looks like
+    secret_file.write_text(hook.url + "\n")
+    log_path = tmp_path / "notify.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services",
+            "notify",
+            "--webhook-file",
+            str(secret_file),
+            "--group-id",
+            f"notify-{uuid.uuid4().hex[:8]}",
+            env=env,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
     try:
         async with ClientSession() as session:
 
@@ -236,10 +247,30 @@ async def test_the_notify_command_serves_health_and_metrics_and_stops_on_sigterm
             'jobreaper_notify_alerts_total{kind="force-deletion-forbidden",verdict="delivered"} 1.0'
             in metrics
         )
+        retries = await answers_retried(port)
+        assert retries >= 1, "the webhook's 500 was retried, so a retry line was logged"
     finally:
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0
+    logged = log_path.read_text()
+    endpoint = hook.url.split("/services/")[0]
+    assert f'"endpoint": "{endpoint}"' in logged, logged[-2000:]
+    assert '"event": "notify.retry"' in logged and '"event": "notify.delivered"' in logged
+    assert SECRET not in logged, "the URL's secret path leaked into a log line"
+
+
+async def answers_retried(port: int) -> float:
+    async with (
+        ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as answer,
+    ):
+        text = await answer.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("jobreaper_notify_retries_total{")
+    )
 
 
 async def _accepted(hook: Hook, pod: str) -> bool:

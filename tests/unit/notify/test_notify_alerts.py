@@ -1,19 +1,29 @@
-"""Which records are alerts, and how one webhook POST is retried (against a real local
-HTTP server)."""
+"""Which records are alerts, how one webhook POST is retried (against a real local
+HTTP server), and the webhook URL kept secret: read from a file or the environment,
+never from a flag, never in a log line."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from aiohttp import ClientSession, web
+from structlog.testing import capture_logs
+from typer.testing import CliRunner
 
 from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden
+from services.cli import app
 from services.notify.alerts import alert_for
-from services.notify.webhook import Backoff, deliver, retry_after_s
+from services.notify.settings import NotifySettings
+from services.notify.webhook import Backoff, deliver, endpoint, retry_after_s
+from services.runtime.logging import _drop_secrets
 from services.runtime.messages import CODEC
+
+SECRET = "T0000/B0000/XXXXsecretXXXX"
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -91,7 +101,8 @@ def test_retry_after_reads_seconds_and_http_dates() -> None:
 
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[tuple[str, list[int]]]:
-    """Answers, in order, the statuses queued in the list it yields (then 200)."""
+    """Answers, in order, the statuses queued in the list it yields (then 200). Its
+    URL ends in a secret path, as a Slack webhook's does."""
     answers: list[int] = []
 
     async def hook(request: web.Request) -> web.Response:
@@ -101,14 +112,14 @@ async def server() -> AsyncIterator[tuple[str, list[int]]]:
         return web.Response(status=status, headers=headers)
 
     app = web.Application()
-    app.router.add_post("/hook", hook)
+    app.router.add_post(f"/services/{SECRET}", hook)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     try:
-        yield f"http://127.0.0.1:{port}/hook", answers
+        yield f"http://127.0.0.1:{port}/services/{SECRET}", answers
     finally:
         await runner.cleanup()
 
@@ -139,14 +150,114 @@ async def test_a_4xx_is_not_retried(server: tuple[str, list[int]]) -> None:
     assert answers == [500], "one request only"
 
 
+async def test_retries_log_the_endpoint_never_the_url(server: tuple[str, list[int]]) -> None:
+    url, answers = server
+    answers.extend([500, 503])
+
+    async def sleep(_: float) -> None:
+        pass
+
+    with capture_logs() as logs:
+        async with ClientSession() as session:
+            await deliver(session, url, {"text": "x"}, Backoff(), sleep=sleep)
+    retries = [entry for entry in logs if entry["event"] == "notify.retry"]
+    assert [r["reason"] for r in retries] == ["500", "503"]
+    host = url.split("/services/")[0]
+    assert all(r["endpoint"] == host for r in retries)
+    assert SECRET not in repr(logs) and "secret" not in repr(logs)
+
+
+def test_endpoint_keeps_scheme_host_and_port_only() -> None:
+    assert endpoint(f"https://hooks.slack.com/services/{SECRET}") == "https://hooks.slack.com"
+    assert endpoint("http://user:pw@hooks.example:8443/x?token=1") == "http://hooks.example:8443"
+    assert endpoint("http://[::1]:9/x") == "http://[::1]:9"
+    assert endpoint("http://[::1") == "(unparsable URL)"
+    assert endpoint("nothing") == "(no host)"
+
+
+def test_a_webhook_key_never_reaches_a_log_line() -> None:
+    event = {"event": "x", "webhook": "https://h/s", "Webhook_URL": "https://h/s", "n": 1}
+    assert _drop_secrets(None, "info", event) == {
+        "event": "x",
+        "webhook": "***",
+        "Webhook_URL": "***",
+        "n": 1,
+    }
+
+
+# -- where the URL comes from ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_webhook_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOBREAPER_NOTIFY_WEBHOOK", raising=False)
+    monkeypatch.delenv("JOBREAPER_NOTIFY_WEBHOOK_FILE", raising=False)
+
+
+@pytest.mark.usefixtures("no_webhook_env")
+def test_the_url_comes_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"https://hooks.slack.com/services/{SECRET}"
+    mounted = tmp_path / "webhook"
+    mounted.write_text(url + "\n")  # a Secret's value often ends with a newline
+    from_file = NotifySettings(webhook_file=str(mounted))
+    assert from_file.url == url and from_file.origin == f"file {mounted}"
+    monkeypatch.setenv("JOBREAPER_NOTIFY_WEBHOOK_FILE", str(mounted))
+    assert NotifySettings().url == url
+    monkeypatch.delenv("JOBREAPER_NOTIFY_WEBHOOK_FILE")
+    monkeypatch.setenv("JOBREAPER_NOTIFY_WEBHOOK", url)
+    from_env = NotifySettings()
+    assert from_env.url == url and from_env.origin == "JOBREAPER_NOTIFY_WEBHOOK"
+    for settings in (from_file, from_env):
+        assert SECRET not in repr(settings) and SECRET not in str(settings.model_dump())
+
+
+def notify(*args: str, **env: str) -> tuple[int, str]:
+    outcome = CliRunner().invoke(
+        app,
+        ["notify", *args],
+        env={"JOBREAPER_NOTIFY_WEBHOOK": "", "JOBREAPER_NOTIFY_WEBHOOK_FILE": "", **env},
+    )
+    return outcome.exit_code, outcome.output
+
+
 def test_notify_without_a_webhook_is_a_one_line_usage_error() -> None:
-    from typer.testing import CliRunner
+    code, output = notify()
+    assert code == 2
+    assert "no webhook URL" in output and "--webhook-file PATH" in output
+    assert "JOBREAPER_NOTIFY_WEBHOOK" in output
 
-    from services.cli import app
 
-    runner = CliRunner()
-    outcome = runner.invoke(app, ["notify"], env={"JOBREAPER_NOTIFY_WEBHOOK": ""})
-    assert outcome.exit_code == 2
-    assert "webhook" in outcome.output and "not an http(s) URL" in outcome.output
-    outcome = runner.invoke(app, ["notify", "--webhook", "hooks.example/x"])
-    assert outcome.exit_code == 2 and "not an http(s) URL" in outcome.output
+@pytest.mark.parametrize("form", [["--webhook", "URL"], ["--webhook=URL"]])
+def test_a_webhook_flag_is_refused_and_says_where_the_url_goes(form: list[str]) -> None:
+    url = f"https://hooks.slack.com/services/{SECRET}"
+    code, output = notify(*(a.replace("URL", url) for a in form))
+    assert code == 2
+    assert "--webhook is no longer accepted" in output and "--webhook-file PATH" in output
+    assert SECRET not in output
+
+
+def test_a_bad_url_is_refused_without_repeating_it(tmp_path: Path) -> None:
+    mounted = tmp_path / "webhook"
+    mounted.write_text(f"hooks.slack.com/services/{SECRET}")
+    code, output = notify("--webhook-file", str(mounted))
+    assert code == 2 and "must start with http:// or https://" in output
+    assert SECRET not in output
+    code, output = notify(JOBREAPER_NOTIFY_WEBHOOK=f"ftp://h/{SECRET}")
+    assert code == 2 and "must start with http" in output and SECRET not in output
+
+
+def test_the_url_given_twice_or_an_unreadable_file_is_refused(tmp_path: Path) -> None:
+    mounted = tmp_path / "webhook"
+    mounted.write_text(f"https://h/{SECRET}")
+    code, output = notify(
+        "--webhook-file", str(mounted), JOBREAPER_NOTIFY_WEBHOOK=f"https://h/{SECRET}"
+    )
+    assert code == 2 and "given twice" in output and SECRET not in output
+    code, output = notify("--webhook-file", str(tmp_path / "missing"))
+    assert code == 2 and "cannot read the webhook file" in output
+    assert "No such file or directory" in output
+    (tmp_path / "empty").write_text("\n")
+    code, output = notify("--webhook-file", str(tmp_path / "empty"))
+    assert code == 2 and "is empty" in output
