@@ -39,6 +39,12 @@ class KillerMetrics:
             ["function"],
             registry=registry,
         )
+        self.clock_offset = Gauge(
+            "jobreaper_killer_clock_offset_seconds",
+            "The API server's clock minus this host's, as measured (a lower bound: "
+            "decisions use this host's clock plus it; 0 when not measured)",
+            registry=registry,
+        )
         self.decide_lateness = Histogram(
             "jobreaper_killer_decide_lateness_seconds",
             "How late a command was decided after it became due (decided_at - due_at)",

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ from services.killer.core import (
     evolve,
     new_state,
 )
+from services.runtime.clock import ApiClock, Probe
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     DEADLETTER_SOURCE_HEADER,
@@ -114,10 +115,6 @@ log = get_logger(__name__)
 
 JOB_TOPICS = (K8S_OBJECTS, KILL_REQUESTS, KILL_COMMANDS, KILL_RESULTS, KILL_EVENTS)
 GLOBAL_TOPICS = (K8S_NODES, CONFIG)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -192,9 +189,15 @@ class Killer:
         settings: KillerServiceSettings,
         *,
         registry: CollectorRegistry | None = None,
+        clock: ApiClock | None = None,
+        clock_probe: Probe | None = None,
     ) -> None:
         self.kafka = kafka
         self.settings = settings
+        self.clock = clock or ApiClock()
+        """``now`` for every decision: the API server's clock when ``clock_probe``
+        measures it (services/runtime/clock.py), else this host's."""
+        self._clock_probe = clock_probe
         self.names = TopicNames(kafka.topic_prefix)
         self.registry = registry or CollectorRegistry()
         self.metrics = KillerMetrics(self.registry)
@@ -229,6 +232,8 @@ class Killer:
         self._stopping.set()
 
     def readiness(self) -> tuple[bool, str]:
+        if self._clock_probe is not None and not self.clock.measured and not self._global_ready:
+            return False, "measuring the API server's clock"
         if not self._global_ready:
             return False, "reading nodes and config"
         if not self._assigned:
@@ -255,7 +260,14 @@ class Killer:
             partition_assignment_strategy=(RangePartitionAssignor,),
             session_timeout_ms=self.settings.session_timeout_ms,
         )
+        clock_task = (
+            asyncio.create_task(self.clock.run(self._clock_probe))
+            if self._clock_probe is not None
+            else None
+        )
         try:
+            if clock_task is not None:
+                await self._measure_clock()
             partitions = await topic_partitions(self.kafka, [self.names(t) for t in GLOBAL_TOPICS])
             await read_to_end(global_consumer, partitions, self._fold_global)
             await self._read_dead_letters()
@@ -265,9 +277,25 @@ class Killer:
             consumer.subscribe([self.names(t) for t in JOB_TOPICS], listener=_Rebalance(self))
             await self._loop(consumer, global_consumer)
         finally:
+            if clock_task is not None:
+                clock_task.cancel()
             await consumer.stop()
             await global_consumer.stop()
             await self.release(set(self.partitions))
+
+    async def _measure_clock(self) -> None:
+        """Before deciding anything, learn the API server's clock: a killer whose
+        own clock runs ahead would otherwise act early on every timeout."""
+        timeout = self.settings.clock_first_sample_timeout_s
+        if await self.clock.wait_measured(timeout):
+            self.metrics.clock_offset.set(self.clock.offset.total_seconds())
+            log.info("killer.clock", offset_s=round(self.clock.offset.total_seconds(), 3))
+        else:
+            log.error(
+                "killer.clock_unmeasured",
+                detail=f"no answer from the API server within {timeout} s: deciding on this "
+                "host's clock until one comes (a skewed host clock acts early or late)",
+            )
 
     async def _read_dead_letters(self) -> None:
         """Which records were dead-lettered already, by anyone: a rebuild folds every
@@ -616,7 +644,7 @@ class Killer:
             await self._check_caught_up(consumer)
             if batches:
                 crash_point("killer.after-fold")
-            now = _now()
+            now = self.clock.now()
             for partition in list(self.partitions.values()):
                 if (
                     partition.caught_up
@@ -640,7 +668,7 @@ class Killer:
         """Until the earliest timer, at most ``max_poll_wait_s`` (10 ms while a partition
         is frozen for a snapshot, to thaw it soon)."""
         wait = self.settings.max_poll_wait_s
-        now = _now()
+        now = self.clock.now()
         for partition in self.partitions.values():
             if partition.frozen or partition.backlog:
                 wait = min(wait, 0.01)
@@ -740,6 +768,7 @@ class Killer:
         if now - self._lag_sampled_at < 1.0:
             return
         self._lag_sampled_at = now
+        self.metrics.clock_offset.set(self.clock.offset.total_seconds())
         left = 0
         for partition in self.partitions.values():
             if partition.loading:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,22 @@ class KillerServiceSettings(BaseSettings):
         gt=0,
         le=5,
         description="Longest wait for records before looking at timers and node/config changes.",
+    )
+    clock: Literal["api", "local"] = Field(
+        default="api",
+        description=(
+            "Whose clock decisions use: 'api' measures the API server's clock (Date header "
+            "of GET /version, any authenticated identity may ask) and decides on it, so a "
+            "skewed host clock neither kills early nor force-deletes early; 'local' trusts "
+            "this host's clock (and needs no Kubernetes credentials)."
+        ),
+    )
+    clock_first_sample_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "How long to wait for the API server's clock at start before deciding on this host's."
+        ),
     )
     decide_failure_hold_s: float = Field(
         default=30.0,

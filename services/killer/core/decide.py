@@ -143,8 +143,8 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
                     mark_gen(state, gen, FULL_DIRTY)
         state.decided_config = config_key
         resolver = state.resolver = Resolver(snapshot)
-    if now.tzinfo is None:
-        raise ValueError("decide needs an aware `now` (e.g. datetime.now(UTC))")
+    if now.tzinfo is None or now.utcoffset() is None:
+        now = now.replace(tzinfo=UTC)  # total: a naive clock reading is taken as UTC
     now_us = to_us(now)
     heap = state.heap
     dirty = state.dirty

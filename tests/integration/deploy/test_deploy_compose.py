@@ -102,9 +102,9 @@ def test_docker_compose_config_accepts_the_file(docker_config: Path, tmp_path: P
         assert not service["user"].startswith("0")
         assert service["environment"]["JOBREAPER_KAFKA_CREATE_TOPICS"] == "false"
         mounts = {v["target"]: v for v in service.get("volumes", [])}
-        if name in ("watcher", "executor"):
+        if name in ("watcher", "executor", "killer"):  # the killer: the API server's clock
             assert mounts["/etc/jobreaper/kubeconfig"]["read_only"] is True
-        else:  # the killer needs no Kubernetes; the config service reads a file here
+        else:  # the config service reads a file here
             assert "/etc/jobreaper/kubeconfig" not in mounts
 
 

@@ -3,14 +3,14 @@ and config model validation."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from schemas.annotations import KILL_TIMESTAMP
 from schemas.config import KillerConfig, KillerSettings
-from services.killer.core import command_id, decide, new_state
+from services.killer.core import command_id, decide
 
 from .harness import Harness, at, iso, snapshot
 
@@ -29,9 +29,14 @@ def test_command_ids_are_derived_and_distinct_per_attempt() -> None:
     assert first not in others and len(others) == 5
 
 
-def test_decide_refuses_a_naive_now() -> None:
-    with pytest.raises(ValueError, match="aware"):
-        decide(new_state(), datetime(2026, 1, 1))
+def test_decide_takes_a_naive_now_as_utc() -> None:
+    """Total: it never raises on what it is fed (it used to refuse a naive ``now``)."""
+    h = Harness()
+    h.feed(h.b.job(0, annotations={KILL_TIMESTAMP: iso(100)}), h.b.pod(0))
+    naive = decide(h.state, datetime(2026, 1, 1, 0, 1, 40))
+    assert [(c.step, c.decided_at) for c in naive.commands] == [
+        ("set-active-deadline", datetime(2026, 1, 1, 0, 1, 40, tzinfo=UTC))
+    ]
 
 
 def test_decide_with_nothing_to_do_is_cheap_and_stable() -> None:
