@@ -58,6 +58,21 @@ class WatcherMetrics:
         self.queue_depth = Gauge(
             "jobreaper_watcher_queue_depth", "Observations waiting to be sent", registry=registry
         )
+        self.invalid_annotations = Counter(
+            "jobreaper_watcher_invalid_annotations_total",
+            "Invalid jobreaper annotation (or label) values told to their users: Warning "
+            "Events created, one per object and value (a value found told already, 409, "
+            "is not counted again)",
+            ["annotation"],
+            registry=registry,
+        )
+        self.k8s_events = Counter(
+            "jobreaper_watcher_k8s_events_total",
+            "Kubernetes Events about invalid annotations: created, exists (told before: "
+            "a restart, the other replica), failed (logged), dropped (queue full)",
+            ["result"],
+            registry=registry,
+        )
         self.leader = Gauge(
             "jobreaper_watcher_leader", "1 while this replica holds the Lease", registry=registry
         )

@@ -16,6 +16,11 @@ record (so a key's records stay in order; a duplicate is possible and
 harmless: consumers fold by resource version). Any other failure ends the
 cycle, and the next cycle starts again from the log: nothing the cluster
 did is lost, because step 2 re-derives it.
+
+Along the way the leader tells users about invalid jobreaper annotations
+(:mod:`services.watcher.annotation_events`): each published observation, and
+after each list every object, is checked without waiting; the Events are
+created in the background.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
 from . import wire
+from .annotation_events import AnnotationWarner, kube_post
 from .convert import Observation
 from .metrics import WatcherMetrics
 from .reflector import Reflector
@@ -102,6 +108,17 @@ class Watcher:
         self._streams: list[tuple[ResourceStream[Any], Reflector]] = []
         self._synced: set[int] = set()
         self._queue: asyncio.Queue[Observation] = asyncio.Queue(settings.queue_size)
+        self.warner: AnnotationWarner | None = (
+            AnnotationWarner(
+                kube_post(api),
+                self.metrics,
+                settings.identity,
+                queue_size=settings.events_queue_size,
+                remembered=settings.events_remembered,
+            )
+            if settings.events
+            else None
+        )
         self.last_error: str | None = None
         self.published = 0
 
@@ -171,6 +188,12 @@ class Watcher:
             asyncio.create_task(self._reflect(i, stream, reflector), name=f"reflect-{i}")
             for i, (stream, reflector) in enumerate(self._streams)
         ]
+        # Not among the tasks that end the cycle: a warning never stops publishing.
+        warning = (
+            asyncio.create_task(self.warner.run(), name="annotation-events")
+            if self.warner is not None
+            else None
+        )
         stop = asyncio.create_task(self._stopping.wait())
         try:
             done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -182,6 +205,9 @@ class Watcher:
             stop.cancel()
             for task in tasks:
                 task.cancel()
+            if warning is not None:
+                warning.cancel()
+                tasks.append(warning)
             await asyncio.gather(*tasks, return_exceptions=True)
             await producer.stop()  # flushes what was sent but not yet acknowledged
 
@@ -280,7 +306,12 @@ class Watcher:
             items = await stream.list()
             self.metrics.relists.labels(kind).inc()
             self.metrics.observed.labels(kind).inc(len(items))
-            for listed in reflector.on_list(items, stream.resource_version, _now()):
+            listed_changes = reflector.on_list(items, stream.resource_version, _now())
+            if self.warner is not None:
+                # Every object, changed or not: a warning lost (a full queue, a failed
+                # Event, another leader's last moments) is given again; one told is not.
+                self.warner.check_all(reflector.store.values())
+            for listed in listed_changes:
                 await self._queue.put(listed)
             await self._queue.join()
             self._synced.add(index)
@@ -293,6 +324,8 @@ class Watcher:
                     before = reflector.stats.dropped_unchanged, reflector.stats.malformed
                     observation = reflector.on_event(event.type, event.obj, _now())
                     if observation is not None:
+                        if self.warner is not None:
+                            self.warner.check(observation)
                         await self._queue.put(observation)
                         self.metrics.queue_depth.set(self._queue.qsize())
                     elif reflector.stats.dropped_unchanged > before[0]:

@@ -37,6 +37,23 @@ class WatcherSettings(BaseSettings):
     watch_timeout_s: int = Field(default=300, ge=10, description="Server-side watch timeout.")
     queue_size: int = Field(default=10_000, ge=100, description="Observations buffered in memory.")
     publish_batch: int = Field(default=500, ge=1)
+    events: bool = Field(
+        default=True,
+        description="Tell users about invalid jobreaper annotations with a Warning Event on "
+        "the object, once per value (needs create on events.events.k8s.io).",
+    )
+    events_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Warnings waiting for their Event; more are dropped (and counted) and "
+        "tried again at the object's next change or the next list.",
+    )
+    events_remembered: int = Field(
+        default=20_000,
+        ge=1,
+        description="Told values remembered (LRU): one seen again costs no API call; "
+        "a forgotten one costs one, answered 409.",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -191,6 +191,10 @@ async def test_the_services_with_the_compose_settings_become_ready(
         "JOBREAPER_EXECUTOR_GROUP_ID": f"compose-executor-{isolation}",
         "JOBREAPER_WATCHER_LEASE_NAMESPACE": namespace,
         "JOBREAPER_CONFIG_API_PORT": "0",
+        # This watcher watches the whole shared stack: it must not put Warning Events
+        # about invalid annotations on other tests' Jobs (tests/integration/watcher
+        # tests the Events).
+        "JOBREAPER_WATCHER_EVENTS": "false",
     }
 
     def declared(service: dict[str, Any]) -> dict[str, str]:

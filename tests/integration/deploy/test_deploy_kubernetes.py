@@ -120,15 +120,17 @@ Scope = str  # "cluster" (ClusterRoleBinding) or "namespace" (RoleBinding, its n
 Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, verb, name
 
 #: What each ServiceAccount is granted, derived from the API calls in services/:
-#: watcher stream.py (list, watch) + runtime/lease.py (GET/PUT by name, POST);
+#: watcher stream.py (list, watch) + annotation_events.py (events.k8s.io POST)
+#: + runtime/lease.py (GET/PUT by name, POST);
 #: executor apply.py (GET, PATCH, DELETE a pod) + events.py (events.k8s.io POST);
 #: config sources.py (list/watch with fieldSelector metadata.name, core Events POST)
 #: + lease.py + runtime/kube_auth.py (TokenReview, SubjectAccessReview: cluster-scoped
-#: creates, for PUT /config with source=http); killer: no Kubernetes call at all.
+#: creates, for PUT /config with source=http); killer: GET /version only (its clock; no RBAC).
 GRANTS: dict[str, set[Grant]] = {
     "watcher": {
         *(("cluster", "", r, v, None) for r in ("pods", "nodes") for v in ("list", "watch")),
         *(("cluster", "batch", "jobs", v, None) for v in ("list", "watch")),
+        ("cluster", "events.k8s.io", "events", "create", None),
         ("namespace", "coordination.k8s.io", "leases", "create", None),
         *(
             ("namespace", "coordination.k8s.io", "leases", v, "jobreaper-watcher")
@@ -203,7 +205,9 @@ DENIED: dict[str, list[Check]] = {
         ("delete", "", "pods", "OWN", "x", ""),
         ("update", "coordination.k8s.io", "leases", "OWN", "jobreaper-config", ""),
         ("list", "", "configmaps", "OWN", "", ""),
-        ("create", "", "events", "OWN", "", ""),
+        ("create", "", "events", "OWN", "", ""),  # it writes events.k8s.io only
+        ("update", "events.k8s.io", "events", "OTHER", "x", ""),  # create, never change
+        ("list", "events.k8s.io", "events", "", "", ""),
         ("create", "authentication.k8s.io", "tokenreviews", "", "", ""),
     ],
     "executor": [
@@ -392,6 +396,10 @@ async def test_services_with_the_manifests_settings_become_ready(
         "JOBREAPER_KILLER_GROUP_ID": f"deploy-killer-{isolation}",
         "JOBREAPER_EXECUTOR_GROUP_ID": f"deploy-executor-{isolation}",
         "JOBREAPER_CONFIG_API_PORT": "0",
+        # This watcher watches the whole shared stack: it must not put Warning Events
+        # about invalid annotations on other tests' Jobs (the grant is checked above
+        # by SubjectAccessReview; the Events by tests/integration/watcher).
+        "JOBREAPER_WATCHER_EVENTS": "false",
     }
 
     # The topics first, as the Job does (the services are told not to create them).

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from schemas.annotations import FORBID_FORCE_DELETION, KILL_TIMESTAMP, PENDING_TIMEOUT
 from schemas.observations import JobObserved, NodeObserved, PodObserved
-from services.runtime.kube import load_api_client
+from services.runtime.kube import load_api_client, request_json
 from services.runtime.settings import KafkaSettings
 from services.stack.api import StackInfo, compact_etcd, restart_component
 from services.watcher.service import Watcher
@@ -33,6 +35,7 @@ from tests.integration.helpers import (
     kafka_paused,
     messages,
     read_topic,
+    service_account_kubeconfig,
 )
 
 pytestmark = pytest.mark.stack
@@ -54,8 +57,8 @@ async def start_watcher(stack: StackInfo, topic_prefix: str, namespace: str) -> 
     running: list[RunningWatcher] = []
     lease = f"watcher-{uuid.uuid4().hex[:8]}"
 
-    async def start(identity: str = "w1") -> RunningWatcher:
-        api = await load_api_client(str(stack.kubeconfig))
+    async def start(identity: str = "w1", kubeconfig: Path | None = None) -> RunningWatcher:
+        api = await load_api_client(str(kubeconfig or stack.kubeconfig))
         watcher = Watcher(
             api,
             KafkaSettings(
@@ -393,3 +396,253 @@ async def test_a_watch_resumed_after_compaction_gets_410_and_the_relist_converge
         "the watches resumed from their old resourceVersion and got 410 Gone"
     )
     assert await _metric(port, "jobreaper_watcher_relists_total") > relists
+
+
+# -- invalid annotations: one Warning Event per object and value -----------------------------
+
+
+async def _watcher_events(kube_api: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """The watcher's Events in ``namespace``, read back from the API server."""
+    body = await request_json(
+        kube_api, "GET", f"/apis/events.k8s.io/v1/namespaces/{namespace}/events"
+    )
+    items: list[dict[str, Any]] = orjson.loads(body)["items"]
+    return [e for e in items if e.get("reportingController") == "jobreaper.io/watcher"]
+
+
+def _sample(watcher: Watcher, name: str, **labels: str) -> float:
+    return watcher.registry.get_sample_value(name, labels) or 0.0
+
+
+async def _settled(running: RunningWatcher) -> None:
+    warner = running.watcher.warner
+    assert warner is not None
+    await eventually("the watcher's Events created", lambda: _true(warner.idle()), timeout=30)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_invalid_annotations_get_one_warning_event_per_value(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    topic_prefix: str,
+    start_watcher: Any,
+) -> None:
+    first = await start_watcher("w1")
+    batch = client.BatchV1Api(kube_api)
+    core = client.CoreV1Api(kube_api)
+    await batch.create_namespaced_job(
+        namespace,
+        job_manifest(
+            "fine",
+            run="never",
+            annotations={KILL_TIMESTAMP: "2099-01-01T00:00:00Z", PENDING_TIMEOUT: "600"},
+            pod_annotations={FORBID_FORCE_DELETION: "true"},
+        ),
+    )
+    typo = await batch.create_namespaced_job(
+        namespace,
+        job_manifest(
+            "typo", run="never", annotations={PENDING_TIMEOUT: "²", KILL_TIMESTAMP: "tomorrow"}
+        ),
+    )
+    await batch.create_namespaced_job(
+        namespace,
+        job_manifest("careful", run="never", pod_annotations={FORBID_FORCE_DELETION: "yes"}),
+    )
+    topic = _objects_topic(topic_prefix)
+
+    async def pods_running() -> dict[str, PodObserved] | None:
+        running = {
+            m.job_name: m
+            for m in await messages(stack.kafka_bootstrap, topic)
+            if isinstance(m, PodObserved) and m.phase == "Running"
+        }
+        return running if set(running) == {"fine", "typo", "careful"} else None
+
+    # Every object was published, so checked; then nothing is left to create.
+    pods = await eventually("the three Jobs' pods running on the topic", pods_running)
+    await _settled(first)
+    events = await _watcher_events(kube_api, namespace)
+    by_object: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for event in events:
+        regarding = event["regarding"]
+        by_object.setdefault((regarding["kind"], regarding["name"]), []).append(event)
+    careful_pod = pods["careful"]
+    assert set(by_object) == {("Job", "typo"), ("Pod", careful_pod.name)}, (
+        "one Job and one pod have invalid values; the valid ones and the careful Job "
+        f"itself get nothing: {sorted(by_object)}"
+    )
+    notes = sorted(e["note"] for e in by_object[("Job", "typo")])
+    assert len(notes) == 2
+    assert notes[0].startswith(
+        "jobreaper.io/kill-timestamp: 'tomorrow' is not valid; expected an RFC 3339 time"
+    )
+    assert "jobreaper ignores it: this annotation sets no kill time." in notes[0]
+    assert notes[1].startswith(
+        "jobreaper.io/pending-timeout-seconds: '²' is not valid; expected whole seconds"
+    )
+    assert "the configured pending timeout applies" in notes[1]
+    (pod_event,) = by_object[("Pod", careful_pod.name)]
+    assert pod_event["note"].startswith("jobreaper.io/forbid-force-deletion: 'yes' is not valid")
+    assert 'reads it as "true": this pod will not be force-deleted' in pod_event["note"]
+    assert pod_event["regarding"]["uid"] == careful_pod.uid
+    assert pod_event["related"]["name"] == "careful"
+    for event in events:
+        assert event["type"] == "Warning"
+        assert event["reason"] == "JobreaperInvalidAnnotation"
+        assert event["reportingInstance"] == "w1"
+        assert event["regarding"]["resourceVersion"]
+        assert event["metadata"]["name"].startswith(f"{event['regarding']['name']}.jobreaper-")
+        assert "series" not in event
+    job_events = by_object[("Job", "typo")]
+    assert {e["regarding"]["uid"] for e in job_events} == {typo.metadata.uid}
+    assert {e["regarding"]["apiVersion"] for e in job_events} == {"batch/v1"}
+    w1 = first.watcher
+    assert _sample(w1, "jobreaper_watcher_k8s_events_total", result="created") == 3
+    for annotation in (PENDING_TIMEOUT, KILL_TIMESTAMP, FORBID_FORCE_DELETION):
+        assert (
+            _sample(w1, "jobreaper_watcher_invalid_annotations_total", annotation=annotation) == 1
+        )
+
+    # Modified several times (each change published): no new Event, no Event updated,
+    # not even an API call.
+    before = {e["metadata"]["name"]: e["metadata"]["resourceVersion"] for e in events}
+    for i in range(5):
+        await batch.patch_namespaced_job(
+            "typo", namespace, {"metadata": {"labels": {"round": str(i)}}}
+        )
+        await core.patch_namespaced_pod(
+            careful_pod.name,
+            namespace,
+            {"metadata": {"annotations": {"jobreaper.io/round": str(i)}}},
+        )
+
+    async def last_round_published() -> bool:
+        msgs = await messages(stack.kafka_bootstrap, topic)
+        return any(
+            isinstance(m, JobObserved) and m.name == "typo" and m.labels.get("round") == "4"
+            for m in msgs
+        ) and any(
+            isinstance(m, PodObserved)
+            and m.name == careful_pod.name
+            and m.annotations.get("jobreaper.io/round") == "4"
+            for m in msgs
+        )
+
+    await eventually("the last modifications on the topic", last_round_published)
+    changes = [
+        m
+        for m in await messages(stack.kafka_bootstrap, topic)
+        if getattr(m, "name", None) in ("typo", careful_pod.name) and m.change == "modified"
+    ]
+    assert len(changes) >= 10, "each modification was published, so checked"
+    await _settled(first)
+    after = await _watcher_events(kube_api, namespace)
+    assert {e["metadata"]["name"]: e["metadata"]["resourceVersion"] for e in after} == before
+    assert all("series" not in e for e in after)
+    assert _sample(w1, "jobreaper_watcher_k8s_events_total", result="created") == 3
+    for result in ("exists", "failed", "dropped"):
+        assert _sample(w1, "jobreaper_watcher_k8s_events_total", result=result) == 0, result
+
+    # Restarted (or the other replica): its list looks at every object again; the
+    # Events exist, so it creates none (one 409 each) and counts none as new.
+    await first.stop()
+    second = await start_watcher("w2")
+    w2 = second.watcher
+    await eventually(
+        "the restarted watcher finding the three Events",
+        lambda: _true(_sample(w2, "jobreaper_watcher_k8s_events_total", result="exists") == 3),
+        timeout=30,
+    )
+    await _settled(second)
+    assert _sample(w2, "jobreaper_watcher_k8s_events_total", result="created") == 0
+    assert (
+        _sample(w2, "jobreaper_watcher_invalid_annotations_total", annotation=PENDING_TIMEOUT) == 0
+    )
+    final = await _watcher_events(kube_api, namespace)
+    assert {e["metadata"]["name"]: e["metadata"]["resourceVersion"] for e in final} == before
+
+
+async def test_a_watcher_refused_events_keeps_publishing(
+    stack: StackInfo,
+    kube_api: client.ApiClient,
+    namespace: str,
+    topic_prefix: str,
+    start_watcher: Any,
+    tmp_path: Path,
+) -> None:
+    """Without create on events (the RBAC of an older release): the 403 is counted and
+    logged, the watcher stays the leader and publishes."""
+    account = "watcher-without-events"
+    await client.CoreV1Api(kube_api).create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account))
+    )
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    name = f"{namespace}-watcher-without-events"  # cluster-scoped: named after the namespace
+    await rbac.create_cluster_role(
+        client.V1ClusterRole(
+            metadata=client.V1ObjectMeta(name=name),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["pods", "nodes"], verbs=["list", "watch"]
+                ),
+                client.V1PolicyRule(
+                    api_groups=["batch"], resources=["jobs"], verbs=["list", "watch"]
+                ),
+                client.V1PolicyRule(
+                    api_groups=["coordination.k8s.io"],
+                    resources=["leases"],
+                    verbs=["get", "create", "update"],
+                ),
+            ],
+        )
+    )
+    try:
+        await rbac.create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name=name),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name
+                ),
+                subjects=[
+                    client.RbacV1Subject(kind="ServiceAccount", name=account, namespace=namespace)
+                ],
+            )
+        )
+        kubeconfig = await service_account_kubeconfig(
+            kube_api, stack, namespace, account, tmp_path / "kubeconfig"
+        )
+        running = await start_watcher("w1", kubeconfig)
+        batch = client.BatchV1Api(kube_api)
+        await batch.create_namespaced_job(
+            namespace, job_manifest("typo", run="never", annotations={PENDING_TIMEOUT: "²"})
+        )
+        watcher = running.watcher
+        await eventually(
+            "the refused Event counted",
+            lambda: _true(
+                _sample(watcher, "jobreaper_watcher_k8s_events_total", result="failed") >= 1
+            ),
+            timeout=30,
+        )
+        await batch.create_namespaced_job(namespace, job_manifest("after", run="1s"))
+
+        async def published() -> bool:
+            return any(
+                isinstance(m, JobObserved) and m.name == "after"
+                for m in await messages(stack.kafka_bootstrap, _objects_topic(topic_prefix))
+            )
+
+        await eventually("a later Job published", published)
+        assert not running.task.done(), "a refused Event does not stop the watcher"
+        assert watcher.readiness()[1].startswith("leader")
+        assert _sample(watcher, "jobreaper_watcher_k8s_events_total", result="created") == 0
+        assert await _watcher_events(kube_api, namespace) == []
+    finally:
+        for delete in (rbac.delete_cluster_role_binding, rbac.delete_cluster_role):
+            with contextlib.suppress(client.ApiException):
+                await delete(name)
