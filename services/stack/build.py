@@ -32,7 +32,6 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "etcd": ("go/etcd/go.mod", "go/etcd/go.sum", "go/etcd/main.go"),
     "kwok": ("go/kwok/go.mod", "go/kwok/go.sum"),
     "kustomize": ("go/kustomize/go.mod", "go/kustomize/go.sum"),
-    "compose": ("go/compose/go.mod", "go/compose/go.sum"),
 }
 
 _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -40,8 +39,6 @@ _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "etcd": (("etcd", "."),),
     "kwok": (("kwok", "sigs.k8s.io/kwok/cmd/kwok"),),
     "kustomize": (("kustomize", "sigs.k8s.io/kustomize/kustomize/v5"),),
-    # The docker CLI finds it as a plugin: <DOCKER_CONFIG>/cli-plugins/docker-compose.
-    "compose": (("docker-compose", "github.com/docker/compose/v2/cmd"),),
 }
 
 
@@ -182,8 +179,6 @@ def _ldflags(build: Build) -> str:
             f"-X {pkg}.gitMinor={minor}",
             f"-X {pkg}.gitTreeState=clean",
         ]
-    elif build.component == "compose":
-        flags.append(f"-X github.com/docker/compose/v2/internal.Version={build.version}")
     return " ".join(flags)
 
 

@@ -157,8 +157,7 @@ def tool(
 ) -> None:
     """Build a tool the deployment checks use (cached like the stack) and print its path.
 
-    kustomize renders deploy/kubernetes; compose is the docker CLI plugin that
-    checks docker-compose.yml (put it in $DOCKER_CONFIG/cli-plugins/).
+    kustomize renders deploy/kubernetes.
     """
     b = _run(lambda: buildmod.ensure_tool(name, say_stderr))
     print(b.bin(buildmod.tool_binary(name)))

@@ -17,9 +17,8 @@ from services.stack.errors import StackError
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
 #: Tools built the same way, on demand only (``jobreaper stack tool NAME``): the
-#: deployment tests render the manifests with kustomize and check the compose
-#: file with the compose CLI plugin. ``stack up`` never builds them.
-TOOLS = ("kustomize", "compose")
+#: deployment tests render the manifests with kustomize. ``stack up`` never builds it.
+TOOLS = ("kustomize",)
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -83,7 +82,6 @@ class Versions:
     etcd: str
     kwok: str
     kustomize: str
-    compose: str
 
     def of(self, component: str) -> str:
         value: str = getattr(self, component)
@@ -105,7 +103,6 @@ def versions() -> Versions:
         kustomize=_go_requirement(
             src / "go" / "kustomize" / "go.mod", "sigs.k8s.io/kustomize/kustomize/v5"
         ),
-        compose=_go_requirement(src / "go" / "compose" / "go.mod", "github.com/docker/compose/v2"),
     )
 
 

@@ -1,13 +1,12 @@
 """Build the deployment tools before any test's timeout runs.
 
-kustomize takes about a minute to build the first time; the compose plugin
-half an hour on a loaded machine. Both are cached afterwards (like the stack).
+kustomize takes about a minute to build the first time; it is cached afterwards
+(like the stack).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     if not any(HERE in Path(str(item.path)).parents for item in session.items):
         return
-    tools = ["kustomize"] + (["compose"] if shutil.which("docker") else [])
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-        for tool in tools:
-            # A failure is reported by the tests that need the tool (skip or fail).
-            with contextlib.suppress(StackError):
-                build.ensure_tool(tool, say_stderr)
+    # A failure is reported by the tests that need the tool (skip or fail).
+    with (
+        capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
+        contextlib.suppress(StackError),
+    ):
+        build.ensure_tool("kustomize", say_stderr)
