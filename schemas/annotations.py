@@ -7,8 +7,11 @@ they return either a bounded value or an :class:`Invalid` that says what was
 expected. The killer's core reads the values (an invalid one counts as absent,
 except ``forbid-force-deletion``, see below); the watcher tells the user about
 the :class:`Invalid` ones (a Warning Event on the object, once per value); the
-ValidatingAdmissionPolicy in ``deploy/kubernetes/admission/`` rejects them at
-``kubectl apply`` with the same rules (a test runs both on the same values).
+ValidatingAdmissionPolicy in ``deploy/kubernetes/admission/`` (installed by the
+kustomize base) refuses them when they are written, at ``kubectl apply``, with
+the same rules, regexes and bounds and the words of :data:`EXPECTED`
+(``tests/integration/deploy/test_admission_policy.py`` sends both the same values
+on a real API server and requires the same verdicts: change both together).
 
 The accepted forms (deliberately narrow, so that CEL on the API server and this
 module agree exactly):
@@ -23,9 +26,13 @@ module agree exactly):
   value is reported *and read as forbidding*: a user who wrote ``"yes"`` meant
   to forbid, and a force deletion cannot be taken back.
 
-Surrounding whitespace is ignored everywhere; values longer than
-:data:`MAX_VALUE_LENGTH` characters are invalid before any parsing is tried (a
-5,000-digit number costs nothing).
+Surrounding blanks are ignored everywhere: ASCII space, tab, CR, LF, FF and VT
+(:data:`BLANKS`), not every Unicode space ``str.strip()`` would take (CEL's
+``trim()`` takes Go's set, which differs: the policy matches the blanks with a
+regex instead, and both sides use this narrower set). Letter case is ASCII only.
+Values longer than :data:`MAX_VALUE_LENGTH` characters (code points, as CEL's
+``size()`` counts them) are invalid before any parsing is tried (a 5,000-digit
+number costs nothing).
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ Job's own running timeout may well be weeks for a training run."""
 MAX_VALUE_LENGTH: Final = 64
 """Longer values are invalid outright (the longest valid one, a timestamp with
 nanoseconds and an offset, has 35 characters)."""
+BLANKS: Final = " \t\n\r\f\v"
+"""The surrounding characters a value may have: ASCII blanks only (the policy's
+regex class ``[ \\t\\n\\r\\f\\v]``)."""
 EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
 
@@ -100,7 +110,7 @@ def parse_timestamp(value: str) -> datetime | None:
     form and window, else ``None``. Total."""
     if len(value) > MAX_VALUE_LENGTH:
         return None
-    m = _RFC3339.fullmatch(value.strip())
+    m = _RFC3339.fullmatch(value.strip(BLANKS))
     if m is None:
         return None
     year, month, day, hour, minute, second, fraction, z, sign, oh, om = m.groups()
@@ -131,7 +141,7 @@ def parse_seconds(value: str) -> int | None:
     """``value`` as whole seconds in ``0..MAX_TIMEOUT_SECONDS``, else ``None``. Total."""
     if len(value) > MAX_VALUE_LENGTH:
         return None
-    text = value.strip()
+    text = value.strip(BLANKS)
     if _DIGITS.fullmatch(text) is None:
         return None
     seconds = int(text)
@@ -139,8 +149,11 @@ def parse_seconds(value: str) -> int | None:
 
 
 def parse_flag(value: str) -> bool | None:
-    """``"true"``/``"false"`` in any case (surrounding blanks ignored), else ``None``."""
-    text = value.strip().lower() if len(value) <= MAX_VALUE_LENGTH else ""
+    """``"true"``/``"false"`` in any ASCII case (surrounding blanks ignored), else ``None``."""
+    text = value.strip(BLANKS) if len(value) <= MAX_VALUE_LENGTH else ""
+    # ASCII case only, as the policy spells it out (no Unicode case mapping: RE2's
+    # (?i) would take U+017F for "s"; str.lower() happens to agree on these letters).
+    text = text.lower() if text.isascii() else text
     if text == "true":
         return True
     if text == "false":
@@ -211,6 +224,7 @@ def forbids_force_deletion(
 
 __all__ = [
     "ANNOTATION_PREFIX",
+    "BLANKS",
     "EXPECTED",
     "FORBID_FORCE_DELETION",
     "KILL_TIMESTAMP",

@@ -70,6 +70,12 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): Resource(
         "/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False
     ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"): Resource(
+        "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicies", False
+    ),
+    ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"): Resource(
+        "/apis/admissionregistration.k8s.io/v1", "validatingadmissionpolicybindings", False
+    ),
 }
 
 
@@ -106,7 +112,7 @@ def retarget(objects: list[Obj], namespace: str, suffix: str) -> list[Obj]:
     cluster_scoped = {
         (o["kind"], o["metadata"]["name"])
         for o in objects
-        if o["kind"] in ("ClusterRole", "ClusterRoleBinding")
+        if o["kind"] != "Namespace" and not resource_of(o).namespaced
     }
     out = []
     for original in objects:
@@ -123,6 +129,8 @@ def retarget(objects: list[Obj], namespace: str, suffix: str) -> list[Obj]:
         ref = obj.get("roleRef")
         if ref and ref["kind"] == "ClusterRole":
             ref["name"] = f"{ref['name']}-{suffix}"
+        if obj["kind"] == "ValidatingAdmissionPolicyBinding":
+            obj["spec"]["policyName"] = f"{obj['spec']['policyName']}-{suffix}"
         for subject in obj.get("subjects") or ():
             if subject.get("namespace") == NAMESPACE:
                 subject["namespace"] = namespace

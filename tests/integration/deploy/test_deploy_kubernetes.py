@@ -63,6 +63,8 @@ async def test_every_object_passes_a_server_side_dry_run_apply(
     kinds = {o["kind"] for o in objects}
     assert {"Namespace", "Deployment", "PodDisruptionBudget", "Service", "ConfigMap"} <= kinds
     assert kinds >= set(RBAC_KINDS)
+    # The admission policy is part of every install (tests/.../test_admission_policy.py).
+    assert {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
     for obj in objects:
         answer = await apply(kube_api, obj, dry_run=True)
         assert answer["kind"] == obj["kind"]

@@ -29,6 +29,7 @@ from schemas.annotations import (
     RUNNING_TIMEOUT,
     forbids_force_deletion,
     job_annotations,
+    parse_flag,
     parse_seconds,
     parse_timestamp,
 )
@@ -123,6 +124,20 @@ def test_seconds_take_ascii_digits_within_a_year() -> None:
     assert parse_seconds(str(MAX_TIMEOUT_SECONDS)) == MAX_TIMEOUT_SECONDS
     for bad in ("²", "١٢٣", "1h", "-1", "+5", str(MAX_TIMEOUT_SECONDS + 1), "9" * 5000):
         assert parse_seconds(bad) is None
+
+
+def test_blanks_and_case_are_ascii_only_as_the_admission_policy_has_them() -> None:
+    """Narrower than str.strip()/str.lower(): what CEL on the API server can match."""
+    assert parse_seconds("\t30\r\n\v\f ") == 30
+    assert parse_timestamp("\n2026-12-06T18:00:00Z\t") == datetime(2026, 12, 6, 18, tzinfo=UTC)
+    assert parse_flag(" TRUE\n") is True
+    for space in ("\u00a0", "\u3000", "\u2003", "\x1c", "\x85", "\u2028"):
+        assert space.isspace()
+        assert parse_seconds(f"{space}30") is None
+        assert parse_timestamp(f"2026-12-06T18:00:00Z{space}") is None
+        assert parse_flag(f"{space}true") is None
+    assert parse_flag("fal\u017fe") is None  # long s: RE2's (?i) would take it
+    assert parse_flag("FAL\u017fE") is None
 
 
 def test_an_invalid_forbid_value_forbids_and_is_reported() -> None:
