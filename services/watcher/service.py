@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -40,6 +39,7 @@ from prometheus_client import CollectorRegistry
 from schemas.cloudevents import DecodeError
 from schemas.observations import DELETED_CHANGES, JobObserved, NodeObserved, PodObserved
 from schemas.topics import K8S_NODES, K8S_OBJECTS
+from services.runtime.clock import ApiClock, version_probe
 from services.runtime.kafka import (
     OutgoingRecord,
     ensure_topics,
@@ -67,10 +67,6 @@ from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
 log = get_logger(__name__)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _permission_hint(exc: KubeApiError) -> str:
     resource = exc.path.rstrip("/").split("/")[-1]
     return (
@@ -89,6 +85,8 @@ class Watcher:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.api = api
+        self.clock = ApiClock()
+        """``observed_at`` on the API server's clock, as the killer decides on it."""
         self.kafka = kafka
         self.settings = settings
         self.names = TopicNames(kafka.topic_prefix)
@@ -137,6 +135,7 @@ class Watcher:
         return True, f"leader, {len(self._streams)} streams watched, {self.published} published"
 
     async def run(self) -> None:
+        clock = asyncio.create_task(self.clock.run(version_probe(self.api)))
         lead = asyncio.create_task(self.elector.run(self._lead))
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -145,6 +144,7 @@ class Watcher:
                 lead.result()
         finally:
             stop.cancel()
+            clock.cancel()
             if not lead.done():
                 lead.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -306,7 +306,7 @@ class Watcher:
             items = await stream.list()
             self.metrics.relists.labels(kind).inc()
             self.metrics.observed.labels(kind).inc(len(items))
-            listed_changes = reflector.on_list(items, stream.resource_version, _now())
+            listed_changes = reflector.on_list(items, stream.resource_version, self.clock.now())
             if self.warner is not None:
                 # Every object, changed or not: a warning lost (a full queue, a failed
                 # Event, another leader's last moments) is given again; one told is not.
@@ -322,7 +322,7 @@ class Watcher:
                 async for event in stream.watch():
                     self.metrics.observed.labels(kind).inc()
                     before = reflector.stats.dropped_unchanged, reflector.stats.malformed
-                    observation = reflector.on_event(event.type, event.obj, _now())
+                    observation = reflector.on_event(event.type, event.obj, self.clock.now())
                     if observation is not None:
                         if self.warner is not None:
                             self.warner.check(observation)
