@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Final
 
 from .settings import Effective
-from .state import FAILED, SECOND, SUCCEEDED, PodState
+from .state import DELETE, FAILED, FAILED_RETRY, FORCE, SECOND, SUCCEEDED, Cmd, PodState
 
 RULE_ACTIVE_DEADLINE: Final = "ladder.active-deadline"
 RULE_UNSCHEDULED_DELETE: Final = "ladder.unscheduled-delete"
@@ -43,15 +43,27 @@ def active_deadline(pod: PodState, eff: Effective, node_lost: bool, now_us: int)
     """Rule *ladder.active-deadline* (step 3): with ``killMethod: activeDeadline``,
     lower ``spec.activeDeadlineSeconds`` so the kubelet fails the pod now. Not
     for an unscheduled pod, a lost node, a zero delete timeout, a pod already
-    being deleted or already marked terminal by the kubelet, and only when it
-    *lowers* the pod's current value (never raises it)."""
+    being deleted or already marked terminal by the kubelet, nor while a higher
+    rung (a deletion) issued for it is pending or applied, even before that
+    deletion is observed (a rung never follows a higher one); a deletion that
+    *failed* does not hold it back (a lost node found again: the kubelet can act
+    before the failed delete's retry, due at the delete timeout on a ready node),
+    and only when it *lowers* the pod's current value (never raises it)."""
     if eff.delete_method or eff.delete_timeout_us == 0 or node_lost:
+        return None
+    cmds = pod.cmds
+    if cmds is not None and (_holds(cmds[DELETE]) or _holds(cmds[FORCE])):
         return None
     if pod.node is None or pod.deletion_us is not None or pod.phase in (SUCCEEDED, FAILED):
         return None
     if pod.ads is not None and pod.ads <= active_deadline_value(pod, now_us):
         return None
     return (pod.kdue_us, RULE_ACTIVE_DEADLINE)
+
+
+def _holds(cmd: Cmd | None) -> bool:
+    """A step issued and not failed: every lower rung is past."""
+    return cmd is not None and cmd.status != FAILED_RETRY
 
 
 def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due | None:

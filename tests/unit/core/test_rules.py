@@ -452,6 +452,20 @@ CASES = [
         ],
     ),
     Case(
+        # Issue #17: a replacement pod scheduled ~70 ms after its unscheduled delete was
+        # issued (the deletion not yet observed) got set-active-deadline too: a lower
+        # rung after a higher one, two extra API writes (a 422, then a 200).
+        "ladder-no-lower-rung-after-a-higher-one",
+        [
+            J(0, **KILL_AT_0),
+            P(0, **PENDING_POD),
+            D(1, [(DEL, "p1", R_UNSCHED, 0)]),
+            P(1.07, phase="Pending", node="n1", start=1.0, containers="waiting"),
+            D(1.08, []),
+            D(500, []),
+        ],
+    ),
+    Case(
         "ladder-active-deadline-is-elapsed-seconds-since-start",
         [
             J(0, annotations={KILL_TIMESTAMP: iso(100)}),
