@@ -353,7 +353,7 @@ class ConfigService:
         producer = make_producer(
             self.kafka,
             client_id=f"jobreaper-config-{self.settings.identity}",
-            transactional_id=f"{self.settings.transactional_id}.{self.kafka.topic_prefix}",
+            transactional_id=writer_transactional_id(self.settings, self.kafka.topic_prefix),
         )
         try:
             await producer.start()  # init_transactions: fences every earlier holder of the id
@@ -524,6 +524,11 @@ class ConfigService:
         if self.elector is not None and not self.elector.is_leader:
             return "this replica is a standby; the Lease holder writes"
         return f"the writer is not ready ({self.last_error or 'fencing, reading the topic'})"
+
+
+def writer_transactional_id(settings: ConfigServiceSettings, topic_prefix: str) -> str:
+    """The one writer's transactional id: taking it fences every earlier writer."""
+    return f"{settings.transactional_id}.{topic_prefix}"
 
 
 def write_permission(settings: ConfigServiceSettings) -> Permission:

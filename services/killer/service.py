@@ -117,6 +117,16 @@ JOB_TOPICS = (K8S_OBJECTS, KILL_REQUESTS, KILL_COMMANDS, KILL_RESULTS, KILL_EVEN
 GLOBAL_TOPICS = (K8S_NODES, CONFIG)
 
 
+def transactional_id_prefix(group_id: str, topic_prefix: str) -> str:
+    """What every transactional id of the killers of one install starts with."""
+    return f"{group_id}.{topic_prefix}p"
+
+
+def transactional_id(group_id: str, topic_prefix: str, partition: int) -> str:
+    """The transactional id of partition ``partition``'s producer: its owner fences the last."""
+    return f"{transactional_id_prefix(group_id, topic_prefix)}{partition}"
+
+
 @dataclass
 class Partition:
     """One owned partition number: its state and its transactional producer."""
@@ -349,7 +359,9 @@ class Killer:
             producer = make_producer(
                 self.kafka,
                 client_id=f"jobreaper-killer-{self.settings.identity}-p{number}",
-                transactional_id=f"{self.settings.group_id}.{self.kafka.topic_prefix}p{number}",
+                transactional_id=transactional_id(
+                    self.settings.group_id, self.kafka.topic_prefix, number
+                ),
             )
             try:
                 await producer.start()

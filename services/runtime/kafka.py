@@ -16,7 +16,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from schemas import topics as t
 
@@ -151,13 +156,25 @@ async def ensure_topics(
 
 
 async def topic_partitions(settings: KafkaSettings, topics: Sequence[str]) -> list[TopicPartition]:
-    """Every partition of ``topics`` (a missing topic has none)."""
+    """Every partition of ``topics`` (a missing topic has none).
+
+    Raises ``TopicAuthorizationFailedError`` for a topic the principal may not
+    describe (no ACL): reading it as empty would hide the missing permission
+    (the killer would think nothing was dead-lettered, a reader that the topic
+    is missing)."""
     admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-metadata")
     await admin.start()
     try:
         described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
+    refused = sorted(
+        topic["topic"]
+        for topic in described
+        if topic.get("error_code", 0) == TopicAuthorizationFailedError.errno
+    )
+    if refused:
+        raise TopicAuthorizationFailedError(", ".join(refused))
     return sorted(
         TopicPartition(topic["topic"], partition["partition"])
         for topic in described

@@ -27,7 +27,7 @@ import signal
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,33 +333,110 @@ log4j.logger.kafka.log=WARN
 """
 
 
-def kafka_properties(layout: Layout, port: int, controller_port: int) -> str:
+def kafka_properties(
+    layout: Layout,
+    port: int,
+    controller_port: int,
+    *,
+    overrides: Mapping[str, str] | None = None,
+) -> str:
+    """The broker's ``server.properties``: one KRaft node (broker and controller),
+    loopback only, data in ``<layout.data>/kafka``. ``overrides`` replaces or adds
+    properties (another listener's security, an authorizer: the ACL tests)."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(layout.data / "kafka"),
+        "num.partitions": "1",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "10",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "10",
+        "group.initial.rebalance.delay.ms": "0",
+        "log.cleaner.dedupe.buffer.size": "1048577",
+        "log.cleaner.threads": "1",
+        "log.segment.bytes": "67108864",
+    }
+    props.update(overrides or {})
+    lines = [f"{key}={value}" for key, value in props.items()]
     return "\n".join(
-        [
-            "# Kafka of the jobreaper local stack: one KRaft node, loopback only.",
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={layout.data / 'kafka'}",
-            "num.partitions=1",
-            "num.network.threads=2",
-            "num.io.threads=4",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=10",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=10",
-            "group.initial.rebalance.delay.ms=0",
-            "log.cleaner.dedupe.buffer.size=1048577",
-            "log.cleaner.threads=1",
-            "log.segment.bytes=67108864",
-            "",
+        ["# Kafka of the jobreaper local stack: one KRaft node, loopback only.", *lines, ""]
+    )
+
+
+def kafka_java(layout: Layout, kafka: Build, *, heap: bool = False) -> list[str]:
+    """``java ... -cp <jars>``: a Kafka class runs after it (the broker with ``heap``)."""
+    java = require_tool("java", "Kafka runs on a Java 17+ JRE")
+    argv = [java]
+    if heap:
+        argv += [
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
         ]
+    else:
+        argv += ["-Xmx256m", "-XX:TieredStopAtLevel=1"]
+    return [
+        *argv,
+        "-Djava.awt.headless=true",
+        f"-Dlog4j.configuration=file:{layout.conf / 'kafka-log4j.properties'}",
+        f"-Dkafka.logs.dir={layout.logs}",
+        "-cp",
+        f"{kafka.lib}/*",
+    ]
+
+
+def format_kafka_storage(
+    layout: Layout, kafka: Build, properties: str, *, extra_args: Sequence[str] = ()
+) -> None:
+    """Write ``conf/kafka.properties`` and the log4j config, and format a fresh data
+    folder (a JVM run of ~2 s). ``extra_args`` go to ``StorageTool format``
+    (``--add-scram``: SCRAM credentials that exist from the first start)."""
+    layout.conf.mkdir(parents=True, exist_ok=True)
+    (layout.conf / "kafka-log4j.properties").write_text(KAFKA_LOG4J)
+    props = layout.conf / "kafka.properties"
+    props.write_text(properties)
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    shutil.rmtree(layout.data / "kafka", ignore_errors=True)
+    run_logged(
+        [
+            *kafka_java(layout, kafka),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(props),
+            *extra_args,
+        ],
+        step="format Kafka storage (kafka.tools.StorageTool)",
+        log=layout.log("kafka-format"),
+        timeout=120,
+    )
+
+
+def spawn_kafka(layout: Layout, kafka: Build) -> process.ProcessRecord:
+    """Start the broker of ``conf/kafka.properties`` (pid file ``run/kafka.pid``)."""
+    return process.spawn(
+        "kafka",
+        [
+            *kafka_java(layout, kafka, heap=True),
+            "kafka.Kafka",
+            str(layout.conf / "kafka.properties"),
+        ],
+        pid_file=layout.pid("kafka"),
+        log=layout.log("kafka"),
     )
 
 
@@ -748,63 +825,17 @@ class Stack:
 
     def _prepare_kafka(self, state: State, kafka: Build, taken: set[int]) -> None:
         """Write the broker config and format its storage (a JVM run of ~2 s)."""
-        layout = self.layout
         state.ports["kafka"] = free_port(taken)
         state.ports["kafka-controller"] = free_port(taken)
-        (layout.conf / "kafka-log4j.properties").write_text(KAFKA_LOG4J)
-        props = layout.conf / "kafka.properties"
-        props.write_text(
-            kafka_properties(layout, state.ports["kafka"], state.ports["kafka-controller"])
+        format_kafka_storage(
+            self.layout,
+            kafka,
+            kafka_properties(self.layout, state.ports["kafka"], state.ports["kafka-controller"]),
         )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        shutil.rmtree(layout.data / "kafka", ignore_errors=True)
-        run_logged(
-            [
-                *self._java(kafka),
-                "kafka.tools.StorageTool",
-                "format",
-                "-t",
-                cluster_id,
-                "-c",
-                str(props),
-            ],
-            step="format Kafka storage (kafka.tools.StorageTool)",
-            log=layout.log("kafka-format"),
-            timeout=120,
-        )
-
-    def _java(self, kafka: Build, *, heap: bool = False) -> list[str]:
-        java = require_tool("java", "Kafka runs on a Java 17+ JRE")
-        argv = [java]
-        if heap:
-            argv += [
-                "-Xms256m",
-                "-Xmx512m",
-                "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20",
-                "-XX:+ExitOnOutOfMemoryError",
-            ]
-        else:
-            argv += ["-Xmx256m", "-XX:TieredStopAtLevel=1"]
-        return [
-            *argv,
-            "-Djava.awt.headless=true",
-            f"-Dlog4j.configuration=file:{self.layout.conf / 'kafka-log4j.properties'}",
-            f"-Dkafka.logs.dir={self.layout.logs}",
-            "-cp",
-            f"{kafka.lib}/*",
-        ]
 
     def _start_kafka(self, state: State, kafka: Build) -> None:
         self._kafka_t0 = time.monotonic()
-        self._spawn(
-            "kafka",
-            [
-                *self._java(kafka, heap=True),
-                "kafka.Kafka",
-                str(self.layout.conf / "kafka.properties"),
-            ],
-        )
+        spawn_kafka(self.layout, kafka)
 
     def _wait_kafka(self, state: State, kafka: Build, taken: set[int]) -> None:
         """Wait for the broker; if a port was grabbed before it bound, try other ports."""

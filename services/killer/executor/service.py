@@ -93,6 +93,16 @@ NEEDED = (("get", "pods", ""), ("patch", "pods", ""), ("delete", "pods", ""))
 WANTED = (("create", "events", "events.k8s.io"),)
 
 
+def transactional_id_prefix(settings: ExecutorSettings, commands_topic: str) -> str:
+    """What every transactional id of the executors of one install starts with."""
+    return f"{settings.transactional_id_prefix}.{settings.group_id}.{commands_topic}."
+
+
+def transactional_id(settings: ExecutorSettings, tp: TopicPartition) -> str:
+    """The producer of input partition ``tp``: its new owner fences the old one."""
+    return f"{transactional_id_prefix(settings, tp.topic)}{tp.partition}"
+
+
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, executor: Executor, consumer: AIOKafkaConsumer) -> None:
         self.executor = executor
@@ -309,8 +319,7 @@ class Executor:
             self._fatal = exc
 
     def transactional_id(self, tp: TopicPartition) -> str:
-        s = self.settings
-        return f"{s.transactional_id_prefix}.{s.group_id}.{tp.topic}.{tp.partition}"
+        return transactional_id(self.settings, tp)
 
     async def _start_workers(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
         if not tps:
