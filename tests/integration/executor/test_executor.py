@@ -691,7 +691,9 @@ async def test_poison_records_are_dead_lettered_and_processing_goes_on(
     reasons = sorted(dict(r.headers)[DEADLETTER_REASON_HEADER].decode() for r, _ in dead)
     assert len(reasons) == 2
     assert reasons[0].startswith("missing-header")
-    assert reasons[1].startswith("wrong-type: io.jobreaper.command.applied.v1")
+    assert reasons[1].startswith(
+        "wrong-topic: io.jobreaper.command.applied.v1 belongs on kill.results, not on kill.commands"
+    )
     assert any(r.value == b"{not json" for r, _ in dead), "kept byte for byte"
 
 
