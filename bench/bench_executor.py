@@ -35,8 +35,8 @@ import orjson
 from kubernetes_asyncio import client
 
 from schemas.commands import CommandApplied, CommandIssued
-from services.killer.executor.service import Executor
-from services.killer.executor.settings import ExecutorSettings
+from services.executor.service import Executor
+from services.executor.settings import ExecutorSettings
 from services.runtime.kafka import ensure_topics, make_consumer, make_producer, topic_partitions
 from services.runtime.kube import KubeApiError, load_api_client, request_json
 from services.runtime.logging import configure_logging

@@ -50,7 +50,7 @@ from schemas.events import JobKilled
 from schemas.observations import PodObserved
 from schemas.requests import KillRequested
 from services.demo.processes import ServiceProcess, wait_ready
-from services.killer.executor.service import Executor
+from services.executor.service import Executor
 from services.runtime.kafka import ensure_topics
 from services.stack.api import StackInfo, stack_from_env
 from tests.e2e.harness import PARTITIONS, System

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 from services.config.metrics import ConfigMetrics  # noqa: E402
 from services.config.settings import ConfigServiceSettings  # noqa: E402
-from services.killer.executor.metrics import ExecutorMetrics  # noqa: E402
-from services.killer.executor.settings import ExecutorSettings  # noqa: E402
+from services.executor.metrics import ExecutorMetrics  # noqa: E402
+from services.executor.settings import ExecutorSettings  # noqa: E402
 from services.killer.metrics import KillerMetrics  # noqa: E402
 from services.killer.settings import KillerServiceSettings  # noqa: E402
 from services.runtime.settings import KafkaSettings, ServiceSettings  # noqa: E402

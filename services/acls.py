@@ -33,8 +33,8 @@ from schemas import topics as t
 from services.audit.history import KEYED_BY_JOB, WRITTEN_BY_KILLER
 from services.config.service import writer_transactional_id
 from services.config.settings import ConfigServiceSettings
-from services.killer.executor.service import transactional_id_prefix as executor_txn_prefix
-from services.killer.executor.settings import ExecutorSettings
+from services.executor.service import transactional_id_prefix as executor_txn_prefix
+from services.executor.settings import ExecutorSettings
 from services.killer.service import GLOBAL_TOPICS, JOB_TOPICS
 from services.killer.service import transactional_id_prefix as killer_txn_prefix
 from services.killer.settings import KillerServiceSettings
@@ -237,7 +237,7 @@ def grants(
             ("Write",),
             "one transactional producer per input partition, "
             "`<prefix>.<group>.<commands topic>.<partition>` "
-            "(`services/killer/executor/service.py`)",
+            "(`services/executor/service.py`)",
             pattern="prefixed",
         ),
         *topics(

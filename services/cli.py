@@ -10,9 +10,9 @@ import typer
 from services.audit import cli as audit_cli
 from services.config.cli import app as config_app
 from services.demo.cli import demo
+from services.executor.cli import app as executor_app
 from services.kill.cli import kill
 from services.killer.cli import app as killer_app
-from services.killer.executor.cli import app as executor_app
 from services.notify.cli import notify
 from services.replay.cli import main as replay_main
 from services.runtime.topics_cli import app as topics_app

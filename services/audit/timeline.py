@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 NO_WRITE_MARKERS = ("not written", "no second delete sent")
 """For results without ``wrote`` (older executors): the executor's ``applied``
 messages when it found the effect already there (see
-``services/killer/executor/apply.py``): such a result made no API write."""
+``services/executor/apply.py``): such a result made no API write."""
 
 
 KIND_ORDER = {"job": 0, "pod": 1, "request": 2, "decision": 3, "command": 4, "event": 5}

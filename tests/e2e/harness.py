@@ -13,8 +13,8 @@ from kubernetes_asyncio import client
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
-from services.killer.executor.service import Executor
-from services.killer.executor.settings import ExecutorSettings
+from services.executor.service import Executor
+from services.executor.settings import ExecutorSettings
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.runtime.kafka import ensure_topics, make_producer

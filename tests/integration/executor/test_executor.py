@@ -28,10 +28,10 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
 from schemas.commands import CommandApplied, CommandIssued
-from services.killer.executor.apply import Answer, PodView, Write, describe, plan
-from services.killer.executor.service import Executor
-from services.killer.executor.settings import ExecutorSettings
-from services.killer.executor.transport import kube_transport
+from services.executor.apply import Answer, PodView, Write, describe, plan
+from services.executor.service import Executor
+from services.executor.settings import ExecutorSettings
+from services.executor.transport import kube_transport
 from services.runtime.kafka import (
     DEADLETTER_REASON_HEADER,
     ensure_topics,

@@ -65,10 +65,10 @@ from services.acls import (
 from services.audit.history import load_timeline
 from services.config.service import ConfigService, writer_transactional_id
 from services.config.settings import ConfigServiceSettings
+from services.executor.service import Executor
+from services.executor.service import transactional_id as executor_transactional_id
+from services.executor.settings import ExecutorSettings
 from services.kill.request import request_kill
-from services.killer.executor.service import Executor
-from services.killer.executor.service import transactional_id as executor_transactional_id
-from services.killer.executor.settings import ExecutorSettings
 from services.killer.service import Killer
 from services.killer.service import transactional_id as killer_transactional_id
 from services.killer.settings import KillerServiceSettings

@@ -25,8 +25,8 @@ from services.acls import (
 )
 from services.config.service import writer_transactional_id
 from services.config.settings import ConfigServiceSettings
-from services.killer.executor.service import transactional_id as executor_transactional_id
-from services.killer.executor.settings import ExecutorSettings
+from services.executor.service import transactional_id as executor_transactional_id
+from services.executor.settings import ExecutorSettings
 from services.killer.service import transactional_id as killer_transactional_id
 from services.runtime.topics import TopicNames
 

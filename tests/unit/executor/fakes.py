@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 
 from schemas.commands import CommandIssued
-from services.killer.executor.apply import Abandoned, Answer, Applier
-from services.killer.executor.retry import RetryPolicy
+from services.executor.apply import Abandoned, Answer, Applier
+from services.executor.retry import RetryPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 UID = "11111111-1111-1111-1111-111111111111"

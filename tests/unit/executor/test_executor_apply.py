@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from services.killer.executor.apply import (
+from services.executor.apply import (
     Abandoned,
     AlreadyDone,
     Answer,

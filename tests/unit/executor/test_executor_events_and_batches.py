@@ -5,9 +5,9 @@ from __future__ import annotations
 from aiokafka import ConsumerRecord
 
 from schemas.commands import CommandApplied
-from services.killer.executor.apply import PodView, Result
-from services.killer.executor.events import NAME_LIMIT, NOTE_LIMIT, event_bodies, event_name
-from services.killer.executor.worker import result_message, sort_out
+from services.executor.apply import PodView, Result
+from services.executor.events import NAME_LIMIT, NOTE_LIMIT, event_bodies, event_name
+from services.executor.worker import result_message, sort_out
 from services.runtime.kafka import DEADLETTER_REASON_HEADER
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.topics import TopicNames

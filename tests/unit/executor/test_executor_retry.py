@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from services.killer.executor.retry import RetryPolicy
+from services.executor.retry import RetryPolicy
 
 
 def test_delays_double_then_stay_at_the_cap() -> None:

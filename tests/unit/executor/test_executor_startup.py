@@ -6,9 +6,9 @@ import orjson
 import pytest
 import structlog
 
-from services.killer.executor.apply import Answer
-from services.killer.executor.service import Executor
-from services.killer.executor.settings import ExecutorSettings
+from services.executor.apply import Answer
+from services.executor.service import Executor
+from services.executor.settings import ExecutorSettings
 from services.runtime.kube import PermissionDenied
 from services.runtime.settings import KafkaSettings
 

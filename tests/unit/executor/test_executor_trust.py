@@ -10,14 +10,14 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from services.killer.executor.apply import (
+from services.executor.apply import (
     Result,
     is_dns1123_label,
     is_dns1123_subdomain,
 )
-from services.killer.executor.events import event_bodies
-from services.killer.executor.metrics import ExecutorMetrics
-from services.killer.executor.worker import PartitionWorker, result_message
+from services.executor.events import event_bodies
+from services.executor.metrics import ExecutorMetrics
+from services.executor.worker import PartitionWorker, result_message
 from services.runtime.topics import TopicNames
 
 from .fakes import (
