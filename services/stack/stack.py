@@ -333,7 +333,10 @@ log4j.logger.kafka.log=WARN
 """
 
 
-def kafka_properties(layout: Layout, port: int, controller_port: int) -> str:
+def kafka_properties(
+    layout: Layout, port: int, controller_port: int, extra: dict[str, str] | None = None
+) -> str:
+    """The broker's server.properties; ``extra`` adds or overrides settings."""
     return "\n".join(
         [
             "# Kafka of the jobreaper local stack: one KRaft node, loopback only.",
@@ -358,6 +361,7 @@ def kafka_properties(layout: Layout, port: int, controller_port: int) -> str:
             "log.cleaner.dedupe.buffer.size=1048577",
             "log.cleaner.threads=1",
             "log.segment.bytes=67108864",
+            *(f"{key}={value}" for key, value in (extra or {}).items()),
             "",
         ]
     )
@@ -371,6 +375,8 @@ class Stack:
         self.layout = Layout(name, root)
         self.say = say
         self._kafka_t0 = 0.0
+        self.kafka_extra: dict[str, str] = {}
+        """Broker settings added to (or overriding) ``kafka_properties``."""
 
     @property
     def name(self) -> str:
@@ -449,6 +455,36 @@ class Stack:
             save_state(self.layout, state)
             self.say(f"stack '{self.name}' is up in {elapsed(start)}")
             return info_from(self.layout, state)
+
+    def up_kafka_only(self, properties: dict[str, str]) -> str:
+        """Start a Kafka broker alone in this stack's folder (no etcd, no Kubernetes),
+        with ``properties`` added to its server.properties; return its bootstrap.
+
+        For a test that needs broker settings the stack's broker does not have and
+        cannot change at run time (``log.retention.check.interval.ms`` is read-only
+        in Kafka 3.9). Fresh data every time; ``down(purge=True)`` stops it."""
+        with locked(self.layout):
+            require_tool("java", "Kafka runs on a Java 17+ JRE (apt-get install openjdk-17-jre)")
+            (kafka,) = buildmod.ensure_builds(self.say, ("kafka",)).values()
+            state = State(
+                name=self.name,
+                builds={"kafka": kafka.key},
+                versions={"kafka": kafka.version},
+                started_at=time.time(),
+            )
+            self.kafka_extra = dict(properties)
+            try:
+                self._fresh_dirs()
+                save_state(self.layout, state)
+                taken: set[int] = set()
+                self._prepare_kafka(state, kafka, taken)
+                self._start_kafka(state, kafka)
+                self._wait_kafka(state, kafka, taken)
+            except BaseException:
+                self._stop_all(state, quiet=True)
+                raise
+            save_state(self.layout, state)
+            return f"127.0.0.1:{state.ports['kafka']}"
 
     def _fresh_dirs(self) -> None:
         layout = self.layout
@@ -754,7 +790,9 @@ class Stack:
         (layout.conf / "kafka-log4j.properties").write_text(KAFKA_LOG4J)
         props = layout.conf / "kafka.properties"
         props.write_text(
-            kafka_properties(layout, state.ports["kafka"], state.ports["kafka-controller"])
+            kafka_properties(
+                layout, state.ports["kafka"], state.ports["kafka-controller"], self.kafka_extra
+            )
         )
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         shutil.rmtree(layout.data / "kafka", ignore_errors=True)
