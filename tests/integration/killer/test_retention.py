@@ -45,6 +45,7 @@ from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS
 from services.stack.api import StackInfo
 from services.stack.testing import lone_kafka
+from services.watcher.refresh import RefreshSettingError
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest, read_topic
@@ -284,3 +285,37 @@ async def _commands(bootstrap: str, prefix: str) -> list[CommandIssued]:
         for _, m in await read_topic(bootstrap, f"{prefix}kill.commands")
         if isinstance(m, CommandIssued)
     ]
+
+
+async def test_a_watcher_told_to_refresh_after_the_retention_refuses_to_start(
+    stack: StackInfo, namespace: str, topic_prefix: str
+) -> None:
+    """JOBREAPER_WATCHER_REFRESH_AFTER_S not below the topics' retention (read from
+    Kafka): the watcher stops with the reason (the CLI exits 2) instead of letting
+    objects expire."""
+    kafka = KafkaSettings(
+        bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix, job_partitions=3
+    )
+    short = [s if s.compacted else replace(s, retention_ms=RETENTION_MS) for s in TOPIC_SPECS]
+    await ensure_topics(kafka, job_partitions=3, specs=short)
+    api = await load_api_client(str(stack.kubeconfig))
+    try:
+        watcher = Watcher(
+            api,
+            kafka,
+            WatcherSettings(
+                namespaces=[namespace],
+                lease_namespace=namespace,
+                lease_name=f"watcher-{uuid.uuid4().hex[:8]}",
+                refresh_after_s=RETENTION_MS / 1000,
+            ),
+        )
+        with pytest.raises(RefreshSettingError) as refused:
+            await asyncio.wait_for(watcher.run(), 60)
+    finally:
+        await api.close()
+    assert (
+        f"JOBREAPER_WATCHER_REFRESH_AFTER_S=20 is not below the retention of topic "
+        f"{topic_prefix}k8s.objects (20 s, retention.ms=20000)" in str(refused.value)
+    )
+    assert await read_topic(stack.kafka_bootstrap, f"{topic_prefix}k8s.objects") == []

@@ -69,3 +69,55 @@ def test_a_state_rebuilt_from_refreshed_copies_only_decides_what_the_continuous_
     steps = [cmd_tuple(c) for c in rebuilt.commands]
     assert ("set-active-deadline", "slow-a", "ladder.active-deadline", 205.0) in steps
     assert ("set-active-deadline", "timed-a", "ladder.active-deadline", 300.0) in steps
+
+
+def test_after_its_own_output_expired_a_rebuilt_state_redoes_only_what_is_left() -> None:
+    """The killer's commands, results and kill events expire too. A state rebuilt
+    from refreshed observations alone re-decides a kill whose pods are still there,
+    with the same command ids (the executor finds the effect already there), and
+    says nothing about a kill whose pods are done."""
+    continuous = Harness()
+    b = continuous.b
+    kill = {"jobreaper.io/kill-timestamp": iso(100)}
+    done_job = b.job(0, "done", "job-d", annotations=kill)
+    stuck_job = b.job(0, "stuck", "job-s", annotations=kill)
+    continuous.feed(
+        b.node(0, "n1"),
+        done_job,
+        b.pod(1, "done-a", job="done", job_uid="job-d"),
+        stuck_job,
+        b.pod(1, "stuck-a", job="stuck", job_uid="job-s", annotations=None),
+    )
+    continuous.decide(100)
+    continuous.result(101, "done-a", "set-active-deadline")
+    continuous.result(101, "stuck-a", "set-active-deadline")
+    # done-a stops; stuck-a ignores its deadline, is deleted later and hangs.
+    done_pod = b.pod(
+        102, "done-a", job="done", job_uid="job-d", phase="Failed", containers="terminated"
+    )
+    continuous.feed(done_pod)
+    continuous.decide(102)
+    first = continuous.decide(100 + 180)  # delete after deleteKillingTasksTimeoutSeconds
+    assert [c.step for c in first.commands] == ["delete"]
+    continuous.result(281, "stuck-a", "delete")
+    stuck_pod = b.pod(281, "stuck-a", job="stuck", job_uid="job-s", deletion=281)
+    continuous.feed(stuck_pod)
+    later = continuous.decide(281 + 900)  # forceDeleteTaskTimeoutSeconds after deletion
+    (force,) = later.commands
+    assert force.step == "force-delete"
+
+    # A week on: only the refreshed observations are left (the Jobs and pods never
+    # changed again); the killer's own records, and the pod's, expired.
+    week = 7 * 24 * 3600
+    rebuilt = Harness()
+    rebuilt.feed(
+        *(refreshed(o) for o in (b.node(0, "n1"), done_job, done_pod, stuck_job, stuck_pod))
+    )
+    again = rebuilt.decide(week)
+    assert [(c.pod_name, c.step, c.command_id) for c in again.commands] == [
+        ("stuck-a", "force-delete", force.command_id)
+    ], "only the stuck pod, with the same command id"
+    started = [e for e in again.kill_events if type(e).__name__ == "KillStarted"]
+    assert [e.job_name for e in started] == ["stuck"], (
+        "a kill with nothing left is not re-announced"
+    )
