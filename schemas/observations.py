@@ -12,7 +12,14 @@ only what the killer needs, parsed straight from the watch line.
   missed watch window (``410 Gone``), by diffing the list against what the
   watcher knew. For ``synthetic-deleted`` the watcher puts the *list's*
   ``resourceVersion`` in ``resource_version`` (the object's own last version
-  is unknowable), so ordering by resource version still holds.
+  is unknowable), so ordering by resource version still holds;
+* ``refreshed``: not a change. The newest observation of a live object,
+  published again, unchanged (same ``resource_version`` and ``observed_at``),
+  because its record on the topic is getting old: the topics delete records
+  after their retention, and an object that does not change would otherwise
+  vanish from the log while it still exists. A consumer that already folded
+  that resource version drops it as a duplicate; one that reads the log after
+  the older records expired learns the object from it.
 
 Resource versions are opaque strings in the Kubernetes API; in practice they
 are etcd revisions (decimal integers). Consumers compare them as integers
@@ -28,8 +35,11 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt
 from .base import Message, UtcDatetime, job_key
 from .topics import K8S_NODES, K8S_OBJECTS
 
-Change = Literal["added", "modified", "deleted", "synthetic-modified", "synthetic-deleted"]
-"""How an observation was made: a watch event, or a re-list diff (``synthetic-*``)."""
+Change = Literal[
+    "added", "modified", "deleted", "synthetic-modified", "synthetic-deleted", "refreshed"
+]
+"""How an observation was made: a watch event, a re-list diff (``synthetic-*``), or
+the newest observation published again before retention deletes it (``refreshed``)."""
 
 DELETED_CHANGES: frozenset[str] = frozenset({"deleted", "synthetic-deleted"})
 """The ``change`` values that mean the object no longer exists."""
@@ -70,7 +80,8 @@ class PodObserved(Message):
 
     change: Change
     observed_at: UtcDatetime
-    """When the watcher received the event (its clock)."""
+    """When the watcher received the event (its clock); for ``refreshed``, when it
+    received the event it publishes again."""
     resource_version: str
     """``metadata.resourceVersion`` (see the module doc for ``synthetic-deleted``)."""
 

@@ -397,12 +397,20 @@ def _containers(m: PodObserved) -> str:
     return ", ".join(parts)
 
 
+def _first_seen(change: str) -> str:
+    if change == "refreshed":
+        # The watcher published it again because its records were getting old: the
+        # older ones have expired (retention), so the log's history starts here.
+        return "first seen (a refresh: its older records expired)"
+    return "first seen"
+
+
 def _pod_changes(before: PodObserved | None, m: PodObserved) -> list[str]:
     if m.change in DELETED_CHANGES:
         return ["gone from the API" + (" (found by re-list)" if m.change.startswith("syn") else "")]
     out = []
     if before is None:
-        out.append("created" if m.change == "added" else "first seen")
+        out.append("created" if m.change == "added" else _first_seen(m.change))
     if before is None or before.phase != m.phase or before.reason != m.reason:
         out.append(f"phase {m.phase}" + (f" ({m.reason})" if m.reason else ""))
     if m.node_name and (before is None or before.node_name != m.node_name):
@@ -436,7 +444,8 @@ def _job_changes(before: JobObserved | None, m: JobObserved) -> list[str]:
         return ["Job gone from the API"]
     out = []
     if before is None:
-        out.append(f"Job {'created' if m.change == 'added' else 'first seen'} (uid {m.uid})")
+        seen = "created" if m.change == "added" else _first_seen(m.change)
+        out.append(f"Job {seen} (uid {m.uid})")
     for name, value in sorted(m.annotations.items()):
         if before is None or before.annotations.get(name) != value:
             out.append(f"{name}={value}")

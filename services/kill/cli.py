@@ -31,7 +31,9 @@ def kill(
         "--at",
         metavar="TIME",
         help="When: RFC 3339 with a zone (2026-11-23T17:00:00Z), relative (+30s, +5m, "
-        "+1h30m) or now (the default). A past time is an error.",
+        "+1h30m) or now (the default). A past time is an error, and so is one more than "
+        "half the retention of kill.requests ahead (3.5 days by default): annotate the "
+        "Job with jobreaper.io/kill-timestamp instead.",
     ),
     reason: str = typer.Option("", "--reason", help="Free text, recorded in the kill events"),
     uid: str | None = typer.Option(
@@ -87,7 +89,11 @@ def kill(
         namespace, name, now=now, kill_at=kill_at, reason=reason, job_uid=uid, requested_by=by
     )
     try:
-        published = asyncio.run(publish_request(kafka, request))
+        published = asyncio.run(
+            publish_request(kafka, request, warn=lambda w: typer.echo(f"warning: {w}", err=True))
+        )
+    except BadRequest as exc:
+        raise fail(str(exc), EXIT_USAGE) from exc
     except (KafkaError, TimeoutError, OSError) as exc:
         raise fail(
             f"could not publish to Kafka at {kafka.bootstrap}: {exc or type(exc).__name__} "

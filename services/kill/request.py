@@ -4,6 +4,13 @@ Other code (the demo, scripts) calls :func:`request_kill`; ``jobreaper kill`` is
 a thin command over it. The killer does the rest: a request is one more input
 it folds, like the ``jobreaper.io/kill-timestamp`` annotation (the earliest
 kill time wins, a kill time is never postponed).
+
+A request lives only in the log, and ``kill.requests`` deletes records after
+its retention (a week by default): a request due later than that would be
+forgotten by a killer rebuilt after it expired. So a kill may be asked for at
+most half that retention ahead (:func:`max_ahead`, read from the topic's
+config); further ahead, annotate the Job, which the watcher keeps in the log for
+as long as the Job exists.
 """
 
 from __future__ import annotations
@@ -13,12 +20,16 @@ import getpass
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
+
+from schemas.annotations import KILL_TIMESTAMP
 from schemas.requests import KillRequested
 from schemas.topics import KILL_REQUESTS
-from services.runtime.kafka import ensure_topics, make_producer
+from services.runtime.kafka import describe_retention, ensure_topics, make_producer
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS, TopicNames
@@ -29,6 +40,11 @@ SOURCE = "/jobreaper/kill"
 PAST_TOLERANCE = timedelta(seconds=2)
 """A time this little in the past is "now" (clock skew, typing ``--at`` with the
 current second). Anything older is rejected: see :func:`parse_kill_time`."""
+
+MAX_AHEAD_FRACTION = 0.5
+"""A kill may be requested at most this fraction of ``kill.requests``' retention
+ahead: the request must still be in the log when it comes due, and after, for a
+killer that restarts meanwhile (or is down at the kill time) to find it."""
 
 _RELATIVE = re.compile(r"^\+(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s?)?$")
 
@@ -93,6 +109,44 @@ def _human(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def check_ahead(
+    kill_at: datetime | None, now: datetime, retention_ms: int, topic: str = KILL_REQUESTS
+) -> None:
+    """Refuse a kill time further ahead than half the retention of ``kill.requests``
+    (``retention_ms`` < 0: kept for ever, no limit)."""
+    if kill_at is None or retention_ms < 0:
+        return
+    limit = timedelta(milliseconds=retention_ms) * MAX_AHEAD_FRACTION
+    ahead = kill_at - now
+    if ahead <= limit:
+        return
+    raise BadRequest(
+        f"--at {_rfc3339(kill_at)} is {_human(ahead.total_seconds())} ahead, more than half "
+        f"the retention of {topic} ({_human(retention_ms / 1000)}): the request could expire "
+        "from the log before it is carried out. For a kill that far ahead, annotate the Job "
+        f"instead (kubectl annotate job NAME {KILL_TIMESTAMP}={_rfc3339(kill_at)}), which "
+        "jobreaper keeps for as long as the Job exists"
+    )
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def max_ahead(kafka: KafkaSettings) -> tuple[int, str | None]:
+    """The retention of ``kill.requests`` (ms, -1: for ever), and a warning when it
+    could not be read (no DescribeConfigs ACL) and the created topic's default was
+    assumed instead."""
+    topic = TopicNames(kafka.topic_prefix)(KILL_REQUESTS)
+    try:
+        return (await describe_retention(kafka, [topic]))[topic].retention_ms, None
+    except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+        default = next(s for s in TOPIC_SPECS if s.name == KILL_REQUESTS).retention_ms
+        return default, (
+            f"could not read the retention of {topic} ({exc}); assuming {_human(default / 1000)}"
+        )
+
+
 def default_requester() -> str:
     try:
         user = getpass.getuser()
@@ -133,18 +187,29 @@ class Published:
 
 
 async def publish_request(
-    kafka: KafkaSettings, request: KillRequested, *, timeout_s: float = 30.0
+    kafka: KafkaSettings,
+    request: KillRequested,
+    *,
+    timeout_s: float = 30.0,
+    warn: Callable[[str], None] | None = None,
 ) -> Published:
     """Send ``request`` to ``kill.requests`` (acks=all, idempotent) and wait for the ack.
 
     The topic is created first if missing and the settings allow it, as every
-    service does at start. Raises ``KafkaError`` or ``TimeoutError``.
+    service does at start. A kill time more than half the topic's retention ahead
+    is refused (:class:`BadRequest`, nothing sent; ``warn`` hears it if the
+    retention could not be read). Raises ``KafkaError`` or ``TimeoutError``.
     """
     if kafka.create_topics:
         specs = [s for s in TOPIC_SPECS if s.name == KILL_REQUESTS]
         await asyncio.wait_for(
             ensure_topics(kafka, job_partitions=kafka.job_partitions, specs=specs), timeout_s
         )
+    if request.kill_at is not None:
+        retention_ms, warning = await asyncio.wait_for(max_ahead(kafka), timeout_s)
+        if warning and warn is not None:
+            warn(warning)
+        check_ahead(request.kill_at, request.requested_at, retention_ms)
     record = outgoing(
         TopicNames(kafka.topic_prefix), request, source=SOURCE, event_id=request.request_id
     )

@@ -12,7 +12,7 @@ from kubernetes_asyncio import client
 from .kube import KubeConfigError, PermissionDenied, load_api_client
 from .logging import configure_logging
 from .service import Service, serve
-from .settings import KafkaSettings, ServiceSettings
+from .settings import BadSettings, KafkaSettings, ServiceSettings
 
 
 def load_settings(
@@ -41,8 +41,9 @@ def run_service(
     service_settings: ServiceSettings,
     make: Callable[[client.ApiClient], Service],
 ) -> None:
-    """Run a service that talks to Kubernetes until it stops; bad credentials and
-    missing permissions end the process with a one-line reason (exit 2 and 3)."""
+    """Run a service that talks to Kubernetes until it stops; bad credentials or
+    settings and missing permissions end the process with a one-line reason (exit 2
+    and 3)."""
 
     async def main() -> None:
         api = await load_api_client(service_settings.kubeconfig)
@@ -57,6 +58,8 @@ def run_service(
         raise fail(str(exc), 2) from exc
     except PermissionDenied as exc:
         raise fail(str(exc), 3) from exc
+    except BadSettings as exc:
+        raise fail(str(exc), 2) from exc
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

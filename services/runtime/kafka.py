@@ -16,11 +16,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    for_code,
 )
 
 from schemas import topics as t
@@ -153,6 +155,71 @@ async def ensure_topics(
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
+
+
+@dataclass(frozen=True)
+class TopicRetention:
+    """How long a topic keeps its records: what a time-based retention reader needs."""
+
+    topic: str
+    retention_ms: int
+    """``retention.ms``; -1 keeps records for ever."""
+    retention_bytes: int
+    """``retention.bytes`` per partition; -1 (the default) sets no size limit."""
+    cleanup_policy: str
+    """``cleanup.policy``: ``delete``, ``compact`` or ``compact,delete``."""
+
+    @property
+    def deletes_by_time(self) -> bool:
+        """Whether records older than ``retention_ms`` are deleted."""
+        return "delete" in self.cleanup_policy.split(",") and self.retention_ms >= 0
+
+    @property
+    def deletes_by_size(self) -> bool:
+        """Whether records of any age may be deleted to keep a partition under a size."""
+        return "delete" in self.cleanup_policy.split(",") and self.retention_bytes >= 0
+
+
+async def describe_retention(
+    settings: KafkaSettings, topics: Sequence[str]
+) -> dict[str, TopicRetention]:
+    """The retention settings of ``topics`` (full names), read with DescribeConfigs.
+
+    Raises the ``KafkaError`` of the first topic Kafka refuses to describe (e.g.
+    ``TopicAuthorizationFailedError`` without the DescribeConfigs ACL,
+    ``UnknownTopicOrPartitionError`` for a missing topic).
+    """
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-configs")
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    topic,
+                    {"retention.ms": None, "retention.bytes": None, "cleanup.policy": None},
+                )
+                for topic in topics
+            ]
+        )
+    finally:
+        await admin.close()
+    out: dict[str, TopicRetention] = {}
+    for response in responses:
+        for error_code, error_message, _type, name, entries in response.resources:
+            if error_code:
+                raise for_code(error_code)(f"describe configs of topic {name}: {error_message}")
+            values = {entry[0]: entry[1] for entry in entries}
+            out[name] = TopicRetention(
+                topic=name,
+                retention_ms=int(values.get("retention.ms") or -1),
+                retention_bytes=int(values.get("retention.bytes") or -1),
+                cleanup_policy=str(values.get("cleanup.policy") or "delete"),
+            )
+    missing = [topic for topic in topics if topic not in out]
+    if missing:
+        raise KafkaError(f"describe configs: no answer for topics {missing}")
+    return out
 
 
 async def topic_partitions(settings: KafkaSettings, topics: Sequence[str]) -> list[TopicPartition]:

@@ -12,6 +12,11 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+class BadSettings(Exception):
+    """Settings that cannot work together (e.g. a refresh interval not below the
+    topics' retention); retrying cannot help, so the process exits with the reason."""
+
+
 class KafkaSettings(BaseSettings):
     """How to reach Kafka. TLS and SASL settings are for real clusters; the
     local stack needs only ``bootstrap``."""

@@ -448,6 +448,8 @@ class Stack:
         self.layout = Layout(name, root)
         self.say = say
         self._kafka_t0 = 0.0
+        self.kafka_extra: dict[str, str] = {}
+        """Broker settings added to (or overriding) ``kafka_properties``."""
 
     @property
     def name(self) -> str:
@@ -526,6 +528,36 @@ class Stack:
             save_state(self.layout, state)
             self.say(f"stack '{self.name}' is up in {elapsed(start)}")
             return info_from(self.layout, state)
+
+    def up_kafka_only(self, properties: dict[str, str]) -> str:
+        """Start a Kafka broker alone in this stack's folder (no etcd, no Kubernetes),
+        with ``properties`` added to its server.properties; return its bootstrap.
+
+        For a test that needs broker settings the stack's broker does not have and
+        cannot change at run time (``log.retention.check.interval.ms`` is read-only
+        in Kafka 3.9). Fresh data every time; ``down(purge=True)`` stops it."""
+        with locked(self.layout):
+            require_tool("java", "Kafka runs on a Java 17+ JRE (apt-get install openjdk-17-jre)")
+            (kafka,) = buildmod.ensure_builds(self.say, ("kafka",)).values()
+            state = State(
+                name=self.name,
+                builds={"kafka": kafka.key},
+                versions={"kafka": kafka.version},
+                started_at=time.time(),
+            )
+            self.kafka_extra = dict(properties)
+            try:
+                self._fresh_dirs()
+                save_state(self.layout, state)
+                taken: set[int] = set()
+                self._prepare_kafka(state, kafka, taken)
+                self._start_kafka(state, kafka)
+                self._wait_kafka(state, kafka, taken)
+            except BaseException:
+                self._stop_all(state, quiet=True)
+                raise
+            save_state(self.layout, state)
+            return f"127.0.0.1:{state.ports['kafka']}"
 
     def _fresh_dirs(self) -> None:
         layout = self.layout
@@ -830,7 +862,12 @@ class Stack:
         format_kafka_storage(
             self.layout,
             kafka,
-            kafka_properties(self.layout, state.ports["kafka"], state.ports["kafka-controller"]),
+            kafka_properties(
+                self.layout,
+                state.ports["kafka"],
+                state.ports["kafka-controller"],
+                overrides=self.kafka_extra,
+            ),
         )
 
     def _start_kafka(self, state: State, kafka: Build) -> None:

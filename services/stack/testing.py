@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services.stack.api import lose_node, restore_node
 from services.stack.errors import StackError
-from services.stack.stack import StackInfo
+from services.stack.stack import Stack, StackInfo
+from services.stack.util import Say, say_nothing
 
 
 @dataclass
@@ -36,6 +39,20 @@ class NodeLoss:
     def restore_all(self) -> None:
         for node in list(self.lost):
             self.restore(node)
+
+
+@contextlib.contextmanager
+def lone_kafka(root: Path, properties: dict[str, str], say: Say = say_nothing) -> Iterator[str]:
+    """A Kafka broker of its own, beside the stack, for the block; yields its bootstrap.
+
+    Same build, heap and base config as the stack's broker, plus ``properties``
+    (e.g. ``log.retention.check.interval.ms``, which a running broker cannot change);
+    its folder is ``root``, its data fresh, and it is stopped and deleted after."""
+    stack = Stack(f"lone-kafka-{root.name}", say, root=root)
+    try:
+        yield stack.up_kafka_only(properties)
+    finally:
+        stack.down(purge=True)
 
 
 def read_audit_events(path: Path) -> list[dict[str, Any]]:

@@ -73,6 +73,24 @@ class WatcherMetrics:
             ["result"],
             registry=registry,
         )
+        self.refresh_after = Gauge(
+            "jobreaper_watcher_refresh_after_seconds",
+            "An object whose newest record is this old is published again (refreshed) "
+            "before the topics' retention deletes it; 0: never (no time-based retention)",
+            registry=registry,
+        )
+        self.oldest_record_age = Gauge(
+            "jobreaper_watcher_oldest_record_age_seconds",
+            "Age of the oldest newest-record of a live object at the last sweep: must stay "
+            "well below the topics' retention (alert above ~80 %: objects may expire)",
+            registry=registry,
+        )
+        self.refresh_due = Gauge(
+            "jobreaper_watcher_refresh_due",
+            "Objects due for a refresh at the last sweep (a backlog that does not shrink: "
+            "raise JOBREAPER_WATCHER_REFRESH_RATE)",
+            registry=registry,
+        )
         self.leader = Gauge(
             "jobreaper_watcher_leader", "1 while this replica holds the Lease", registry=registry
         )

@@ -13,12 +13,18 @@ comparing with it:
   holds but the cluster no longer has. After a re-list the log converges to
   the cluster.
 
+It also keeps, per object, when its newest record went to the log (the
+record's timestamp for what the log held at start, else when the reflector
+handed the observation out), so that an object whose record is getting old
+can be published again (``refreshed``, :meth:`Reflector.refresh`) before the
+topic's retention deletes it.
+
 This module does no I/O; :mod:`services.watcher.service` drives it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,9 +60,20 @@ class ReflectorStats:
 class Reflector:
     """The store of one kind of object in one scope."""
 
-    def __init__(self, object_type: type[Any], known: Iterable[Observation] = ()) -> None:
+    def __init__(
+        self,
+        object_type: type[Any],
+        known: Iterable[Observation] = (),
+        published_at: Mapping[str, float] | None = None,
+    ) -> None:
+        """``known``: what the log holds; ``published_at``: per uid, the timestamp
+        (epoch seconds) of its newest record. A known object without one counts as
+        published long ago (refreshed at the first chance)."""
         self._convert = CONVERTERS[object_type]
         self.store: dict[str, Observation] = {obs.uid: obs for obs in known}
+        times = published_at or {}
+        self.published_at: dict[str, float] = {uid: times.get(uid, 0.0) for uid in self.store}
+        """Per uid in ``store``: when its newest record was written (epoch seconds)."""
         self.stats = ReflectorStats()
         self.malformed_reasons: list[str] = []
 
@@ -78,6 +95,7 @@ class Reflector:
             known = self.store.pop(obj.metadata.uid, None)
             if known is None:
                 return None  # never published (a pod of no Job), so nothing to retract
+            self.published_at.pop(obj.metadata.uid, None)
             return self._observe(obj, "deleted", now)
         change: Change = "added" if event_type == "ADDED" else "modified"
         observation = self._observe(obj, change, now)
@@ -88,6 +106,7 @@ class Reflector:
             self.stats.dropped_unchanged += 1
             return None
         self.store[observation.uid] = observation
+        self.published_at[observation.uid] = now.timestamp()
         return observation
 
     def on_list(self, items: Iterable[Any], list_version: str, now: datetime) -> list[Observation]:
@@ -105,9 +124,11 @@ class Reflector:
             if known is not None and same_content(known, observation):
                 continue
             self.store[uid] = observation
+            self.published_at[uid] = now.timestamp()
             out.append(observation)
         for uid in [uid for uid in self.store if uid not in seen]:
             gone = self.store.pop(uid)
+            self.published_at.pop(uid, None)
             out.append(
                 gone.model_copy(
                     update={
@@ -119,3 +140,27 @@ class Reflector:
                 )
             )
         return out
+
+    # -- refreshing -------------------------------------------------------------
+
+    def due(self, cutoff: float) -> list[tuple[float, str]]:
+        """(published at, uid) of every object whose newest record was written at or
+        before ``cutoff`` (epoch seconds)."""
+        return [(at, uid) for uid, at in self.published_at.items() if at <= cutoff]
+
+    def oldest(self) -> float | None:
+        """When the oldest of the objects' newest records was written (None: no object)."""
+        return min(self.published_at.values(), default=None)
+
+    def refresh(self, uid: str, cutoff: float, now: float) -> Observation | None:
+        """The newest observation of ``uid`` again, as ``refreshed``, if its record was
+        still written at or before ``cutoff`` (it may have changed or gone since it was
+        found due); it then counts as published at ``now``.
+
+        Same ``resource_version`` and ``observed_at`` as the original: it says the same
+        thing, so a consumer that folded the original drops it as a duplicate."""
+        at = self.published_at.get(uid)
+        if at is None or at > cutoff:
+            return None
+        self.published_at[uid] = now
+        return self.store[uid].model_copy(update={"change": "refreshed"})

@@ -8,7 +8,11 @@ One cycle, run by the holder of the Lease:
    ``synthetic-modified``, ``synthetic-deleted``): the log now matches the
    cluster, whatever happened while no watcher ran;
 3. watch from the list's version, publishing each real change; on
-   ``410 Gone`` list again and publish the difference.
+   ``410 Gone`` list again and publish the difference;
+4. meanwhile, publish again (``refreshed``) every live object whose newest
+   record is getting old, before the topics' retention deletes it
+   (:mod:`services.watcher.refresh`): the log always holds every object that
+   exists, however long ago it last changed.
 
 Observations go through one queue to one idempotent producer, in order.
 A batch Kafka does not acknowledge is sent again from its first failed
@@ -27,12 +31,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import math
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 from kubernetes_asyncio import client
 from prometheus_client import CollectorRegistry
 
@@ -42,6 +52,7 @@ from schemas.topics import K8S_NODES, K8S_OBJECTS
 from services.runtime.clock import ApiClock, version_probe
 from services.runtime.kafka import (
     OutgoingRecord,
+    describe_retention,
     ensure_topics,
     make_consumer,
     make_producer,
@@ -61,10 +72,14 @@ from .annotation_events import AnnotationWarner, kube_post
 from .convert import Observation
 from .metrics import WatcherMetrics
 from .reflector import Reflector
+from .refresh import SETTING, RefreshPlan, plan_refresh
 from .settings import WatcherSettings
 from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
 
 log = get_logger(__name__)
+
+Known = tuple[Observation, float]
+"""An observation the log holds and the timestamp (epoch seconds) of its record."""
 
 
 def _permission_hint(exc: KubeApiError) -> str:
@@ -119,6 +134,7 @@ class Watcher:
         )
         self.last_error: str | None = None
         self.published = 0
+        self.refresh_plan: RefreshPlan | None = None
 
     # -- the service protocol -------------------------------------------------
 
@@ -175,6 +191,7 @@ class Watcher:
     async def _cycle(self) -> None:
         if self.kafka.create_topics:
             await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
+        plan = self.refresh_plan = await self._plan_refresh()
         known = await self._read_log()
         self._streams = self._make_streams(known)
         self._synced.clear()
@@ -188,6 +205,8 @@ class Watcher:
             asyncio.create_task(self._reflect(i, stream, reflector), name=f"reflect-{i}")
             for i, (stream, reflector) in enumerate(self._streams)
         ]
+        if plan.after_s is not None:
+            tasks.append(asyncio.create_task(self._refresh(plan), name="refresher"))
         # Not among the tasks that end the cycle: a warning never stops publishing.
         warning = (
             asyncio.create_task(self.warner.run(), name="annotation-events")
@@ -212,7 +231,7 @@ class Watcher:
             await producer.stop()  # flushes what was sent but not yet acknowledged
 
     async def _drain(self, reflectors: list[asyncio.Task[None]]) -> None:
-        """On stop: no new changes; publish what is queued (bounded wait)."""
+        """On stop: no new changes (nor refreshes); publish what is queued (bounded wait)."""
         for task in reflectors:
             task.cancel()
         await asyncio.gather(*reflectors, return_exceptions=True)
@@ -224,9 +243,30 @@ class Watcher:
 
     # -- reading the log ----------------------------------------------------------
 
-    async def _read_log(self) -> list[Observation]:
-        """The last observation of every object the log says exists."""
-        latest: dict[tuple[str, str], Observation] = {}
+    async def _plan_refresh(self) -> RefreshPlan:
+        """The refresh age, from the topics' retention (read now: an operator may have
+        changed it) and the setting; a setting not below the retention stops the watcher."""
+        topics = [self.names(K8S_OBJECTS), self.names(K8S_NODES)]
+        retentions = None
+        try:
+            retentions = list((await describe_retention(self.kafka, topics)).values())
+        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as exc:
+            if self.settings.refresh_after_s is None:
+                raise PermissionDenied(
+                    f"Kafka refused to describe the configs of {', '.join(topics)} ({exc}): "
+                    f"grant DescribeConfigs on them, or set {SETTING} below their retention.ms"
+                ) from exc
+        plan = plan_refresh(retentions, self.settings.refresh_after_s, self.settings.refresh_rate)
+        for warning in plan.warnings:
+            log.warning("watcher.refresh_warning", detail=warning)
+        log.info("watcher.refresh_plan", **plan.describe())
+        self.metrics.refresh_after.set(plan.after_s or 0)
+        return plan
+
+    async def _read_log(self) -> list[Known]:
+        """The last observation of every object the log says exists, with the timestamp
+        of its record."""
+        latest: dict[tuple[str, str], Known] = {}
         undecodable = 0
 
         def fold(record: ConsumerRecord[bytes, bytes]) -> None:
@@ -243,7 +283,7 @@ class Watcher:
                 if message.change in DELETED_CHANGES:
                     latest.pop(key, None)
                 else:
-                    latest[key] = message
+                    latest[key] = (message, record.timestamp / 1000)
 
         partitions = await topic_partitions(
             self.kafka, [self.names(K8S_OBJECTS), self.names(K8S_NODES)]
@@ -261,14 +301,14 @@ class Watcher:
         log.info("watcher.log_read", objects=len(latest))
         return list(latest.values())
 
-    def _make_streams(
-        self, known: Iterable[Observation]
-    ) -> list[tuple[ResourceStream[Any], Reflector]]:
+    def _make_streams(self, known: Iterable[Known]) -> list[tuple[ResourceStream[Any], Reflector]]:
         s = self.settings
         scopes: list[str | None] = list(s.namespaces) or [None]
         pod_selector = ",".join(x for x in (s.pod_label_selector, s.label_selector) if x)
         by_kind: dict[type[Any], list[Observation]] = {wire.Pod: [], wire.Job: [], wire.Node: []}
-        for obs in known:
+        published_at: dict[str, float] = {}
+        for obs, at in known:
+            published_at[obs.uid] = at
             if isinstance(obs, PodObserved):
                 by_kind[wire.Pod].append(obs)
             elif isinstance(obs, JobObserved):
@@ -291,11 +331,11 @@ class Watcher:
                     watch_timeout_s=s.watch_timeout_s,
                 )
                 seed = [o for o in by_kind[kind.object_type] if in_scope(o, namespace)]
-                streams.append((stream, Reflector(kind.object_type, seed)))
+                streams.append((stream, Reflector(kind.object_type, seed, published_at)))
         node_stream: ResourceStream[Any] = ResourceStream(
             self.api, NODES, watch_timeout_s=s.watch_timeout_s
         )
-        streams.append((node_stream, Reflector(wire.Node, by_kind[wire.Node])))
+        streams.append((node_stream, Reflector(wire.Node, by_kind[wire.Node], published_at)))
         return streams
 
     # -- watching -------------------------------------------------------------------
@@ -346,6 +386,49 @@ class Watcher:
                 self.metrics.expired.labels(kind).inc()
                 log.info("watcher.gone", kind=kind, namespace=stream.namespace, detail=str(exc))
 
+    # -- refreshing -----------------------------------------------------------------
+
+    async def _refresh(self, plan: RefreshPlan) -> None:
+        """Every sweep interval, publish again what is due (see :mod:`.refresh`)."""
+        assert plan.after_s is not None
+        while True:
+            started = time.monotonic()
+            await self._sweep(plan.after_s, plan.rate, plan.sweep_s)
+            await asyncio.sleep(max(0.0, plan.sweep_s - (time.monotonic() - started)))
+
+    async def _sweep(self, after_s: float, rate: float, sweep_s: float) -> int:
+        """Publish again, oldest first, the objects of synced streams whose newest record
+        is ``after_s`` old, at most ``rate`` per second and ``rate * sweep_s`` in all (the
+        rest waits for the next sweep). Returns how many were queued."""
+        now = time.time()
+        cutoff = now - after_s
+        due: list[tuple[float, str, int]] = []
+        oldest: float | None = None
+        for index, (_, reflector) in enumerate(self._streams):
+            if index not in self._synced:
+                continue  # its store is the log's, not yet the cluster's: list first
+            due.extend((at, uid, index) for at, uid in reflector.due(cutoff))
+            first = reflector.oldest()
+            if first is not None and (oldest is None or first < oldest):
+                oldest = first
+        self.metrics.oldest_record_age.set(0 if oldest is None else max(0.0, now - oldest))
+        self.metrics.refresh_due.set(len(due))
+        budget = max(1, math.ceil(rate * sweep_s))
+        chunk = max(1, math.ceil(rate / 10))
+        queued = 0
+        for _, uid, index in heapq.nsmallest(budget, due):
+            if queued and queued % chunk == 0:
+                await asyncio.sleep(chunk / rate)
+            _, reflector = self._streams[index]
+            observation = reflector.refresh(uid, cutoff, time.time())
+            if observation is None:
+                continue  # changed (so published) or gone since the sweep began
+            await self._queue.put(observation)
+            queued += 1
+        if queued:
+            log.debug("watcher.refreshed", objects=queued, due=len(due))
+        return queued
+
     # -- publishing -----------------------------------------------------------------
 
     async def _publish(self, producer: AIOKafkaProducer) -> None:
@@ -376,7 +459,8 @@ class Watcher:
         acked = time.time()
         for obs in batch:
             self.metrics.published.labels(type(obs).__name__, obs.change).inc()
-            self.metrics.publish_latency.observe(max(0.0, acked - obs.observed_at.timestamp()))
+            if obs.change != "refreshed":  # a refresh carries the original's observed_at
+                self.metrics.publish_latency.observe(max(0.0, acked - obs.observed_at.timestamp()))
         self.published += len(batch)
 
     async def _send_from(

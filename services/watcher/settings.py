@@ -37,6 +37,22 @@ class WatcherSettings(BaseSettings):
     watch_timeout_s: int = Field(default=300, ge=10, description="Server-side watch timeout.")
     queue_size: int = Field(default=10_000, ge=100, description="Observations buffered in memory.")
     publish_batch: int = Field(default=500, ge=1)
+    refresh_after_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Publish a live object again (change 'refreshed') once its newest record "
+        "on k8s.objects / k8s.nodes is this old, so that the topics' retention never deletes "
+        "the only record of an object that still exists. Default: half the shorter "
+        "retention.ms of the two topics, read with DescribeConfigs at the start of each "
+        "term as leader. Must be below that retention (the watcher refuses to start "
+        "otherwise).",
+    )
+    refresh_rate: float = Field(
+        default=200.0,
+        gt=0,
+        description="At most this many refreshes published per second (spread, not one "
+        "burst, when many objects come due at once).",
+    )
     events: bool = Field(
         default=True,
         description="Tell users about invalid jobreaper annotations with a Warning Event on "

@@ -4,6 +4,7 @@ refuses. (The killer acting on a request is covered by the killer's and e2e test
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,9 @@ from typer.testing import CliRunner
 
 from schemas.requests import KillRequested
 from services.cli import app
+from services.runtime.kafka import ensure_topics
+from services.runtime.settings import KafkaSettings
+from services.runtime.topics import TOPIC_SPECS
 from services.stack.api import StackInfo
 from tests.integration.helpers import job_manifest, read_topic
 
@@ -92,3 +96,23 @@ async def test_a_missing_job_is_a_warning_and_a_bad_time_an_error(
         assert refused.stderr.startswith("jobreaper: --at") and message in refused.stderr
         assert refused.stderr.count("\n") == 1, "one line"
     assert len(await requests(stack, topic_prefix)) == 1, "nothing more was published"
+
+
+async def test_a_kill_further_ahead_than_half_the_retention_is_refused(
+    stack: StackInfo, namespace: str, topic_prefix: str
+) -> None:
+    """kill.requests with a 60 s retention (as an operator might set a short one):
+    +30s is accepted, +31s would outlive half of it and is refused, read from the
+    topic's own config."""
+    kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix)
+    (spec,) = [replace(s, retention_ms=60_000) for s in TOPIC_SPECS if s.name == "kill.requests"]
+    await ensure_topics(kafka, specs=[spec])
+    far = await kill_cli(stack, topic_prefix, f"{namespace}/ghost", "--at", "+31s", "--no-check")
+    assert far.exit_code == 2, far.output
+    assert far.stderr.startswith("jobreaper: --at "), far.stderr
+    assert "more than half the retention of kill.requests (60 s)" in far.stderr
+    assert "jobreaper.io/kill-timestamp=" in far.stderr and far.stderr.count("\n") == 1
+    assert await requests(stack, topic_prefix) == [], "nothing was published"
+    near = await kill_cli(stack, topic_prefix, f"{namespace}/ghost", "--at", "+30s", "--no-check")
+    assert near.exit_code == 0, near.output
+    assert len(await requests(stack, topic_prefix)) == 1

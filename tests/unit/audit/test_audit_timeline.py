@@ -212,6 +212,23 @@ def test_a_result_that_found_the_effect_already_there_is_no_write() -> None:
     assert step.result is not None and not step.result.wrote
 
 
+def test_a_refresh_says_nothing_new_or_that_the_history_before_it_expired() -> None:
+    records = history()
+    observations = [r for r in records if r.topic == "k8s.objects"]
+    again = [
+        read("k8s.objects", 10 + i, r.envelope.message.model_copy(update={"change": "refreshed"}))
+        for i, r in enumerate(observations)
+    ]
+    full = select([*records, *again], NS, JOB, "old")
+    assert [e.text for e in full.entries] == [
+        e.text for e in select(records, NS, JOB, "old").entries
+    ]
+    expired = select([r for r in records if r.topic != "k8s.objects"] + again, NS, JOB, "new")
+    texts = [e.text for e in expired.entries]
+    assert "Job first seen (a refresh: its older records expired) (uid new)" in texts[0]
+    assert any(t.startswith("first seen (a refresh: its older records expired)") for t in texts)
+
+
 @pytest.mark.parametrize("key", ["batch/nightly", "default/a", "ns-x/job-with-a-long-name-123"])
 @pytest.mark.parametrize("partitions", [1, 3, 6, 12])
 def test_the_partition_is_the_one_aiokafkas_default_partitioner_picks(

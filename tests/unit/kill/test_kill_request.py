@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.kill.request import BadRequest, build_request, parse_job_ref, parse_kill_time
+from services.kill.request import (
+    BadRequest,
+    build_request,
+    check_ahead,
+    parse_job_ref,
+    parse_kill_time,
+)
 
 NOW = datetime(2026, 11, 23, 16, 0, 0, tzinfo=UTC)
 
@@ -70,3 +76,15 @@ def test_the_request_carries_what_was_asked() -> None:
     assert request.requested_at == NOW
     assert request.requested_by, "defaults to user@host"
     assert request.kafka_key() == "batch/etl"
+
+
+def test_a_kill_at_most_half_the_retention_ahead_is_accepted_and_further_refused() -> None:
+    week_ms = 7 * 24 * 3600 * 1000
+    check_ahead(NOW + timedelta(days=3.5), NOW, week_ms)
+    check_ahead(None, NOW, 1000)
+    check_ahead(NOW + timedelta(days=365), NOW, -1)  # kept for ever
+    with pytest.raises(BadRequest) as refused:
+        check_ahead(NOW + timedelta(days=3.5, seconds=1), NOW, week_ms)
+    message = str(refused.value)
+    assert "84.0 h ahead, more than half the retention of kill.requests (168.0 h)" in message
+    assert "jobreaper.io/kill-timestamp=2026-11-27T04:00:01Z" in message
