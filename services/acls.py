@@ -46,7 +46,7 @@ from services.runtime.topics import TopicNames
 
 Resource = Literal["topic", "group", "transactional-id", "cluster"]
 Pattern = Literal["literal", "prefixed"]
-Operation = Literal["Read", "Write", "Describe", "Create"]
+Operation = Literal["Read", "Write", "Describe", "DescribeConfigs", "Create"]
 
 #: kafka-acls.sh's option for each resource type.
 RESOURCE_OPTION: dict[Resource, str] = {
@@ -166,9 +166,12 @@ def grants(
         *topics(
             WATCHER,
             (t.K8S_OBJECTS, t.K8S_NODES),
-            ("Read", "Write"),
+            ("Read", "Write", "DescribeConfigs"),
             "publishes observations (idempotent producer); at each (re)start reads both "
-            "to their end without a group (`services/watcher/service.py`)",
+            "to their end without a group (`services/watcher/service.py`); reads their "
+            "`retention.ms` to re-publish live objects before they expire "
+            "(`services/runtime/kafka.py` `describe_retention`; not needed when "
+            "`JOBREAPER_WATCHER_REFRESH_AFTER_S` is set)",
         ),
         Grant(
             KILLER,
@@ -271,8 +274,10 @@ def grants(
         *topics(
             REQUESTER,
             (t.KILL_REQUESTS,),
-            ("Write",),
-            "`KillRequested` (idempotent producer, `services/kill/request.py`)",
+            ("Write", "DescribeConfigs"),
+            "`KillRequested` (idempotent producer, `services/kill/request.py`); its "
+            "`retention.ms` bounds how far ahead `--at` may be (without it: the 7-day "
+            "default is assumed, with a warning)",
         ),
         *topics(
             EVENTS,
