@@ -17,13 +17,20 @@ the parts with the same Job uid, episode and ``decided_at``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from .base import Message, UtcDatetime, job_key
 from .commands import Rule, Step, Trigger
-from .parts import MAX_PODS_PER_PART, PART_TARGET_BYTES, is_one, pod_entry_bytes, split
+from .parts import (
+    MAX_PODS_PER_PART,
+    PART_TARGET_BYTES,
+    is_one,
+    json_bytes,
+    pod_entry_bytes,
+    split,
+)
 from .topics import KILL_EVENTS
 
 PodEnd = Literal["exited", "deleted", "force-deleted", "already-done"]
@@ -178,12 +185,18 @@ class JobKilled(Message):
         return job_key(self.namespace, self.job_name)
 
 
-def _fixed_bytes(event: KillStarted | JobKilled) -> int:
-    """The bytes of ``event``'s JSON that every part repeats: all but its pods."""
-    empty = event.model_copy(
-        update={"pods": (), "already_done": (), "part": 99_999, "parts": 99_999}
-    )
-    return len(empty.model_dump_json().encode())
+FIELDS_BYTES: Final = 400
+"""A bound on the bytes of a ``KillStarted``/``JobKilled`` JSON besides its strings,
+its ``episode`` and its pod lists: field names, punctuation, ``null``s, two or
+three instants (27 characters each at most), ``part`` and ``parts``."""
+
+
+def fixed_bytes(event: KillStarted | JobKilled) -> int:
+    """A bound on the bytes every part of ``event`` repeats: all but its pods. Counted
+    from the strings rather than by serializing, so that it never raises (the core
+    calls it, and must not raise on any value the edge lets through)."""
+    strings = (event.namespace, event.job_name, event.job_uid or "", event.trigger, event.reason)
+    return FIELDS_BYTES + sum(json_bytes(text) for text in strings) + len(str(event.episode))
 
 
 def kill_started_parts(
@@ -193,7 +206,7 @@ def kill_started_parts(
     record or as parts of at most ``MAX_PODS_PER_PART`` pods and ``PART_TARGET_BYTES``:
     ``pods`` first, then ``already_done``, in the order given."""
     entries = [(True, p) for p in pods] + [(False, p) for p in already_done]
-    budget = PART_TARGET_BYTES - _fixed_bytes(event)
+    budget = PART_TARGET_BYTES - fixed_bytes(event)
     slices = split(
         entries,
         lambda e: pod_entry_bytes(e[1].name, e[1].uid),
@@ -217,7 +230,7 @@ def kill_started_parts(
 def job_killed_parts(event: JobKilled, pods: tuple[PodEnding, ...]) -> tuple[JobKilled, ...]:
     """``event`` (its ``pods`` ignored) about these pods, as one record or as parts
     (as :func:`kill_started_parts`)."""
-    budget = PART_TARGET_BYTES - _fixed_bytes(event)
+    budget = PART_TARGET_BYTES - fixed_bytes(event)
     slices = split(
         pods,
         lambda p: pod_entry_bytes(p.name, p.uid),

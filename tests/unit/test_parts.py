@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.decisions import (
     DecisionRecorded,
@@ -19,6 +21,7 @@ from schemas.events import (
     KillStarted,
     PodEnding,
     PodRef,
+    fixed_bytes,
     job_killed_parts,
     kill_started_parts,
 )
@@ -177,3 +180,44 @@ def test_split_is_deterministic_and_keeps_the_order() -> None:
     ]
     assert split([], lambda _: 1, max_items=3, max_bytes=1) == [[]]
     assert split([50], lambda i: i, max_items=3, max_bytes=1) == [[50]]
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=300)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(
+    _TEXT,
+    _TEXT,
+    st.one_of(st.none(), _TEXT),
+    _TEXT,
+    st.integers(1, 10**60),
+    st.sampled_from([datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), AT]),
+)
+def test_the_fields_every_part_repeats_are_bounded_without_serializing(
+    namespace: str, job: str, uid: str | None, reason: str, episode: int, when: datetime
+) -> None:
+    """``fixed_bytes`` (what the core counts, as it may not serialize: that raises on
+    a lone surrogate) bounds the JSON of a part without its pods."""
+    common = {
+        "namespace": namespace,
+        "job_name": job,
+        "job_uid": uid,
+        "episode": episode,
+        "trigger": "StuckTerminating",
+        "reason": reason,
+        "decided_at": when,
+        "part": 99_999,
+        "parts": 99_999,
+    }
+    for event in (
+        KillStarted(**common, due_at=when),  # type: ignore[arg-type]
+        JobKilled(**common, killed_at=when),  # type: ignore[arg-type]
+    ):
+        assert len(event.model_dump_json().encode()) <= fixed_bytes(event)
+
+
+def test_parts_of_names_no_utf8_can_hold_are_made_without_raising() -> None:
+    pods = (PodRef(name="\ud800", uid="\udfff"),)
+    (part,) = kill_started_parts(started().model_copy(update={"reason": "\ud800"}), pods, ())
+    assert part.pods == pods

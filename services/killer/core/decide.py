@@ -95,7 +95,9 @@ class Decision(NamedTuple):
 def command_id(job_uid: str | None, pod_uid: str, step: str, attempt: int) -> str:
     """Derived, reproducible command id: 32 hex digits of sha256 over
     (job uid, pod uid, step, attempt)."""
-    raw = f"{job_uid or ''}\x1f{pod_uid}\x1f{step}\x1f{attempt}".encode()
+    # surrogatepass: total (a lone surrogate is no UTF-8; the JSON edge refuses it,
+    # pydantic's Python validation does not), and the same bytes for every valid uid.
+    raw = f"{job_uid or ''}\x1f{pod_uid}\x1f{step}\x1f{attempt}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
