@@ -61,9 +61,18 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
 
 
 def make_producer(
-    settings: KafkaSettings, *, client_id: str, transactional_id: str | None = None
+    settings: KafkaSettings,
+    *,
+    client_id: str,
+    transactional_id: str | None = None,
+    max_batch_size: int = 16_384,
 ) -> AIOKafkaProducer:
-    """An idempotent, acks=all producer; transactional when given an id."""
+    """An idempotent, acks=all producer; transactional when given an id.
+
+    ``max_request_size`` stays aiokafka's (and Kafka's) 1 MiB: a record larger than
+    that fails at ``send``, before anything reaches the broker. ``max_batch_size``
+    (records per topic-partition per produce request) is aiokafka's 16 KiB unless a
+    caller writes many records at once (the killer: one transaction per decision)."""
     return AIOKafkaProducer(
         **client_kwargs(settings),
         client_id=client_id,
@@ -71,6 +80,7 @@ def make_producer(
         acks="all",
         transactional_id=transactional_id,
         linger_ms=5,
+        max_batch_size=max_batch_size,
     )
 
 
