@@ -137,3 +137,73 @@ async def _refused_as_one_record(kafka: KafkaSettings, parts: list[Any]) -> None
             )
     finally:
         await producer.stop()
+
+
+async def test_a_poison_record_at_the_size_limit_is_dead_lettered_and_deciding_goes_on(
+    stack: StackInfo, topic_prefix: str
+) -> None:
+    """A record the broker took, just under its limit, that is no message: its dead
+    letter (the record plus two headers) would be over the limit. The killer writes
+    the dead letter without the value (saying so, and where the original is) and
+    goes on deciding; before, the dead letter's send raised out of the loop and
+    stopped the killer, and every restarted one, for the topic's retention."""
+    kafka = KafkaSettings(
+        bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix, job_partitions=1
+    )
+    await ensure_topics(kafka, job_partitions=1)
+    names = TopicNames(topic_prefix)
+    value = b"{" + b"x" * 1_048_400  # broker: message.max.bytes 1,048,588 per batch
+    producer = AIOKafkaProducer(**client_kwargs(kafka), max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            names("k8s.objects"), value, key=b"ns/big", headers=[("ce_type", b"?")], partition=0
+        )
+    finally:
+        await producer.stop()
+
+    killer = Killer(
+        kafka, KillerServiceSettings(group_id=f"poison-{uuid.uuid4().hex[:8]}", identity="p")
+    )
+    task = asyncio.create_task(killer.run())
+    try:
+        deadline = time.monotonic() + 60
+        dead: list[Any] = []
+        while not dead:
+            assert not task.done() or task.result(), "the killer stopped"
+            assert time.monotonic() < deadline, "no dead letter within 60 s"
+            await asyncio.sleep(0.5)
+            from tests.integration.helpers import read_topic
+
+            dead = await read_topic(kafka.bootstrap, names("deadletter"))
+        ((record, _),) = dead
+        headers = dict(record.headers)
+        assert headers["jr_deadletter_source"] == f"{names('k8s.objects')}/0@0".encode()
+        assert headers["jr_deadletter_reason"].startswith(b"missing-header")
+        assert record.value == b""
+        assert headers["jr_deadletter_value_omitted"].startswith(b"1048401 bytes")
+        # and it goes on: a Job of 3 pods killed now
+        result = await kill_big_job(
+            kafka,
+            3,
+            folded=lambda: _folded(killer),
+            alive=lambda: None if not task.done() else task.result(),
+            lead_s=0,
+            timeout_s=60,
+            say=print,
+        )
+        assert [len(p.pods) for p in result.started] == [3]
+    finally:
+        killer.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def _folded(killer: Killer) -> int:
+    return int(
+        sum(
+            s.value
+            for metric in killer.metrics.folded.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        )
+    )
