@@ -24,7 +24,7 @@ Worst case with names Kubernetes accepts (a pod name is a DNS subdomain, at most
 Job name up to 63 characters, a reason) and the CloudEvents headers, about 0.32 MiB:
 a third of the 1 MiB default, and the byte bound (512 KiB) is never what splits them.
 A decision record id is 32 hex digits, 35 bytes in its JSON list: 10,000 ids are
-350,000 bytes (``tests/unit/schemas/test_parts.py`` encodes the largest parts).
+350,000 bytes (``tests/unit/test_parts.py`` encodes the largest parts).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@ plays the live killer partition, the walk must re-make its decisions exactly."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from schemas.commands import CommandIssued
@@ -221,12 +222,20 @@ def _big_kill(rec: Recorder, b: Builder, pods: int) -> None:
     rec.step(at(14))
 
 
+@functools.cache
+def _big_recorded() -> Recorder:
+    """One recording shared by the tests below (it takes seconds); they copy what
+    they change."""
+    rec = Recorder()
+    _big_kill(rec, Builder(), 6_000)
+    return rec
+
+
 def test_a_decision_written_in_parts_replays_as_one_decision() -> None:
     from schemas.decisions import DecisionRecorded
     from schemas.events import JobKilled, KillStarted
 
-    rec, b = Recorder(), Builder()
-    _big_kill(rec, b, 6_000)
+    rec = _big_recorded()
     records = [decode(r) for r in rec.history.stream("kill.decisions", 0)]
     assert all(isinstance(r, DecisionRecorded) for r in records)
     # 6,000 commands + 6,000 steps + 6 KillStarted parts: 12,006 ids, two records each
@@ -245,11 +254,13 @@ def test_a_decision_written_in_parts_replays_as_one_decision() -> None:
 
 
 def test_a_decision_with_a_part_missing_is_reported() -> None:
-    rec, b = Recorder(), Builder()
-    _big_kill(rec, b, 6_000)
-    stream = rec.history.streams[("kill.decisions", 0)]
-    del stream[1]  # part 2 of the kill's decision
-    report = replay(rec.history)
+    from services.replay.history import History
+
+    history = History(
+        {key: list(stream) for key, stream in _big_recorded().history.streams.items()}
+    )
+    del history.streams[("kill.decisions", 0)][1]  # part 2 of the kill's decision
+    report = replay(history)
     first = report.divergences[0]
     assert (first.kind, first.decision) == ("decision", "kill.decisions/0@0")
     assert "incomplete (parts 1 of 2)" in first.problem
