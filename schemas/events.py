@@ -5,16 +5,32 @@ new pods after a kill, e.g. a replacement pod under ``backoffLimit``):
 ``KillStarted`` (one or more: later ones add pods that joined the episode),
 ``KillStep`` for every command decided, at most one ``ForceDeletionForbidden``
 per pod, and ``JobKilled`` once every pod of the episode is done.
+
+``KillStarted`` and ``JobKilled`` about more than ``MAX_PODS_PER_PART`` (1,000)
+pods are written as several records, ``part`` 1..``parts``, consecutive in the
+same partition and transaction, each with the same fields but a slice of the pod
+lists (see :mod:`schemas.parts`). A subscriber that ignores ``part``/``parts``
+sees each part as an event about fewer pods (a ``JobKilled`` part still means
+the whole episode is done); one that wants every pod concatenates the lists of
+the parts with the same Job uid, episode and ``decided_at``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from .base import Message, UtcDatetime, job_key
 from .commands import Rule, Step, Trigger
+from .parts import (
+    MAX_PODS_PER_PART,
+    PART_TARGET_BYTES,
+    is_one,
+    json_bytes,
+    pod_entry_bytes,
+    split,
+)
 from .topics import KILL_EVENTS
 
 PodEnd = Literal["exited", "deleted", "force-deleted", "already-done"]
@@ -64,6 +80,20 @@ class KillStarted(Message):
     """Pods that are killed from now on."""
     already_done: tuple[PodRef, ...] = ()
     """Pods of the Job that had already finished when this episode started."""
+    part: PositiveInt = Field(
+        1,
+        exclude_if=is_one,
+        description=(
+            "Which record of the event this is, 1..parts (absent: 1). An event about more"
+            f" than {MAX_PODS_PER_PART:,} pods is split over several records with the same"
+            " fields, each listing a slice of the pods, in order."
+        ),
+    )
+    parts: PositiveInt = Field(
+        1,
+        exclude_if=is_one,
+        description="How many records the event is split over (absent: 1, the whole event).",
+    )
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
@@ -136,9 +166,82 @@ class JobKilled(Message):
     """When the last pod was seen done."""
     decided_at: UtcDatetime
     pods: tuple[PodEnding, ...] = ()
+    part: PositiveInt = Field(
+        1,
+        exclude_if=is_one,
+        description=(
+            "Which record of the event this is, 1..parts (absent: 1). An event about more"
+            f" than {MAX_PODS_PER_PART:,} pods is split over several records with the same"
+            " fields, each listing a slice of the pods, in order."
+        ),
+    )
+    parts: PositiveInt = Field(
+        1,
+        exclude_if=is_one,
+        description="How many records the event is split over (absent: 1, the whole event).",
+    )
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
+
+
+FIELDS_BYTES: Final = 400
+"""A bound on the bytes of a ``KillStarted``/``JobKilled`` JSON besides its strings,
+its ``episode`` and its pod lists: field names, punctuation, ``null``s, two or
+three instants (27 characters each at most), ``part`` and ``parts``."""
+
+
+def fixed_bytes(event: KillStarted | JobKilled) -> int:
+    """A bound on the bytes every part of ``event`` repeats: all but its pods. Counted
+    from the strings rather than by serializing, so that it never raises (the core
+    calls it, and must not raise on any value the edge lets through)."""
+    strings = (event.namespace, event.job_name, event.job_uid or "", event.trigger, event.reason)
+    return FIELDS_BYTES + sum(json_bytes(text) for text in strings) + len(str(event.episode))
+
+
+def kill_started_parts(
+    event: KillStarted, pods: tuple[PodRef, ...], already_done: tuple[PodRef, ...]
+) -> tuple[KillStarted, ...]:
+    """``event`` (its ``pods`` and ``already_done`` ignored) about these pods, as one
+    record or as parts of at most ``MAX_PODS_PER_PART`` pods and ``PART_TARGET_BYTES``:
+    ``pods`` first, then ``already_done``, in the order given."""
+    entries = [(True, p) for p in pods] + [(False, p) for p in already_done]
+    budget = PART_TARGET_BYTES - fixed_bytes(event)
+    slices = split(
+        entries,
+        lambda e: pod_entry_bytes(e[1].name, e[1].uid),
+        max_items=MAX_PODS_PER_PART,
+        max_bytes=budget,
+    )
+    parts = len(slices)
+    return tuple(
+        event.model_copy(
+            update={
+                "pods": tuple(p for started, p in chunk if started),
+                "already_done": tuple(p for started, p in chunk if not started),
+                "part": number,
+                "parts": parts,
+            }
+        )
+        for number, chunk in enumerate(slices, 1)
+    )
+
+
+def job_killed_parts(event: JobKilled, pods: tuple[PodEnding, ...]) -> tuple[JobKilled, ...]:
+    """``event`` (its ``pods`` ignored) about these pods, as one record or as parts
+    (as :func:`kill_started_parts`)."""
+    budget = PART_TARGET_BYTES - fixed_bytes(event)
+    slices = split(
+        pods,
+        lambda p: pod_entry_bytes(p.name, p.uid),
+        max_items=MAX_PODS_PER_PART,
+        max_bytes=budget,
+    )
+    parts = len(slices)
+    return tuple(
+        event.model_copy(update={"pods": tuple(chunk), "part": number, "parts": parts})
+        for number, chunk in enumerate(slices, 1)
+    )
 
 
 KILL_EVENT_TYPES: tuple[type[Message], ...] = (

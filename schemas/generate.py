@@ -21,6 +21,12 @@ from . import ALL_MESSAGES
 from . import topics as t
 from .base import Message
 from .cloudevents import CONTENT_TYPE, SPEC_VERSION
+from .parts import (
+    KAFKA_DEFAULT_MAX_BYTES,
+    MAX_IDS_PER_DECISION_PART,
+    MAX_PODS_PER_PART,
+    PART_TARGET_BYTES,
+)
 
 OUT_DIR = Path(__file__).parent / "generated"
 
@@ -31,10 +37,14 @@ _TOPIC_DOCS = {
     t.CONFIG: "Versioned snapshots of the dynamic killer configuration (compacted).",
     t.KILL_COMMANDS: "Escalation commands the killer decided (deadline, delete, force-delete).",
     t.KILL_RESULTS: "What the executor got from the Kubernetes API for each command.",
-    t.KILL_EVENTS: "The public, stable stream of kill events: subscribe here.",
+    t.KILL_EVENTS: (
+        "The public, stable stream of kill events: subscribe here. KillStarted and"
+        " JobKilled about many pods come in parts (see their `part` and `parts`)."
+    ),
     t.KILL_DECISIONS: (
-        "One record per committed killer decision: the `now` it used and the input"
-        " positions it had folded, for byte-for-byte replay and audit."
+        "One record per committed killer decision (parts of one when it lists many"
+        " ids): the `now` it used and the input positions it had folded, for"
+        " byte-for-byte replay and audit."
     ),
     t.DEADLETTER: "Records no consumer could handle: original bytes, headers, and the reason.",
 }
@@ -50,6 +60,26 @@ _WRITERS = {
     t.KILL_DECISIONS: "The killer",
     t.DEADLETTER: "Any consumer",
 }
+
+
+def _parts_doc(model: type[Message]) -> str | None:
+    """How a message split in parts is read (None: it never is)."""
+    if "parts" not in model.model_fields:
+        return None
+    if model.TOPIC == t.KILL_DECISIONS:
+        what = f"{MAX_IDS_PER_DECISION_PART:,} ids (`command_ids` then `event_ids`)"
+    else:
+        what = f"{MAX_PODS_PER_PART:,} pods (`pods`, then `already_done` where present)"
+    return (
+        f"No record is larger than Kafka's default limit ({KAFKA_DEFAULT_MAX_BYTES:,} bytes):"
+        f" one listing more than {what}, or more than {PART_TARGET_BYTES:,} bytes of them,"
+        " is written as records `part` 1..`parts`, consecutive in one partition and"
+        " transaction, each with the same other fields and a slice of the lists, in"
+        " order; concatenate the lists of the parts for the whole message. `part` and"
+        " `parts` are left out when 1 (the whole message in one record, as before they"
+        " existed). Each part has its own CloudEvents id. A consumer that ignores them"
+        " sees each part as a message about fewer pods."
+    )
 
 
 def _header_schema() -> dict[str, Any]:
@@ -104,6 +134,9 @@ def asyncapi(models: tuple[type[Message], ...]) -> dict[str, Any]:
                     }
                 },
             }
+            parts = _parts_doc(model)
+            if parts is not None:
+                messages[name]["description"] = parts
             refs[name] = {"$ref": f"#/components/messages/{name}"}
         channels[topic] = {
             "address": f"{{prefix}}{topic}",

@@ -19,6 +19,7 @@ from schemas.decisions import DecisionRecorded
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
 from schemas.requests import KillRequested
+from services.runtime.kill_events import pod_list
 
 if TYPE_CHECKING:
     from .history import Read
@@ -234,10 +235,15 @@ class _Builder:
         self.last_pod: dict[str, PodObserved] = {}
         self.last_job: JobObserved | None = None
         self.steps: dict[str, Step] = {}
+        self.parts: dict[tuple[str, int, datetime], list[tuple[Read, KillStarted | JobKilled]]] = {}
+        """Parts of a ``KillStarted``/``JobKilled`` split in parts, until all are read."""
 
     def fold(self, records: Sequence[Read], decisions: Sequence[Read]) -> None:
         for r in records:
             self.one(r)
+        for parts in self.parts.values():
+            self.whole(parts)  # parts missing: shown as such
+        self.parts.clear()
         self.attach_decisions(decisions)
         self.t.steps = sorted(self.steps.values(), key=lambda s: (s.decided_at, s.command_id))
         self.t.pods = sorted(self.pods.values(), key=lambda p: (p.first_seen, p.name))
@@ -337,47 +343,92 @@ class _Builder:
         self, r: Read, m: KillStarted | KillStep | ForceDeletionForbidden | JobKilled
     ) -> None:
         self.t.kill_events.append(m)
-        if isinstance(m, KillStarted):
-            pods = ", ".join(p.name for p in m.pods) or "none"
-            why = m.trigger if m.reason in ("", m.trigger) else f"{m.trigger} ({m.reason})"
-            text = f"KillStarted (episode {m.episode}): {why}, pods {pods}"
-            self.add(r, text, "event")
+        if isinstance(m, KillStarted | JobKilled):
+            if isinstance(m, JobKilled):
+                for ending in m.pods:
+                    if ending.uid in self.pods:
+                        self.pods[ending.uid].ended = ending.ended
+            if m.parts == 1:
+                self.whole([(r, m)])
+                return
+            # One entry for the whole event, once every part is read.
+            parts = self.parts.setdefault((m.CE_TYPE, m.episode, m.decided_at), [])
+            parts.append((r, m))
+            if len(parts) == m.parts:
+                self.whole(parts)
+                del self.parts[(m.CE_TYPE, m.episode, m.decided_at)]
         elif isinstance(m, KillStep):
             self.add(r, f"KillStep {m.step}", "event", pod=m.pod_name, step=m.step)
-        elif isinstance(m, ForceDeletionForbidden):
+        else:
             text = (
                 f"ForceDeletionForbidden (by the {m.forbidden_by}): stuck deleting since "
                 f"{_hms(m.since)}, left for a person"
             )
             self.add(r, text, "event", pod=m.pod_name, step="force-delete")
+
+    def whole(self, parts: list[tuple[Read, KillStarted | JobKilled]]) -> None:
+        """One timeline entry for a ``KillStarted`` or ``JobKilled``, its parts together."""
+        parts.sort(key=lambda p: p[1].part)
+        r, m = parts[0]
+        of = m.parts
+        numbers = [p.part for _, p in parts]
+        if of == 1:
+            split = ""
+        elif numbers == list(range(1, of + 1)):
+            split = f" ({of} parts)"
         else:
-            for ending in m.pods:
-                if ending.uid in self.pods:
-                    self.pods[ending.uid].ended = ending.ended
-            ends = ", ".join(f"{p.name} {p.ended}" for p in m.pods)
-            self.add(r, f"JobKilled (episode {m.episode}): {ends}", "event")
+            split = f" (parts {', '.join(map(str, numbers))} of {of} read: incomplete)"
+        if isinstance(m, KillStarted):
+            names = [p.name for _, e in parts if isinstance(e, KillStarted) for p in e.pods]
+            why = m.trigger if m.reason in ("", m.trigger) else f"{m.trigger} ({m.reason})"
+            count = f"{len(names):,} " if len(names) > 1 else ""
+            text = (
+                f"KillStarted (episode {m.episode}): {why}, {count}pods {pod_list(names) or 'none'}"
+            )
+        else:
+            endings = [p for _, e in parts if isinstance(e, JobKilled) for p in e.pods]
+            ends = pod_list([f"{p.name} {p.ended}" for p in endings])
+            if len(endings) > 1:
+                counts: dict[str, int] = {}
+                for p in endings:
+                    counts[p.ended] = counts.get(p.ended, 0) + 1
+                summary = ", ".join(f"{n:,} {ended}" for ended, n in sorted(counts.items()))
+                ends = f"{len(endings):,} pods ({summary}): {ends}"
+            text = f"JobKilled (episode {m.episode}): {ends}"
+        self.add(r, text + split, "event")
 
     def attach_decisions(self, decisions: Sequence[Read]) -> None:
+        # A decision written in parts is one decision: one entry, at its first part.
+        found: dict[tuple[int, str, datetime], tuple[Read, DecisionRecorded, Decision]] = {}
+        ours: dict[tuple[int, str, datetime], int] = {}
         for r in decisions:
             m = r.envelope.message
             if not isinstance(m, DecisionRecorded):
                 continue
-            ours = [c for c in m.command_ids if c in self.steps]
-            if not ours:
+            mine = [c for c in m.command_ids if c in self.steps]
+            if not mine:
                 continue
-            decision = Decision(
-                decided_at=m.decided_at,
-                config_version=m.config_version,
-                killer=m.killer,
-                inputs=tuple(f"{i.topic}/{i.partition}@{i.offset}" for i in m.inputs),
-                source=r.source,
-            )
-            for command_id in ours:
-                self.steps[command_id].decision = decision
+            key = (m.partition, m.state, m.decided_at)
+            if key not in found:
+                found[key] = (
+                    r,
+                    m,
+                    Decision(
+                        decided_at=m.decided_at,
+                        config_version=m.config_version,
+                        killer=m.killer,
+                        inputs=tuple(f"{i.topic}/{i.partition}@{i.offset}" for i in m.inputs),
+                        source=r.source,
+                    ),
+                )
+            for command_id in mine:
+                self.steps[command_id].decision = found[key][2]
+            ours[key] = ours.get(key, 0) + len(mine)
+        for key, (r, m, _) in found.items():
             self.add(
                 r,
                 f"decision by {m.killer} (config v{m.config_version}): "
-                f"{len(ours)} command(s), after folding {len(m.inputs)} topic-partitions "
+                f"{ours[key]:,} command(s), after folding {len(m.inputs)} topic-partitions "
                 "(positions in --json)",
                 "decision",
             )

@@ -8,13 +8,14 @@ recorded commands and kill events byte for byte.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 
 from schemas.cloudevents import DecodeError
+from schemas.decisions import DecisionRecorded, IncompleteDecision, merge_parts
 from schemas.topics import (
     CONFIG,
     K8S_NODES,
@@ -101,6 +102,61 @@ def decode(rec: Rec) -> Any:
     return rec.message
 
 
+@dataclass(frozen=True)
+class RecordedDecision:
+    """One decision as the killer recorded it: its parts put back together."""
+
+    rec: Rec
+    """Its (first) record in ``kill.decisions``."""
+    record: DecisionRecorded
+    """Every id of the decision (``parts`` 1)."""
+    incomplete: str | None = None
+    """Which parts were found, when not all of them were (the ids are then those of
+    the parts found): a log cut by retention, or damaged."""
+
+
+def decisions(stream: Stream) -> Iterator[RecordedDecision]:
+    """The decisions of a ``kill.decisions`` stream in order, each once: a decision
+    written in parts (``part`` 1..``parts``, consecutive records of one transaction)
+    is merged into one record."""
+    pending: list[tuple[Rec, DecisionRecorded]] = []
+
+    def flush() -> Iterator[RecordedDecision]:
+        if not pending:
+            return
+        parts = [m for _, m in pending]
+        try:
+            yield RecordedDecision(pending[0][0], merge_parts(parts))
+        except IncompleteDecision as exc:
+            merged = parts[0].model_copy(
+                update={
+                    "command_ids": tuple(i for p in parts for i in p.command_ids),
+                    "event_ids": tuple(i for p in parts for i in p.event_ids),
+                    "part": 1,
+                    "parts": 1,
+                }
+            )
+            yield RecordedDecision(pending[0][0], merged, str(exc))
+        pending.clear()
+
+    for rec in stream:
+        message = decode(rec)
+        if not isinstance(message, DecisionRecorded):
+            continue
+        if pending:
+            first = pending[0][1]
+            if message.part == 1 or (message.decided_at, message.state, message.parts) != (
+                first.decided_at,
+                first.state,
+                first.parts,
+            ):
+                yield from flush()
+        pending.append((rec, message))
+        if message.part >= message.parts:
+            yield from flush()
+    yield from flush()
+
+
 def decode_all(history: History) -> int:
     """Decode every record; returns how many were undecodable."""
     bad = 0
@@ -153,7 +209,9 @@ __all__ = [
     "RANK",
     "History",
     "Rec",
+    "RecordedDecision",
     "Stream",
+    "decisions",
     "decode",
     "decode_all",
     "read_history",

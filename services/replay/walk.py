@@ -1,7 +1,8 @@
 """The replay walk: re-run the pure core over a partition's recorded history and
 compare each decision, byte for byte, with what the killer recorded.
 
-For each ``DecisionRecorded`` of partition *p*, in order:
+For each ``DecisionRecorded`` of partition *p*, in order (a decision written in
+parts is one decision, its parts' ids concatenated):
 
 1. if it names a state (``state``) other than the previous decision's, the
    killer had rebuilt: start a new state as the killer's rebuild did (seeded with
@@ -28,7 +29,7 @@ from schemas.topics import KILL_COMMANDS, KILL_DECISIONS, KILL_EVENTS
 from services.killer.core import Decision, KillerState, decide, event_id
 
 from .fold import Folder, positions
-from .history import JOB_TOPICS, History, Rec, decode
+from .history import JOB_TOPICS, History, Rec, decisions, decode
 
 DecideFn = Callable[[KillerState, datetime], Decision]
 
@@ -53,7 +54,7 @@ class Divergence:
     """Where the decision record is: ``kill.decisions/<p>@<offset>``."""
     decided_at: datetime
     kind: str
-    """``command`` or ``event``."""
+    """``command``, ``event``, or ``decision`` (the record itself: parts missing)."""
     index: int
     """Its position in the decision's output of that kind."""
     problem: str
@@ -141,10 +142,8 @@ def replay_partition(
     events = _by_id(history.stream(KILL_EVENTS, partition))
     result = PartitionResult(partition)
     current: str | None = None
-    for rec in history.stream(KILL_DECISIONS, partition):
-        record = decode(rec)
-        if not isinstance(record, DecisionRecorded):
-            continue
+    for written in decisions(history.stream(KILL_DECISIONS, partition)):
+        rec, record = written.rec, written.record
         if record.state and record.state != current:
             folder.rebuild(positions(record.rebuilt_from))
             result.states += 1
@@ -158,6 +157,23 @@ def replay_partition(
         result.decisions += 1
         where = f"{KILL_DECISIONS}/{partition}@{rec.offset}"
         last = describe(folder.last)
+        if written.incomplete is not None:
+            result.divergences.append(
+                Divergence(
+                    partition,
+                    where,
+                    record.decided_at,
+                    "decision",
+                    0,
+                    f"the decision record is incomplete ({written.incomplete}): its other"
+                    " ids are unknown",
+                    None,
+                    None,
+                    None,
+                    None,
+                    last,
+                )
+            )
         got_commands = [(c.command_id, c.model_dump_json(by_alias=True)) for c in decision.commands]
         got_events = [(event_id(e), e.model_dump_json(by_alias=True)) for e in decision.kill_events]
         inputs = positions(record.inputs)

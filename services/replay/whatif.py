@@ -27,12 +27,11 @@ from datetime import UTC, datetime
 
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
-from schemas.decisions import DecisionRecorded
 from schemas.topics import K8S_OBJECTS, KILL_COMMANDS, KILL_DECISIONS, KILL_REQUESTS
 from services.killer.core import decide, evolve
 
 from .fold import Folder, positions
-from .history import History, Rec, decode
+from .history import History, Rec, decisions, decode
 
 INPUT_TOPICS = (K8S_OBJECTS, KILL_REQUESTS)
 """The Job-keyed topics a what-if folds (the globals come too)."""
@@ -147,10 +146,9 @@ def what_if_partition(
     whatif = _WhatIf(Folder(streams), config, run)
     last_ms = 0
     for rec in history.stream(KILL_DECISIONS, partition):
-        record = decode(rec)
         last_ms = max(last_ms, rec.timestamp_ms)
-        if not isinstance(record, DecisionRecorded):
-            continue
+    for recorded in decisions(history.stream(KILL_DECISIONS, partition)):
+        record = recorded.record  # its parts merged: one decision, decided once
         for pending in list(whatif.folder.pending(positions(record.inputs))):
             whatif.fold(pending)
         whatif.timers_before(record.decided_at)

@@ -26,6 +26,7 @@ from aiokafka.errors import (
 )
 
 from schemas import topics as t
+from schemas.parts import KAFKA_DEFAULT_MAX_BYTES
 
 from .logging import get_logger
 from .settings import KafkaSettings
@@ -35,6 +36,13 @@ log = get_logger(__name__)
 
 DEADLETTER_REASON_HEADER = "jr_deadletter_reason"
 DEADLETTER_SOURCE_HEADER = "jr_deadletter_source"
+DEADLETTER_OMITTED_HEADER = "jr_deadletter_value_omitted"
+DEADLETTER_MAX_BYTES = KAFKA_DEFAULT_MAX_BYTES - 8 * 1024
+"""A dead letter that would be larger (key, value and headers, as the producer counts
+them) is written without the original value (and, if still too large, without its
+headers): a record the broker took just under its limit is over it with two more
+headers, and a dead letter Kafka refuses would stop the consumer that writes it."""
+REASON_MAX_CHARS = 2_000
 
 
 @dataclass(frozen=True)
@@ -68,9 +76,18 @@ def client_kwargs(settings: KafkaSettings) -> dict[str, Any]:
 
 
 def make_producer(
-    settings: KafkaSettings, *, client_id: str, transactional_id: str | None = None
+    settings: KafkaSettings,
+    *,
+    client_id: str,
+    transactional_id: str | None = None,
+    max_batch_size: int = 16_384,
 ) -> AIOKafkaProducer:
-    """An idempotent, acks=all producer; transactional when given an id."""
+    """An idempotent, acks=all producer; transactional when given an id.
+
+    ``max_request_size`` stays aiokafka's (and Kafka's) 1 MiB: a record larger than
+    that fails at ``send``, before anything reaches the broker. ``max_batch_size``
+    (records per topic-partition per produce request) is aiokafka's 16 KiB unless a
+    caller writes many records at once (the killer: one transaction per decision)."""
     return AIOKafkaProducer(
         **client_kwargs(settings),
         client_id=client_id,
@@ -78,6 +95,7 @@ def make_producer(
         acks="all",
         transactional_id=transactional_id,
         linger_ms=5,
+        max_batch_size=max_batch_size,
     )
 
 
@@ -296,16 +314,28 @@ def dead_letter_record(
     """The original record, its headers and why it could not be handled.
 
     The value and headers are kept byte for byte so the record can be
-    re-driven once the cause is fixed.
+    re-driven once the cause is fixed, unless the dead letter would then be
+    larger than ``DEADLETTER_MAX_BYTES``: the value (then the original headers)
+    is left out and ``jr_deadletter_value_omitted`` says how large it was; the
+    original stays readable at its source for the topic's retention. The reason
+    is cut to ``REASON_MAX_CHARS``.
     """
     source = f"{source_topic}/{partition}@{offset}"
-    return OutgoingRecord(
-        topic=names(t.DEADLETTER),
-        key=key,
-        value=value or b"",
-        headers=[
-            *headers,
-            (DEADLETTER_REASON_HEADER, reason.encode()),
-            (DEADLETTER_SOURCE_HEADER, source.encode()),
-        ],
-    )
+    value = value or b""
+    ours = [
+        (DEADLETTER_REASON_HEADER, reason[:REASON_MAX_CHARS].encode()),
+        (DEADLETTER_SOURCE_HEADER, source.encode()),
+    ]
+
+    def size(v: bytes, h: Sequence[tuple[str, bytes]]) -> int:
+        return len(key or b"") + len(v) + sum(len(k) + len(x) + 8 for k, x in h) + 64
+
+    kept: list[tuple[str, bytes]] = [*headers, *ours]
+    if size(value, kept) > DEADLETTER_MAX_BYTES:
+        original = f"{len(value)} bytes; the original is at {source}"
+        if size(b"", kept) > DEADLETTER_MAX_BYTES:
+            original += f" (its {len(headers)} headers too)"
+            kept = list(ours)
+        kept.append((DEADLETTER_OMITTED_HEADER, original.encode()))
+        value = b""
+    return OutgoingRecord(topic=names(t.DEADLETTER), key=key, value=value, headers=kept)

@@ -3,19 +3,39 @@ means, and the CloudEvent as JSON. Shared by ``jobreaper events`` and ``notify``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.base import Message
 from schemas.cloudevents import Envelope, format_time
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 
+NAMED_PODS = 10
+"""Pods named in one line; the rest are counted (a Job may have thousands)."""
+
+
+def pod_list(names: Sequence[str], limit: int = NAMED_PODS) -> str:
+    """``a, b, c`` or ``a, b, ... and 990 more``."""
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{', '.join(names[:limit])} and {len(names) - limit:,} more"
+
+
+def part_of(message: KillStarted | JobKilled) -> str:
+    """`` (part 2/4)`` for one record of an event split in parts, else nothing."""
+    return f" (part {message.part}/{message.parts})" if message.parts > 1 else ""
+
 
 def describe(message: Message) -> str:
     """One line saying what a kill event means, for people (and Slack)."""
     job = f"{getattr(message, 'namespace', '?')}/{getattr(message, 'job_name', '?')}"
     if isinstance(message, KillStarted):
-        pods = ", ".join(p.name for p in message.pods) or "no pods"
-        return f"{job}: kill started ({message.trigger}: {message.reason}); pods {pods}"
+        pods = pod_list([p.name for p in message.pods]) or "no pods"
+        count = f"{len(message.pods):,} " if len(message.pods) > NAMED_PODS else ""
+        return (
+            f"{job}: kill started{part_of(message)} ({message.trigger}: {message.reason}); "
+            f"{count}pods {pods}"
+        )
     if isinstance(message, KillStep):
         late = (message.decided_at - message.due_at).total_seconds()
         retry = f" attempt {message.attempt}" if message.attempt > 1 else ""
@@ -30,8 +50,20 @@ def describe(message: Message) -> str:
             f"{message.forbidden_by}: a person must look"
         )
     if isinstance(message, JobKilled):
-        ends = ", ".join(f"{p.name} {p.ended}" for p in message.pods)
-        return f"{job}: killed at {format_time(message.killed_at)} ({message.trigger}); {ends}"
+        ends = pod_list([f"{p.name} {p.ended}" for p in message.pods])
+        if len(message.pods) > NAMED_PODS:
+            counts: dict[str, int] = {}
+            for p in message.pods:
+                counts[p.ended] = counts.get(p.ended, 0) + 1
+            ends = (
+                f"{len(message.pods):,} pods ("
+                + ", ".join(f"{n:,} {ended}" for ended, n in sorted(counts.items()))
+                + f"): {ends}"
+            )
+        return (
+            f"{job}: killed at {format_time(message.killed_at)}{part_of(message)} "
+            f"({message.trigger}); {ends}"
+        )
     return f"{job}: {type(message).__name__}"
 
 

@@ -27,6 +27,8 @@ from schemas.events import (
     PodEnd,
     PodEnding,
     PodRef,
+    job_killed_parts,
+    kill_started_parts,
 )
 
 from .ladder import (
@@ -84,7 +86,8 @@ class Decision(NamedTuple):
 
     commands: tuple[CommandIssued, ...] = ()
     kill_events: tuple[KillEvent, ...] = ()
-    """In order: per Job, ``KillStarted``, then steps and alerts, then ``JobKilled``."""
+    """In order: per Job, ``KillStarted``, then steps and alerts, then ``JobKilled``
+    (each of the two in parts 1..n when it lists more pods than one record holds)."""
     next_due_at: datetime | None = None
     """When to call ``decide`` again if no event arrives first (None: no timer)."""
 
@@ -92,7 +95,9 @@ class Decision(NamedTuple):
 def command_id(job_uid: str | None, pod_uid: str, step: str, attempt: int) -> str:
     """Derived, reproducible command id: 32 hex digits of sha256 over
     (job uid, pod uid, step, attempt)."""
-    raw = f"{job_uid or ''}\x1f{pod_uid}\x1f{step}\x1f{attempt}".encode()
+    # surrogatepass: total (a lone surrogate is no UTF-8; the JSON edge refuses it,
+    # pydantic's Python validation does not), and the same bytes for every valid uid.
+    raw = f"{job_uid or ''}\x1f{pod_uid}\x1f{step}\x1f{attempt}".encode("utf-8", "surrogatepass")
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
@@ -307,11 +312,11 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
 
     ep = gen.episode
     if started and ep is not None:
-        ctx.events.append(_kill_started(ctx, gen, ep, started, already_done or []))
+        ctx.events.extend(_kill_started(ctx, gen, ep, started, already_done or []))
     ctx.events.extend(steps)
     if ep is not None and ep.open and ep.open_count <= 0:
         ep.open = False
-        ctx.events.append(_job_killed(ctx, gen, ep))
+        ctx.events.extend(_job_killed(ctx, gen, ep))
     if (
         gen.alive <= 0
         and (ep is None or not ep.open)
@@ -542,8 +547,9 @@ def _step(
 
 def _kill_started(
     ctx: _Ctx, gen: JobGen, ep: Episode, started: list[PodState], already: list[PodState]
-) -> KillStarted:
-    return KillStarted(
+) -> tuple[KillStarted, ...]:
+    """One ``KillStarted``, in parts if it lists many pods (``schemas.parts``)."""
+    event = KillStarted(
         namespace=gen.namespace,
         job_name=gen.name,
         job_uid=gen.uid or None,
@@ -552,8 +558,11 @@ def _kill_started(
         reason=ep.reason,
         due_at=from_us(ep.due_us),
         decided_at=ctx.now,
-        pods=tuple(PodRef(name=p.name, uid=p.uid) for p in started),
-        already_done=tuple(PodRef(name=p.name, uid=p.uid) for p in already),
+    )
+    return kill_started_parts(
+        event,
+        tuple(PodRef(name=p.name, uid=p.uid) for p in started),
+        tuple(PodRef(name=p.name, uid=p.uid) for p in already),
     )
 
 
@@ -570,7 +579,8 @@ def pod_end(pod: PodState) -> PodEnd:
     return "exited"
 
 
-def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> JobKilled:
+def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> tuple[JobKilled, ...]:
+    """One ``JobKilled``, in parts if it lists many pods (``schemas.parts``)."""
     endings: list[PodEnding] = []
     killed_us = ep.decided_us
     for pod in gen.pods:
@@ -579,7 +589,7 @@ def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> JobKilled:
         endings.append(PodEnding(name=pod.name, uid=pod.uid, ended=pod_end(pod)))
         if pod.ended != ENDED_ALREADY_DONE and pod.done_us is not None:
             killed_us = max(killed_us, pod.done_us)
-    return JobKilled(
+    event = JobKilled(
         namespace=gen.namespace,
         job_name=gen.name,
         job_uid=gen.uid or None,
@@ -588,8 +598,8 @@ def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> JobKilled:
         reason=ep.reason,
         killed_at=from_us(killed_us),
         decided_at=ctx.now,
-        pods=tuple(endings),
     )
+    return job_killed_parts(event, tuple(endings))
 
 
 # --- typing helpers (the names are validated by the models) -------------------------

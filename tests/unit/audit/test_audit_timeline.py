@@ -269,3 +269,101 @@ def test_the_events_tail_skips_a_type_it_does_not_know_with_a_note() -> None:
     good = ConsumerRecord(**{**raw.__dict__, "headers": record.headers})
     envelope = _decode(good, notes.append)
     assert envelope is not None and isinstance(envelope.message, KillStarted)
+
+
+def _big_kill(pods: int) -> list[Read]:
+    """A Job of ``pods`` pods killed at 10 s, every pod deleted by 20 s: its
+    ``KillStarted``, ``JobKilled`` and decision in parts, as the killer writes them."""
+    from schemas.decisions import decision_parts
+    from schemas.events import job_killed_parts, kill_started_parts
+
+    refs = tuple(PodRef(name=f"p-{i:05d}", uid=f"u{i}") for i in range(pods))
+    common = {"namespace": NS, "job_name": JOB, "job_uid": "big", "trigger": "Killed"}
+    started = kill_started_parts(
+        KillStarted(**common, reason="Killed", due_at=at(10), decided_at=at(10)), refs, ()
+    )
+    killed = job_killed_parts(
+        JobKilled(**common, reason="Killed", killed_at=at(20), decided_at=at(20)),
+        tuple(
+            PodEnding(name=r.name, uid=r.uid, ended="deleted" if i % 4 else "exited")
+            for i, r in enumerate(refs)
+        ),
+    )
+    commands = [command("big", r.uid, 10) for r in refs]
+    decision = DecisionRecorded(
+        partition=0,
+        decided_at=at(10),
+        config_version=3,
+        inputs=(InputPosition(topic="k8s.objects", partition=0, offset=pods + 1),),
+        killer="k1",
+        state="s1",
+    )
+    # as many event ids as the killer's KillSteps would add: the decision is in parts
+    parts = decision_parts(decision, [c.command_id for c in commands], ["e"] * 10_000)
+    assert len(parts) == 2
+    records = [read("k8s.objects", 0, job("big", 0))]
+    records += [read("k8s.objects", 1 + i, pod(r.uid, "big", 1)) for i, r in enumerate(refs)]
+    records += [read("kill.commands", i, c) for i, c in enumerate(commands)]
+    records += [read("kill.events", i, e) for i, e in enumerate((*started, *killed))]
+    records += [read("kill.decisions", i, d) for i, d in enumerate(parts)]
+    return records
+
+
+def test_an_event_in_parts_is_one_entry_with_every_pod() -> None:
+    records = _big_kill(2_345)
+    timeline = select(records, NS, JOB, None)
+    events = [e.text for e in timeline.entries if e.kind == "event"]
+    assert events == [
+        "KillStarted (episode 1): Killed, 2,345 pods p-00000, p-00001, p-00002, p-00003, "
+        "p-00004, p-00005, p-00006, p-00007, p-00008, p-00009 and 2,335 more (3 parts)",
+        "JobKilled (episode 1): 2,345 pods (1,758 deleted, 587 exited): p-00000 exited, "
+        "p-00001 deleted, p-00002 deleted, p-00003 deleted, p-00004 exited, p-00005 deleted, "
+        "p-00006 deleted, p-00007 deleted, p-00008 exited, p-00009 deleted and 2,335 more "
+        "(3 parts)",
+    ]
+    assert all(p.ended in ("deleted", "exited") for p in timeline.pods)
+    decisions = [e.text for e in timeline.entries if e.kind == "decision"]
+    assert decisions == [
+        "decision by k1 (config v3): 2,345 command(s), after folding 1 topic-partitions "
+        "(positions in --json)"
+    ]
+    assert all(s.decision is not None for s in timeline.steps)
+    # --json keeps every record as it is on the topic, parts included
+    assert len(timeline_json(timeline)["kill_events"]) == 6
+
+
+def test_an_event_with_parts_missing_says_so() -> None:
+    records = [
+        r
+        for r in _big_kill(2_500)
+        if not (r.topic == "kill.events" and getattr(r.envelope.message, "part", 1) == 2)
+    ]
+    timeline = select(records, NS, JOB, None)
+    events = [e.text for e in timeline.entries if e.kind == "event"]
+    assert [t.rsplit("(", 1)[1] for t in events] == ["parts 1, 3 of 3 read: incomplete)"] * 2
+    assert "1,500 pods" in events[0]
+
+
+def test_the_events_line_of_a_part_names_it_and_counts_the_pods() -> None:
+    from services.runtime.kill_events import describe
+
+    (small,) = [
+        r.envelope.message for r in _big_kill(3) if isinstance(r.envelope.message, KillStarted)
+    ]
+    assert describe(small) == (
+        "batch/nightly: kill started (Killed: Killed); pods p-00000, p-00001, p-00002"
+    )
+    parts = [r.envelope.message for r in _big_kill(2_001) if r.topic == "kill.events"]
+    assert describe(parts[1]) == (
+        "batch/nightly: kill started (part 2/3) (Killed: Killed); 1,000 pods p-01000, p-01001, "
+        "p-01002, p-01003, p-01004, p-01005, p-01006, p-01007, p-01008, p-01009 and 990 more"
+    )
+    assert describe(parts[3]) == (
+        "batch/nightly: killed at 2026-01-01T00:00:20Z (part 1/3) (Killed); 1,000 pods "
+        "(750 deleted, 250 exited): p-00000 exited, p-00001 deleted, p-00002 deleted, "
+        "p-00003 deleted, p-00004 exited, p-00005 deleted, p-00006 deleted, p-00007 deleted, "
+        "p-00008 exited, p-00009 deleted and 990 more"
+    )
+    assert describe(parts[5]) == (
+        "batch/nightly: killed at 2026-01-01T00:00:20Z (part 3/3) (Killed); p-02000 exited"
+    )

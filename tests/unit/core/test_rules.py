@@ -7,6 +7,9 @@ and the next due time."""
 
 from __future__ import annotations
 
+import collections
+import itertools
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,8 @@ from schemas.annotations import (
 )
 from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
-from services.killer.core import Decision
+from schemas.parts import MAX_PODS_PER_PART
+from services.killer.core import Decision, event_id
 
 from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, snapshot
 
@@ -135,6 +139,43 @@ def started(episode: int, pods: list[str], already: list[str] | None = None) -> 
         assert ks[0].episode == episode
         assert [p.name for p in ks[0].pods] == pods
         assert [p.name for p in ks[0].already_done] == (already or [])
+
+    return check  # type: ignore[return-value]
+
+
+def in_parts(kind: type[KillStarted | JobKilled], pods: list[str], sizes: list[int]) -> Step:
+    """The decision's ``kind`` events are parts 1..n of one event, of these sizes,
+    listing ``pods`` in order, with distinct ids and otherwise equal fields."""
+
+    def check(d: Decision) -> None:
+        parts = [e for e in d.kill_events if isinstance(e, kind)]
+        assert [(p.part, p.parts) for p in parts] == [
+            (i + 1, len(sizes)) for i in range(len(sizes))
+        ]
+        listed = [len(p.pods) + len(getattr(p, "already_done", ())) for p in parts]
+        assert listed == sizes
+        assert [p.name for e in parts for p in e.pods] == pods
+        ids = [event_id(e) for e in parts]
+        assert len(set(ids)) == len(ids)
+        common = {"pods", "part", "parts"}
+        assert (
+            len({e.model_copy(update=dict.fromkeys(common)).model_dump_json() for e in parts}) == 1
+        )
+
+    return check  # type: ignore[return-value]
+
+
+BIG = [f"p{i:05d}" for i in range(3 * MAX_PODS_PER_PART + 1)]
+"""A Job with more pods than three records hold: four parts."""
+
+
+def started_in_parts(parts: list[tuple[list[str], list[str]]]) -> Step:
+    """``KillStarted`` parts listing these (pods, already done)."""
+
+    def check(d: Decision) -> None:
+        ks = [e for e in d.kill_events if isinstance(e, KillStarted)]
+        got = [([p.name for p in e.pods], [p.name for p in e.already_done]) for e in ks]
+        assert got == parts
 
     return check  # type: ignore[return-value]
 
@@ -894,6 +935,35 @@ CASES = [
         ],
     ),
     Case(
+        "parts-a-kill-of-more-pods-than-one-record-holds-is-written-in-parts",
+        [
+            J(0, **KILL_AT_0),
+            *[P(0, name) for name in BIG],
+            D(0, check=in_parts(KillStarted, BIG, [MAX_PODS_PER_PART] * 3 + [1])),
+            *[P(1, name, phase="Failed", containers="terminated") for name in BIG],
+            D(
+                1,
+                [],
+                ["JobKilled"] * 4,
+                check=in_parts(JobKilled, BIG, [MAX_PODS_PER_PART] * 3 + [1]),
+            ),
+            D(2, [], [], next_due=None),
+        ],
+    ),
+    Case(
+        "parts-already-done-pods-share-the-parts-after-the-killed-ones",
+        [
+            J(0, **KILL_AT_0),
+            *[P(0, name, phase="Succeeded", containers="terminated") for name in BIG[:5]],
+            *[P(0, name) for name in BIG[5 : MAX_PODS_PER_PART + 2]],
+            D(
+                0,
+                # 997 to kill, then 5 already done: 1,002 entries, 1,000 in the first
+                check=started_in_parts([(BIG[5 : MAX_PODS_PER_PART + 2], BIG[:3]), ([], BIG[3:5])]),
+            ),
+        ],
+    ),
+    Case(
         "replacement-pod-after-the-kill-starts-a-new-episode",
         [
             J(0, **KILL_AT_0),
@@ -930,3 +1000,111 @@ def test_force_deletion_forbidden_event_names_who_forbids() -> None:
     (ev,) = d.kill_events
     assert isinstance(ev, ForceDeletionForbidden)
     assert (ev.forbidden_by, ev.since, ev.due_at) == ("pod", at(5), at(905))
+
+
+def _big_kill(until: float = 1) -> Harness:
+    """The kill of ``BIG`` at 0 (four ``KillStarted`` parts); its pods fail at 1 and
+    the decision then writes four ``JobKilled`` parts."""
+    h = Harness()
+    h.feed(h.b.job(0, **KILL_AT_0))
+    h.feed(*(h.b.pod(0, name) for name in BIG))
+    h.decide(0)
+    if until >= 1:
+        h.feed(*(exited(h, name) for name in BIG))
+        h.decide(1)
+    return h
+
+
+def exited(h: Harness, name: str) -> Any:
+    return h.b.pod(1, name, phase="Failed", containers="terminated")
+
+
+def _fingerprint(state: Any) -> list[Any]:
+    """What the core knows of each pod and episode (the state has cycles: no ``==``)."""
+    pods = [
+        (
+            p.uid,
+            p.name,
+            p.k_us,
+            p.kdue_us,
+            None if p.ep is None else (p.ep.number, p.ep.open, p.ep.due_us, p.ep.decided_us),
+            p.counted,
+            p.ended,
+            p.done_us,
+        )
+        for p in state.pods.values()
+    ]
+    gens = [
+        (g.key, g.uid, g.episodes, repr(g.latch)) for ks in state.keys.values() for g in ks.gens
+    ]
+    return sorted(pods, key=repr) + sorted(gens, key=repr)
+
+
+def _same(got: list[Any], expected: list[Any]) -> None:
+    """``got == expected``, reporting the first difference (pytest's diff of two
+    lists of thousands of entries takes minutes)."""
+    for index, (g, e) in enumerate(zip(got, expected, strict=False)):
+        assert g == e, f"first difference at {index}: {g!r} != {e!r}"
+    assert len(got) == len(expected)
+
+
+def test_parts_ids_are_distinct_and_stable() -> None:
+    """Each part has its own derived id, and the same run derives the same ids."""
+    first, second = _big_kill(), _big_kill()
+    ids = [event_id(e) for e in first.events if isinstance(e, KillStarted | JobKilled)]
+    assert len(ids) == 8 and len(set(ids)) == 8
+    assert ids == [event_id(e) for e in second.events if isinstance(e, KillStarted | JobKilled)]
+    _same([m.model_dump_json() for m in first.events], [m.model_dump_json() for m in second.events])
+
+
+def _rebuilt(log: list[Any], seed: int) -> Harness:
+    """A state folded from ``log`` as a rebuild may: each topic in its own order, the
+    topics interleaved at random, and the parts of each ``KillStarted`` and
+    ``JobKilled`` shuffled among themselves (any order of the parts, not only
+    Kafka's)."""
+    rng = random.Random(seed)
+    topics: dict[str, list[Any]] = {}
+    for ev in log:
+        topics.setdefault(ev.TOPIC, []).append(ev)
+    queues = []
+    for events in topics.values():
+        shuffled: list[Any] = []
+        for _, group in itertools.groupby(
+            events, key=lambda e: (type(e), e.decided_at) if getattr(e, "parts", 1) > 1 else id(e)
+        ):
+            run = list(group)
+            rng.shuffle(run)
+            shuffled.extend(run)
+        queues.append(collections.deque(shuffled))
+    h = Harness()
+    while queues:
+        queue = rng.choice(queues)
+        h.feed(queue.popleft())
+        if not queue:
+            queues.remove(queue)
+    return h
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_folding_the_parts_in_any_order_gives_the_same_state(seed: int) -> None:
+    """A rebuild folds the four ``KillStarted`` parts in any order, before, among or
+    after the pods and commands: the same state as the continuous one, which decides the
+    same ``JobKilled`` parts, byte for byte, once the pods exit; folding those in
+    any order too leaves nothing to decide."""
+    continuous = _big_kill(until=0)
+    rebuilt = _rebuilt(continuous.log, seed)
+    _same(_fingerprint(rebuilt.state), _fingerprint(continuous.state))
+    assert rebuilt.decide(0.5).kill_events == continuous.decide(0.5).kill_events == ()
+    exits = [exited(continuous, name) for name in BIG]
+    for h in (continuous, rebuilt):
+        h.feed(*exits)
+    got, expected = rebuilt.decide(1), continuous.decide(1)
+    assert [type(e).__name__ for e in expected.kill_events] == ["JobKilled"] * 4
+    _same(
+        [e.model_dump_json() for e in got.kill_events],
+        [e.model_dump_json() for e in expected.kill_events],
+    )
+    again = _rebuilt(continuous.log, seed + 100)
+    _same(_fingerprint(again.state), _fingerprint(continuous.state))
+    for t in (1, 2, 5000):
+        assert again.decide(t) == continuous.decide(t) == (continuous.decide(t)[0], (), None)

@@ -17,7 +17,7 @@ from typing import Any
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
-from schemas.decisions import DecisionRecorded, InputPosition
+from schemas.decisions import DecisionRecorded, InputPosition, decision_parts
 from schemas.observations import NodeObserved
 from schemas.topics import KILL_DECISIONS
 from services.killer.core import Decision, GlobalInputs, decide, event_id, evolve, new_state
@@ -128,8 +128,6 @@ class Recorder:
             decided_at=now,
             config_version=config.version if (config := self.globals.config) else 0,
             inputs=_positions({**self.positions, **self.global_positions}),
-            command_ids=tuple(c.command_id for c in decision.commands),
-            event_ids=tuple(event_id(e) for e in decision.kill_events),
             killer=self.killer,
             state=f"{self.killer}-{self.epoch}" if self.record_states else "",
             rebuilt_from=self.rebuilt_from if self.record_states else (),
@@ -138,9 +136,15 @@ class Recorder:
             self.put(cmd, now, event_id_=cmd.command_id)
         for ev in decision.kill_events:
             self.put(ev, now, event_id_=event_id(ev))
-        encoded = CODEC.encode(record, source=SOURCE, time=now)
-        # Not in ``log``: the killer does not fold kill.decisions.
-        self._append(KILL_DECISIONS, now, encoded.value, list(encoded.headers), record, fold=False)
+        # As the killer writes it: in parts when it lists more ids than a record holds.
+        commands = [c.command_id for c in decision.commands]
+        events = [event_id(e) for e in decision.kill_events]
+        for part in decision_parts(record, commands, events):
+            encoded = CODEC.encode(part, source=SOURCE, time=now)
+            # Not in ``log``: the killer does not fold kill.decisions.
+            self._append(
+                KILL_DECISIONS, now, encoded.value, list(encoded.headers), part, fold=False
+            )
         self.decisions += 1
         return decision
 

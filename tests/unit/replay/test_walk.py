@@ -3,6 +3,7 @@ plays the live killer partition, the walk must re-make its decisions exactly."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from schemas.commands import CommandIssued
@@ -202,3 +203,69 @@ def test_a_decision_is_compared_with_the_record_it_wrote_not_an_older_one_with_i
     assert _written_by([older, own], position=7) is own  # its outputs follow its inputs
     assert _written_by([older, own], position=2) is older
     assert _written_by(None, position=0) is None
+
+
+def _big_kill(rec: Recorder, b: Builder, pods: int) -> None:
+    """A Job of ``pods`` pods killed at 10 s (one active-deadline command each),
+    deleted at 13 s (one delete each), gone at 14 s: decisions of 2 x ``pods`` + a
+    few ids, written in parts."""
+    rec.put(snapshot(1, **FAST), at(0))
+    rec.put(b.job(1, ads=None), at(1))
+    for i in range(pods):
+        rec.put(b.pod(1, f"p{i:05d}", f"pod-{i}"), at(1))
+    rec.step(at(1))
+    rec.put(request(10), at(10))
+    rec.step(at(10))
+    rec.step(at(13))
+    for i in range(pods):
+        rec.put(b.pod(14, f"p{i:05d}", f"pod-{i}", change="deleted"), at(14))
+    rec.step(at(14))
+
+
+@functools.cache
+def _big_recorded() -> Recorder:
+    """One recording shared by the tests below (it takes seconds); they copy what
+    they change."""
+    rec = Recorder()
+    _big_kill(rec, Builder(), 6_000)
+    return rec
+
+
+def test_a_decision_written_in_parts_replays_as_one_decision() -> None:
+    from schemas.decisions import DecisionRecorded
+    from schemas.events import JobKilled, KillStarted
+
+    rec = _big_recorded()
+    records = [decode(r) for r in rec.history.stream("kill.decisions", 0)]
+    assert all(isinstance(r, DecisionRecorded) for r in records)
+    # 6,000 commands + 6,000 steps + 6 KillStarted parts: 12,006 ids, two records each
+    assert [(r.part, r.parts) for r in records] == [(1, 2), (2, 2), (1, 2), (2, 2), (1, 1)]
+    events = [decode(r) for r in rec.history.stream("kill.events", 0)]
+    assert sum(isinstance(e, KillStarted) for e in events) == 6
+    assert sum(isinstance(e, JobKilled) for e in events) == 6
+    report = replay(rec.history)
+    assert report.divergences == []
+    assert report.total("decisions") == rec.decisions == 3
+    assert report.total("commands") == 12_000
+    assert report.total("events") == 12_012
+    result = what_if(rec.history, snapshot(2, **FAST))
+    (ns,) = result.namespaces
+    assert ns.commands.same == 12_000 and ns.commands.added == ns.commands.removed == 0
+
+
+def test_a_decision_with_a_part_missing_is_reported() -> None:
+    from services.replay.history import History
+
+    history = History(
+        {key: list(stream) for key, stream in _big_recorded().history.streams.items()}
+    )
+    del history.streams[("kill.decisions", 0)][1]  # part 2 of the kill's decision
+    report = replay(history)
+    first = report.divergences[0]
+    assert (first.kind, first.decision) == ("decision", "kill.decisions/0@0")
+    assert "incomplete (parts 1 of 2)" in first.problem
+    # the ids of the missing part: the replay decided them, the record does not say
+    assert {d.problem for d in report.divergences[1:]} == {
+        "the replay decided a event the killer did not"
+    }
+    assert report.total("decisions") == 3
