@@ -492,6 +492,13 @@ class Applier:
     rand: random.Random | None = None
     max_rechecks: int = 2
 
+    def _stamp(self, command: CommandIssued) -> datetime:
+        """``applied_at``: now, on the API server's clock, and never before the killer
+        decided the command (each service's clock is a lower bound of the API server's,
+        each with its own error of tens of milliseconds: without this, kill latency
+        could read a few milliseconds below zero)."""
+        return max(self.now(), command.decided_at)
+
     async def apply(self, command: CommandIssued, stopping: asyncio.Event) -> Result:
         """Apply ``command``; raises :class:`Abandoned` only if ``stopping`` is set."""
         if stopping.is_set():
@@ -500,7 +507,7 @@ class Applier:
             reason, why = bad
             return Result(
                 outcome="refused",
-                applied_at=self.now(),
+                applied_at=self._stamp(command),
                 http_status=None,
                 message=f"refused, no API call: {why}",
                 attempts=0,
@@ -522,7 +529,7 @@ class Applier:
         ) -> Result:
             return Result(
                 outcome=outcome,
-                applied_at=self.now(),
+                applied_at=self._stamp(command),
                 http_status=answer.status or None,
                 message=message,
                 attempts=max(calls, 1),
