@@ -55,7 +55,6 @@ from prometheus_client import CollectorRegistry
 from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.topics import KILL_COMMANDS, KILL_RESULTS
-from services.runtime.clock import ApiClock, version_probe
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     client_kwargs,
@@ -131,9 +130,6 @@ class Executor:
             api.user_agent = f"{USER_AGENT} ({settings.identity})"
             transport = kube_transport(api)
         self.transport = transport
-        self.clock = ApiClock()
-        """``applied_at`` on the API server's clock, as ``due_at`` is (kill latency)."""
-        self._clock_probe = version_probe(api) if api is not None else None
         self.kafka = kafka
         self.settings = settings
         self.names = TopicNames(kafka.topic_prefix)
@@ -151,7 +147,6 @@ class Executor:
             ),
             request_timeout_s=settings.request_timeout_s,
             on_retry=lambda step, status: self.metrics.api_retries.labels(step, str(status)).inc(),
-            now=self.clock.now,
         )
         self.recorder = (
             EventRecorder(transport, self.metrics, settings.identity) if settings.events else None
@@ -184,18 +179,11 @@ class Executor:
 
     async def run(self) -> None:
         await self._check_permissions()
-        clock = (
-            asyncio.create_task(self.clock.run(self._clock_probe))
-            if self._clock_probe is not None
-            else None
-        )
         try:
             await retry_until_stopped(
                 self._cycle, stopping=self._stopping, on_failure=self._cycle_failed
             )
         finally:
-            if clock is not None:
-                clock.cancel()
             if self.recorder is not None:
                 await self.recorder.drain()
 

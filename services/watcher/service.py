@@ -35,6 +35,7 @@ import heapq
 import math
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -49,7 +50,6 @@ from prometheus_client import CollectorRegistry
 from schemas.cloudevents import DecodeError
 from schemas.observations import DELETED_CHANGES, JobObserved, NodeObserved, PodObserved
 from schemas.topics import K8S_NODES, K8S_OBJECTS
-from services.runtime.clock import ApiClock, version_probe
 from services.runtime.kafka import (
     OutgoingRecord,
     describe_retention,
@@ -82,6 +82,10 @@ Known = tuple[Observation, float]
 """An observation the log holds and the timestamp (epoch seconds) of its record."""
 
 
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def _permission_hint(exc: KubeApiError) -> str:
     resource = exc.path.rstrip("/").split("/")[-1]
     return (
@@ -100,8 +104,6 @@ class Watcher:
         registry: CollectorRegistry | None = None,
     ) -> None:
         self.api = api
-        self.clock = ApiClock()
-        """``observed_at`` on the API server's clock, as the killer decides on it."""
         self.kafka = kafka
         self.settings = settings
         self.names = TopicNames(kafka.topic_prefix)
@@ -151,7 +153,6 @@ class Watcher:
         return True, f"leader, {len(self._streams)} streams watched, {self.published} published"
 
     async def run(self) -> None:
-        clock = asyncio.create_task(self.clock.run(version_probe(self.api)))
         lead = asyncio.create_task(self.elector.run(self._lead))
         stop = asyncio.create_task(self._stopping.wait())
         try:
@@ -160,7 +161,6 @@ class Watcher:
                 lead.result()
         finally:
             stop.cancel()
-            clock.cancel()
             if not lead.done():
                 lead.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -346,7 +346,7 @@ class Watcher:
             items = await stream.list()
             self.metrics.relists.labels(kind).inc()
             self.metrics.observed.labels(kind).inc(len(items))
-            listed_changes = reflector.on_list(items, stream.resource_version, self.clock.now())
+            listed_changes = reflector.on_list(items, stream.resource_version, _now())
             if self.warner is not None:
                 # Every object, changed or not: a warning lost (a full queue, a failed
                 # Event, another leader's last moments) is given again; one told is not.
@@ -362,7 +362,7 @@ class Watcher:
                 async for event in stream.watch():
                     self.metrics.observed.labels(kind).inc()
                     before = reflector.stats.dropped_unchanged, reflector.stats.malformed
-                    observation = reflector.on_event(event.type, event.obj, self.clock.now())
+                    observation = reflector.on_event(event.type, event.obj, _now())
                     if observation is not None:
                         if self.warner is not None:
                             self.warner.check(observation)
