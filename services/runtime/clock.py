@@ -4,10 +4,11 @@ Every time jobreaper compares comes from a clock it does not own: a Pod's
 ``creationTimestamp`` and ``deletionTimestamp`` and a Job's ``startTime`` are
 the API server's (and the controller manager's, on the same time base in a
 sane cluster), a container's ``startedAt`` is the kubelet's. A killer whose own
-clock runs 30 s ahead would kill 30 s early. So the services that decide or
-stamp times (killer, watcher, executor) do it on the **API server's clock**:
-``ApiClock.now()`` is this host's clock plus an offset measured from the
-``Date`` header of ``GET /version``.
+clock runs 30 s ahead would kill 30 s early. So the killer decides on the
+**API server's clock**: ``ApiClock.now()`` is this host's clock plus an offset
+measured from the ``Date`` header of ``GET /version``. (The watcher and the
+executor stamp with their hosts' clocks: two services' lower bounds differ by
+their errors, which would reorder a Job's timeline.)
 
 The ``Date`` header has whole seconds: the server's time ``s`` at the answer
 lies in ``[D, D + 1)``, and our clock read ``c`` at that moment in ``[t0, t1]``
