@@ -90,7 +90,9 @@ async def test_no_pod_is_killed_before_its_running_timeout_by_the_kubelets_clock
     assert written - due < timedelta(seconds=3), f"{written - due} late"
 
 
-@pytest.mark.parametrize("skew_s", SKEWS)
+# Ahead only: the direction that would force-delete early (behind is shown by the
+# running timeout's test: the same measured offset; 30 s late without it).
+@pytest.mark.parametrize("skew_s", [pytest.param(30, id="killer-30s-ahead")])
 async def test_no_pod_is_force_deleted_before_its_grace_period_and_timeout_by_the_api_servers_clock(
     services: Services,
     kube_api: client.ApiClient,
