@@ -128,14 +128,23 @@ def _placeholder(
 
 def _set_gone(state: KillerState, pod: PodState, at_us: int) -> None:
     if pod.gone:
+        _done_at(pod, at_us)
         return
     pod.gone = True
     if pod.seen_us is not None:
         pod.gen.alive -= 1
-    if pod.done_us is None:
-        pod.done_us = at_us
+    _done_at(pod, at_us)
     _unindex_node(state, pod)
     mark_pod(state, pod)
+
+
+def _done_at(pod: PodState, at_us: int) -> None:
+    """A pod is done at the earliest evidence of it: the earliest wins, whatever order
+    the evidence is folded in (a force deletion's result and the watcher's deletion
+    event come on two topics; taking the first folded made a replay's ``JobKilled``
+    differ from the live one in ``killed_at``)."""
+    if pod.done_us is None or at_us < pod.done_us:
+        pod.done_us = at_us
 
 
 def _unindex_node(state: KillerState, pod: PodState) -> None:
@@ -531,8 +540,8 @@ def _on_applied(state: KillerState, ev: CommandApplied) -> None:
     elif idx == FORCE:
         pod.force_applied = True
         if pod.done_us is None:
-            pod.done_us = applied_us
             _unindex_node(state, pod)
+        _done_at(pod, applied_us)
     mark_pod(state, pod)
 
 

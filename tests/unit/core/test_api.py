@@ -157,3 +157,28 @@ def test_a_command_carries_the_pods_newest_resource_version() -> None:
     # node, changes in ways the killer does not see.
     (later,) = h.decide(5 + 3600).commands
     assert (later.step, later.pod_resource_version) == ("delete", None)
+
+
+def test_a_force_deleted_pod_is_done_at_the_earliest_evidence_whatever_the_fold_order() -> None:
+    """Found by the crash tests' replay (CI): the force deletion's result and the
+    watcher's deletion event come on two topics; the first folded used to set when
+    the pod was done, so a replay folding them the other way round wrote another
+    ``JobKilled.killed_at``."""
+    h = Harness()
+    b = h.b
+    h.feed(b.node(0), b.job(0, annotations={KILL_TIMESTAMP: iso(0)}), b.pod(0))
+    h.feed(snapshot(1, 0, deleteKillingTasksTimeoutSeconds=0, forceDeleteTaskTimeoutSeconds=5))
+    h.decide(0)
+    h.result(0.1, "p1", "delete")
+    h.feed(b.pod(0.2, deletion=0.2))
+    h.decide(5.2)
+    result = h.result(5.25, "p1", "force-delete")
+    before = h.log[:-1]  # everything but the force deletion's result
+    gone = b.pod(5.3, change="deleted", deletion=0.2)
+    killed = []
+    for last_two in ((result, gone), (gone, result)):
+        replay = Harness()
+        replay.feed(*before, *last_two)
+        replay.decide(6)
+        killed.append([e.killed_at for e in replay.killed()])
+    assert killed == [[at(5.25)], [at(5.25)]]
