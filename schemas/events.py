@@ -17,7 +17,7 @@ the parts with the same Job uid, episode and ``decided_at``.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
@@ -38,6 +38,27 @@ PodEnd = Literal["exited", "deleted", "force-deleted", "already-done"]
 active deadline), ``deleted`` (gone through a graceful API deletion, ours or
 anyone's), ``force-deleted`` (removed with grace period 0: its containers may
 still be running), ``already-done`` (it had finished before the kill started)."""
+
+
+EventPart = Annotated[
+    PositiveInt,
+    Field(
+        exclude_if=is_one,
+        description=(
+            "Which record of the event this is, 1..parts (absent: 1). An event about more"
+            f" than {MAX_PODS_PER_PART:,} pods is split over several records with the same"
+            " fields, each listing a slice of the pods, in order."
+        ),
+    ),
+]
+"""``part`` of a ``KillStarted`` or ``JobKilled`` split in parts."""
+EventParts = Annotated[
+    PositiveInt,
+    Field(
+        exclude_if=is_one,
+        description="How many records the event is split over (absent: 1, the whole event).",
+    ),
+]
 
 
 class _Part(BaseModel):
@@ -80,20 +101,8 @@ class KillStarted(Message):
     """Pods that are killed from now on."""
     already_done: tuple[PodRef, ...] = ()
     """Pods of the Job that had already finished when this episode started."""
-    part: PositiveInt = Field(
-        1,
-        exclude_if=is_one,
-        description=(
-            "Which record of the event this is, 1..parts (absent: 1). An event about more"
-            f" than {MAX_PODS_PER_PART:,} pods is split over several records with the same"
-            " fields, each listing a slice of the pods, in order."
-        ),
-    )
-    parts: PositiveInt = Field(
-        1,
-        exclude_if=is_one,
-        description="How many records the event is split over (absent: 1, the whole event).",
-    )
+    part: EventPart = 1
+    parts: EventParts = 1
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
@@ -166,20 +175,8 @@ class JobKilled(Message):
     """When the last pod was seen done."""
     decided_at: UtcDatetime
     pods: tuple[PodEnding, ...] = ()
-    part: PositiveInt = Field(
-        1,
-        exclude_if=is_one,
-        description=(
-            "Which record of the event this is, 1..parts (absent: 1). An event about more"
-            f" than {MAX_PODS_PER_PART:,} pods is split over several records with the same"
-            " fields, each listing a slice of the pods, in order."
-        ),
-    )
-    parts: PositiveInt = Field(
-        1,
-        exclude_if=is_one,
-        description="How many records the event is split over (absent: 1, the whole event).",
-    )
+    part: EventPart = 1
+    parts: EventParts = 1
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
