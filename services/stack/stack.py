@@ -397,6 +397,16 @@ def kafka_java(layout: Layout, kafka: Build, *, heap: bool = False) -> list[str]
     ]
 
 
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka's ``Uuid.randomUuid`` makes them: url-safe
+    base64 of 16 random bytes, never starting with ``-`` (one id in 64 does; the
+    storage tool then reads it as an option, and CI failed on one)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def format_kafka_storage(
     layout: Layout, kafka: Build, properties: str, *, extra_args: Sequence[str] = ()
 ) -> None:
@@ -407,15 +417,14 @@ def format_kafka_storage(
     (layout.conf / "kafka-log4j.properties").write_text(KAFKA_LOG4J)
     props = layout.conf / "kafka.properties"
     props.write_text(properties)
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = kafka_cluster_id()
     shutil.rmtree(layout.data / "kafka", ignore_errors=True)
     run_logged(
         [
             *kafka_java(layout, kafka),
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "-c",
             str(props),
             *extra_args,
