@@ -20,6 +20,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --locked --no-dev --no-install-project
 COPY schemas ./schemas
+COPY core ./core
 COPY services ./services
 RUN uv sync --locked --no-dev --no-editable
 

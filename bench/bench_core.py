@@ -32,6 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import decide, evolve, new_state
+from core.evolve import Event
 from schemas.commands import CommandApplied
 from schemas.observations import (
     ContainerSummary,
@@ -41,8 +43,6 @@ from schemas.observations import (
     PodObserved,
 )
 from schemas.requests import KillRequested
-from services.killer.core import decide, evolve, new_state
-from services.killer.core.evolve import Event
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NODES = [f"node-{i:03d}" for i in range(200)]

@@ -40,7 +40,7 @@ Rule = Literal[
     "ladder.node-lost-delete",
     "ladder.force-delete",
 ]
-"""Which ladder rule made a command due (see ``services/killer/core``)."""
+"""Which ladder rule made a command due (see ``core``)."""
 
 Outcome = Literal["applied", "gone", "uid-mismatch", "forbidden", "failed", "refused"]
 """``applied``: the API accepted it; ``gone``: 404, the pod no longer exists;

@@ -59,6 +59,15 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError, ProducerFenced
 from prometheus_client import CollectorRegistry
 
+from core import (
+    Decision,
+    GlobalInputs,
+    KillerState,
+    decide,
+    event_id,
+    evolve,
+    new_state,
+)
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.decisions import DecisionRecorded, InputPosition, decision_parts
@@ -72,15 +81,6 @@ from schemas.topics import (
     KILL_EVENTS,
     KILL_REQUESTS,
     KILL_RESULTS,
-)
-from services.killer.core import (
-    Decision,
-    GlobalInputs,
-    KillerState,
-    decide,
-    event_id,
-    evolve,
-    new_state,
 )
 from services.runtime.clock import ApiClock, Probe
 from services.runtime.faults import crash_point

@@ -9,7 +9,7 @@ The header says what the payload is (format version, a digest of the code
 that defines the state, topic prefix, partition, partition count, the next
 offset folded of each Job-keyed topic-partition, when it was written, and
 the payload's length and sha256). The payload is a pickle of
-:class:`~services.killer.core.KillerState`: the files are written and read
+:class:`~core.KillerState`: the files are written and read
 only by the killer itself (never accept a snapshot directory others can
 write to: unpickling runs code). Pickle keeps the object graph (pods point
 at their generation, timers at both) without a schema of our own, and is the
@@ -43,11 +43,11 @@ from typing import Any, Final
 
 import pydantic
 
+import core
 import schemas
-from services.killer import core
-from services.killer.core import KillerState
-from services.killer.core import settings as core_settings
-from services.killer.core import state as core_state
+from core import KillerState
+from core import settings as core_settings
+from core import state as core_state
 
 MAGIC: Final = b"JRKSNAP\n"
 FORMAT_VERSION: Final = 1

@@ -13,11 +13,11 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from core import GlobalInputs, KillerState, evolve, new_state
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.decisions import InputPosition
 from schemas.observations import NodeObserved
-from services.killer.core import GlobalInputs, KillerState, evolve, new_state
 
 from .history import GLOBAL_TOPICS, RANK, Rec, Stream, decode
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import decide
 from schemas.config import ConfigSnapshot
-from services.killer.core import decide
 
 from .compare import Change, NamespaceSummary, Shift, kill_changes, step_changes, summarize
 from .history import History

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import Decision, KillerState, decide, event_id
 from schemas.decisions import DecisionRecorded
 from schemas.topics import KILL_COMMANDS, KILL_DECISIONS, KILL_EVENTS
-from services.killer.core import Decision, KillerState, decide, event_id
 
 from .fold import Folder, positions
 from .history import JOB_TOPICS, History, Rec, decisions, decode

@@ -25,10 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from core import decide, evolve
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.topics import K8S_OBJECTS, KILL_COMMANDS, KILL_DECISIONS, KILL_REQUESTS
-from services.killer.core import decide, evolve
 
 from .fold import Folder, positions
 from .history import History, Rec, decisions, decode

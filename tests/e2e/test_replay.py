@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import pytest
 from kubernetes_asyncio import client
 
+from core import Decision, KillerState, decide
 from schemas.config import ConfigSnapshot, KillerConfig
-from services.killer.core import Decision, KillerState, decide
 from services.replay.history import History, read_history
 from services.replay.report import replay, what_if
 from services.stack.api import StackInfo

@@ -16,13 +16,13 @@ import pytest
 import pytest_asyncio
 from structlog.testing import capture_logs
 
+from core import decide
 from schemas.base import Message, job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.observations import ContainerSummary, JobObserved, NodeObserved, PodObserved
 from schemas.requests import KillRequested
 from services.audit.history import partition_for
-from services.killer.core import decide
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.killer.snapshots import SnapshotStore, dump_state, load_state

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from core import Decision, Event, KillerState, decide, evolve, new_state
 from schemas.commands import CommandApplied, CommandIssued, Outcome
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import JobKilled
@@ -18,7 +19,6 @@ from schemas.observations import (
     PodObserved,
 )
 from schemas.requests import KillRequested
-from services.killer.core import Decision, Event, KillerState, decide, evolve, new_state
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NS = "ns"

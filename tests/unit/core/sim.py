@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core import decide, evolve, new_state
 from schemas.annotations import FORBID_FORCE_DELETION
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
@@ -34,7 +35,6 @@ from schemas.observations import (
     PodObserved,
 )
 from schemas.requests import KillRequested
-from services.killer.core import decide, evolve, new_state
 
 from .harness import NS, at, secs
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
+from core import command_id, decide
 from schemas.annotations import KILL_TIMESTAMP
 from schemas.config import KillerConfig, KillerSettings
-from services.killer.core import command_id, decide
 
 from .harness import Harness, at, iso, snapshot
 

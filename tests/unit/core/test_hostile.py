@@ -21,6 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, ValidationError
 
+from core import decide, evolve
+from core.evolve import _HANDLERS
+from core.state import MAX_US, MIN_US, from_us, to_us
 from schemas.annotations import (
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
@@ -33,9 +36,6 @@ from schemas.annotations import (
     parse_seconds,
     parse_timestamp,
 )
-from services.killer.core import decide, evolve
-from services.killer.core.evolve import _HANDLERS
-from services.killer.core.state import MAX_US, MIN_US, from_us, to_us
 
 from .harness import NS, Harness, at, snapshot
 

@@ -15,10 +15,10 @@ from unittest import mock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core import GlobalInputs, KillerState, decide, evolve, new_state
 from schemas.commands import CommandIssued
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from schemas.topics import CONFIG, K8S_NODES
-from services.killer.core import GlobalInputs, KillerState, decide, evolve, new_state
 
 from .harness import at
 from .sim import Sim, make_sim

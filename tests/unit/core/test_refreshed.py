@@ -4,9 +4,9 @@ original, and enough for a state rebuilt after the original expired."""
 
 from __future__ import annotations
 
+from core.evolve import fold_node
+from core.state import NodeState
 from schemas.observations import JobObserved, NodeObserved, PodObserved
-from services.killer.core.evolve import fold_node
-from services.killer.core.state import NodeState
 
 from .harness import Harness, at, cmd_tuple, iso
 

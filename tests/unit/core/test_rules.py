@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from core import Decision, event_id
 from schemas.annotations import (
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
@@ -25,7 +26,6 @@ from schemas.annotations import (
 from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from schemas.parts import MAX_PODS_PER_PART
-from services.killer.core import Decision, event_id
 
 from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, snapshot
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import GlobalInputs, evolve, new_state
+from core.state import KillerState, to_us
 from schemas.observations import NodeObserved
-from services.killer.core import GlobalInputs, evolve, new_state
-from services.killer.core.state import KillerState, to_us
 
 from .harness import Harness, at, snapshot
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from core import Decision, GlobalInputs, decide, event_id, evolve, new_state
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.decisions import DecisionRecorded, InputPosition, decision_parts
 from schemas.observations import NodeObserved
 from schemas.topics import KILL_DECISIONS
-from services.killer.core import Decision, GlobalInputs, decide, event_id, evolve, new_state
 from services.replay.history import GLOBAL_TOPICS, JOB_TOPICS, History, Rec
 from services.runtime.messages import CODEC
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
+from core import Decision, KillerState, decide
 from schemas.commands import CommandIssued
-from services.killer.core import Decision, KillerState, decide
 from services.replay.history import decode
 from services.replay.report import replay, what_if
 from services.replay.walk import Window
