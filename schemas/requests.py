@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar, Final
+
+from pydantic import StringConstraints
 
 from .base import Message, UtcDatetime, job_key
 from .topics import KILL_REQUESTS
+
+MAX_REASON_CHARS: Final = 1024
+MAX_REQUESTED_BY_CHARS: Final = 256
+
+# Other systems write this topic, and the killer copies a request's text into the
+# decision records and kill events it writes in one transaction: an unbounded
+# reason (the broker takes ~1 MB) would make every such transaction too large, and
+# the partition would stop deciding. Bounded here, a request over the limits is a
+# decode error: dead-lettered with its reason, never folded.
+_Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+_Namespace = Annotated[str, StringConstraints(min_length=1, max_length=63)]
+_Name = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 
 
 class KillRequested(Message):
@@ -21,17 +35,19 @@ class KillRequested(Message):
     CE_TYPE: ClassVar[str] = "io.jobreaper.kill.requested.v1"
     TOPIC: ClassVar[str] = KILL_REQUESTS
 
-    request_id: str
-    namespace: str
-    job_name: str
-    job_uid: str | None = None
+    request_id: _Id
+    namespace: _Namespace
+    """A namespace name (a DNS label: at most 63 characters)."""
+    job_name: _Name
+    """A Job name (a DNS subdomain: at most 253 characters)."""
+    job_uid: _Id | None = None
     """Pin the request to one Job object; ``None``: the Job of that name at ``requested_at``."""
     kill_at: UtcDatetime | None = None
     """When to kill; ``None`` means at ``requested_at``."""
-    reason: str = ""
-    """Free text, recorded in the kill events."""
-    requested_by: str
-    """Who asked (user, system)."""
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)] = ""
+    """Free text, recorded in the kill events (at most 1,024 characters)."""
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUESTED_BY_CHARS)]
+    """Who asked (user, system; at most 256 characters)."""
     requested_at: UtcDatetime
 
     def kafka_key(self) -> str:

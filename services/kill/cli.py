@@ -75,6 +75,9 @@ def kill(
     try:
         namespace, name = parse_job_ref(job)
         kill_at = parse_kill_time(at, now)
+        request = build_request(
+            namespace, name, now=now, kill_at=kill_at, reason=reason, job_uid=uid, requested_by=by
+        )
     except BadRequest as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
     overrides = {
@@ -85,9 +88,6 @@ def kill(
         warning = asyncio.run(_check_job(kubeconfig, namespace, name, uid))
         if warning:
             typer.echo(f"warning: {warning}", err=True)
-    request = build_request(
-        namespace, name, now=now, kill_at=kill_at, reason=reason, job_uid=uid, requested_by=by
-    )
     try:
         published = asyncio.run(
             publish_request(kafka, request, warn=lambda w: typer.echo(f"warning: {w}", err=True))

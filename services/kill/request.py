@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationFailedError
+from pydantic import ValidationError
 
 from schemas.annotations import KILL_TIMESTAMP
 from schemas.requests import KillRequested
@@ -165,17 +166,24 @@ def build_request(
     job_uid: str | None = None,
     requested_by: str | None = None,
 ) -> KillRequested:
-    """The message, without sending it (pure but for a fresh request id)."""
-    return KillRequested(
-        request_id=uuid.uuid4().hex,
-        namespace=namespace,
-        job_name=job,
-        job_uid=job_uid or None,
-        kill_at=kill_at,
-        reason=reason,
-        requested_by=requested_by or default_requester(),
-        requested_at=now,
-    )
+    """The message, without sending it (pure but for a fresh request id); a field
+    over the topic's limits (see :class:`KillRequested`) is a :class:`BadRequest`."""
+    try:
+        return KillRequested(
+            request_id=uuid.uuid4().hex,
+            namespace=namespace,
+            job_name=job,
+            job_uid=job_uid or None,
+            kill_at=kill_at,
+            reason=reason,
+            requested_by=requested_by or default_requester(),
+            requested_at=now,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise BadRequest(f"the request would be refused by the killer: {problems}") from exc
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,12 @@ from schemas.annotations import (
 )
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.observations import JobObserved
+from schemas.requests import KillRequested
 from services.killer import service as killer_service
 from services.runtime.kafka import make_producer
 from services.runtime.messages import CODEC
 from services.runtime.topics import TopicNames
-from tests.integration.helpers import eventually, job_manifest, read_topic
+from tests.integration.helpers import eventually, job_manifest, publish, read_topic
 from tests.integration.killer.test_killer import Services, kill_now, services, start_running_jobs
 
 __all__ = ["services"]  # the fixture, shared with test_killer
@@ -166,3 +167,39 @@ async def test_a_record_the_core_raises_on_is_dead_lettered_and_skipped_for_good
     await asyncio.sleep(2)
     sources = [dict(r.headers)["jr_deadletter_source"] for r, _ in await refused() or []]
     assert len(sources) == len(set(sources)), "a refused record is dead-lettered once, by anyone"
+
+
+async def test_a_kill_request_over_the_size_limits_is_dead_lettered_and_the_job_still_killed(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """Other systems write ``kill.requests`` and the killer copies a request's reason
+    into the records it writes: a reason of 900 KB (the broker takes 1 MB) is refused
+    at the edge, not carried into every decision and kill event of the Job."""
+    await services.watcher()
+    killer, task = await services.killer()
+    await start_running_jobs(kube_api, namespace, ["victim"])
+    now = datetime.now(UTC)
+    forged = KillRequested.model_construct(
+        request_id="huge",
+        namespace=namespace,
+        job_name="victim",
+        job_uid=None,
+        kill_at=None,
+        reason="x" * 900_000,
+        requested_by="a hostile system",
+        requested_at=now,
+    )
+    await publish(services.kafka, forged)
+
+    async def refused() -> list[str] | None:
+        return [
+            why for _, why in await _dead_letters(services) if why.startswith("invalid-payload")
+        ] or None
+
+    (reason,) = await eventually("the oversized request dead-lettered", refused)
+    assert "reason" in reason and "1024" in reason, reason
+    assert not await _steps_for(services, ["victim"]), "the refused request killed nothing"
+    await kill_now(kube_api, namespace, ["victim"])
+    (step,) = await eventually("the victim still killed", lambda: _steps_for(services, ["victim"]))
+    assert step.trigger == "Killed"
+    assert not task.done() and killer.readiness()[0], killer.readiness()

@@ -88,3 +88,11 @@ def test_a_kill_at_most_half_the_retention_ahead_is_accepted_and_further_refused
     message = str(refused.value)
     assert "84.0 h ahead, more than half the retention of kill.requests (168.0 h)" in message
     assert "jobreaper.io/kill-timestamp=2026-11-27T04:00:01Z" in message
+
+
+def test_a_request_the_killer_would_dead_letter_is_refused_before_sending() -> None:
+    build_request("batch", "etl", now=NOW, reason="r" * 1024)
+    with pytest.raises(BadRequest, match=r"reason: String should have at most 1024 characters"):
+        build_request("batch", "etl", now=NOW, reason="r" * 1025)
+    with pytest.raises(BadRequest, match=r"namespace"):
+        build_request("n" * 64, "etl", now=NOW)
