@@ -17,12 +17,18 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_PROJECT_ENVIRONMENT=/opt/jobreaper
 WORKDIR /src
 # Dependencies first (a layer that survives source changes), then the project itself.
+# The lock file also covers the workspace's development tools (devtools/: the local
+# stack, the demo); uv reads their pyproject.toml to check the lock, so it is mounted
+# for the two syncs only. Nothing of devtools is copied, and --no-dev installs only
+# jobreaper itself.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-dev --no-install-project
+RUN --mount=type=bind,source=devtools/pyproject.toml,target=/src/devtools/pyproject.toml \
+    uv sync --locked --no-dev --no-install-project
 COPY schemas ./schemas
 COPY core ./core
 COPY services ./services
-RUN uv sync --locked --no-dev --no-editable
+RUN --mount=type=bind,source=devtools/pyproject.toml,target=/src/devtools/pyproject.toml \
+    uv sync --locked --no-dev --no-editable
 
 # -- runtime: the virtualenv on a clean Python, no uv, no compilers ----------------------
 FROM ${PYTHON_IMAGE}

@@ -1,7 +1,7 @@
 """Benchmark: ``load_timeline`` for one Job among many, reading its one partition
 per topic, against reading every partition (what a scan would cost).
 
-    eval "$(uv run jobreaper stack env --name audit)"   # any running stack: Kafka is used
+    eval "$(uv run jobreaper-dev stack env --name audit)"   # any running stack: Kafka is used
     uv run python bench/bench_audit.py [--jobs 600] [--pods 4] [--updates 20]
 
 Publishes, on fresh topics (6 partitions), ``--jobs`` Jobs with ``--pods`` pods

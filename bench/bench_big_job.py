@@ -1,6 +1,6 @@
 """One Job of 20,000 pods killed end to end over real Kafka: on time, no record too large.
 
-    eval "$(uv run jobreaper stack env --name NAME)"      # a running local stack
+    eval "$(uv run jobreaper-dev stack env --name NAME)"      # a running local stack
     uv run python bench/bench_big_job.py [--pods 20000] [--name-length 40] [--in-process]
 
 1. Fresh topics (one Job-keyed partition); the killer starts as its own process
@@ -291,7 +291,7 @@ class KillerProcess:
     """The killer as deployed: its own process, JSON logs to a file."""
 
     def __init__(self, kafka: KafkaSettings, log_dir: Path) -> None:
-        from services.demo.processes import ServiceProcess
+        from devtools.demo.processes import ServiceProcess
 
         env = {
             "JOBREAPER_KAFKA_BOOTSTRAP": kafka.bootstrap,
@@ -304,7 +304,7 @@ class KillerProcess:
         self.service = ServiceProcess.jobreaper("killer", env, log_dir)
 
     async def start(self) -> None:
-        from services.demo.processes import wait_ready
+        from devtools.demo.processes import wait_ready
 
         self.service.start()
         await wait_ready([self.service], timeout_s=120)
@@ -456,7 +456,7 @@ async def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
+        raise SystemExit('no stack: run eval "$(uv run jobreaper-dev stack env)" first')
     kafka = KafkaSettings(
         bootstrap=bootstrap, topic_prefix=f"bench-big-{uuid.uuid4().hex[:6]}.", job_partitions=1
     )

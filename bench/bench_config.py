@@ -1,6 +1,6 @@
 """Benchmark: from an accepted ``PUT /config`` to a running killer holding the new version.
 
-    eval "$(uv run jobreaper stack env --name cfg)"   # any running stack: Kafka is used
+    eval "$(uv run jobreaper-dev stack env --name cfg)"   # any running stack: Kafka is used
     uv run python bench/bench_config.py [--changes 100] [--pause 0.05]
 
 Runs, in this process, a config service (``source=http``, no Lease: the
@@ -69,7 +69,8 @@ async def main(changes: int, pause: float) -> None:
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
         raise SystemExit(
-            'bench: set JOBREAPER_KAFKA_BOOTSTRAP (eval "$(uv run jobreaper stack env --name cfg)")'
+            "bench: set JOBREAPER_KAFKA_BOOTSTRAP "
+            '(eval "$(uv run jobreaper-dev stack env --name cfg)")'
         )
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=prefix, job_partitions=1)

@@ -1,6 +1,6 @@
 """The executor against the real stack: kill latency and throughput of a burst.
 
-    eval "$(uv run jobreaper stack env)"      # a running local stack
+    eval "$(uv run jobreaper-dev stack env)"      # a running local stack
     uv run python bench/bench_executor.py [--pods 300] [--jobs 30] [--partitions 6] [--no-events]
         [--read-first]
 

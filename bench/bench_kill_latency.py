@@ -1,6 +1,6 @@
 """Kill latency end to end on the real stack: 1,000 Jobs killed at staggered times.
 
-    eval "$(uv run jobreaper stack env --name NAME)"     # a running local stack
+    eval "$(uv run jobreaper-dev stack env --name NAME)"     # a running local stack
     uv run python bench/bench_kill_latency.py [--jobs 1000] [--spread-from 60] [--spread-to 120]
 
 What runs: the real watcher, killer and executor on a fresh namespace and
@@ -46,13 +46,13 @@ from kubernetes_asyncio import client
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.demo.processes import ServiceProcess, wait_ready
+from devtools.stack.api import StackInfo, stack_from_env
 from schemas.events import JobKilled
 from schemas.observations import PodObserved
 from schemas.requests import KillRequested
-from services.demo.processes import ServiceProcess, wait_ready
 from services.executor.service import Executor
 from services.runtime.kafka import ensure_topics
-from services.stack.api import StackInfo, stack_from_env
 from tests.e2e.harness import PARTITIONS, System
 from tests.integration.helpers import job_manifest, publish
 
@@ -142,7 +142,7 @@ async def main() -> None:
     args = parser.parse_args()
     stack = stack_from_env()
     if stack is None:
-        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env --name NAME)" first')
+        raise SystemExit('no stack: run eval "$(uv run jobreaper-dev stack env --name NAME)" first')
     print(f"start: {load()}")
     namespace = f"bench-kl-{uuid.uuid4().hex[:6]}"
     system = System(stack, namespace, f"{namespace}.")

@@ -1,6 +1,6 @@
 """The killer over real Kafka: rebuild from the log and live folding throughput.
 
-    eval "$(uv run jobreaper stack env)"      # a running local stack
+    eval "$(uv run jobreaper-dev stack env)"      # a running local stack
     uv run python bench/bench_killer.py [--events 1000000] [--partitions 6]
 
 1. Writes ``--events`` observations (Jobs with running pods, as the watcher
@@ -140,7 +140,7 @@ async def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
+        raise SystemExit('no stack: run eval "$(uv run jobreaper-dev stack env)" first')
     if args.produce_only:
         settings = KafkaSettings(bootstrap=bootstrap, topic_prefix=args.prefix)
         took = await produce(settings, args.events, args.offset, args.partitions, on_cue=True)

@@ -1,6 +1,6 @@
 """Killer restart-to-ready with a big log, with and without snapshots (issue 8).
 
-    eval "$(uv run jobreaper stack env --name NAME)"
+    eval "$(uv run jobreaper-dev stack env --name NAME)"
     uv run python -m bench.bench_restart --events 1000000 --prefix bench-restart-1m.
 
 1. Unless ``--prefix`` already holds ``--events`` observations, creates its
@@ -232,7 +232,7 @@ async def main() -> None:
     args = parser.parse_args()
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not bootstrap:
-        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env --name NAME)" first')
+        raise SystemExit('no stack: run eval "$(uv run jobreaper-dev stack env --name NAME)" first')
     if args.phase == "killer":
         print(json.dumps(await run_killer(args)))
         return

@@ -1,6 +1,6 @@
 """The watcher end to end on the real stack: thousands of pods created on kwok.
 
-    eval "$(uv run jobreaper stack env)"      # a running local stack
+    eval "$(uv run jobreaper-dev stack env)"      # a running local stack
     uv run python bench/bench_watcher.py [--pods 5000] [--per-job 100]
 
 Creates ``--pods`` pods (Jobs of ``--per-job`` pods each; kwok runs each pod
@@ -37,10 +37,10 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from kubernetes_asyncio import client
 
+from devtools.stack.audit_log import read_audit_events
 from schemas.observations import PodObserved
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
-from services.stack.testing import read_audit_events
 from services.watcher.convert import Observation
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
@@ -116,7 +116,7 @@ async def main() -> None:
     kubeconfig = os.environ.get("JOBREAPER_KUBECONFIG")
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not (kubeconfig and bootstrap):
-        raise SystemExit('no stack: run eval "$(uv run jobreaper stack env)" first')
+        raise SystemExit('no stack: run eval "$(uv run jobreaper-dev stack env)" first')
     api = await load_api_client(kubeconfig)
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     namespace = f"bench-{uuid.uuid4().hex[:6]}"

@@ -9,14 +9,12 @@ import typer
 
 from services.audit import cli as audit_cli
 from services.config.cli import app as config_app
-from services.demo.cli import demo
 from services.executor.cli import app as executor_app
 from services.kill.cli import kill
 from services.killer.cli import app as killer_app
 from services.notify.cli import notify
 from services.replay.cli import main as replay_main
 from services.runtime.topics_cli import app as topics_app
-from services.stack.cli import app as stack_app
 from services.watcher.cli import app as watcher_app
 
 app = typer.Typer(
@@ -28,13 +26,11 @@ app = typer.Typer(
 
 # Command groups are registered here, one line each.
 app.add_typer(topics_app, name="topics")
-app.add_typer(stack_app, name="stack", help="The local stack: Kafka, Kubernetes, kwok.")
 app.add_typer(watcher_app, name="watcher")
 app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
 app.add_typer(config_app, name="config")
 app.command("kill")(kill)
-app.command("demo")(demo)
 app.command("audit")(audit_cli.audit)
 app.command("events")(audit_cli.events)
 app.command("notify")(notify)

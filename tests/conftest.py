@@ -28,8 +28,8 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
-from services.stack.api import StackError, StackInfo, attach, build_stack, ensure_stack
-from services.stack.testing import NodeLoss
+from devtools.stack.api import StackError, StackInfo, attach, build_stack, ensure_stack
+from tests.stack_fixtures import NodeLoss
 
 TEST_STACK_NAME = os.environ.get("JOBREAPER_TEST_STACK", "test")
 
@@ -39,7 +39,7 @@ def _stack_from_env() -> StackInfo | None:
     bootstrap = os.environ.get("JOBREAPER_KAFKA_BOOTSTRAP")
     if not (kubeconfig and bootstrap):
         return None
-    # A stack started by services.stack: its folder holds the kubeconfig.
+    # A stack started by devtools.stack: its folder holds the kubeconfig.
     stack_dir = os.environ.get("JOBREAPER_STACK_DIR") or str(Path(kubeconfig).parent)
     if (Path(stack_dir) / "state.json").is_file():
         try:
@@ -136,7 +136,7 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
 def node_loss(stack: StackInfo) -> Iterator[NodeLoss]:
     """``node_loss.lose(node)`` makes a node lost (waits for NotReady); restored after."""
     if stack.stack_dir is None or not stack.nodes:
-        pytest.skip("losing a node needs a stack started by services.stack")
+        pytest.skip("losing a node needs a stack started by devtools.stack")
     loss = NodeLoss(stack)
     try:
         yield loss

@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from services.stack.api import StackInfo
+from devtools.stack.api import StackInfo
 from tests.e2e.harness import System
 
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
@@ -22,7 +23,6 @@ from services.runtime.kube import load_api_client
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, messages, pod_writes

@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from services.audit import load_timeline
 from services.audit.history import JobNotFound
-from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
+from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

@@ -9,12 +9,12 @@ import uuid
 import pytest
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandIssued
-from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import kill_now, pods, running
 from tests.integration.helpers import job_manifest
+from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

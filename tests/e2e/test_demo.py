@@ -1,4 +1,4 @@
-"""``jobreaper demo`` end to end, as a person (or CI) runs it: a real process that starts
+"""``jobreaper-dev demo`` end to end, as a person (or CI) runs it: a real process that starts
 the services as real processes on the test stack and plays every scenario."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from services.stack.api import StackInfo
+from devtools.stack.api import StackInfo
 
 pytestmark = pytest.mark.stack
 
@@ -25,7 +25,7 @@ OUTCOMES = {
 
 def test_the_demo_plays_every_scenario_to_its_end(stack: StackInfo, topic_prefix: str) -> None:
     if stack.stack_dir is None or len(stack.nodes) < 2:
-        pytest.skip("the demo loses a node: it needs a stack started by services.stack")
+        pytest.skip("the demo loses a node: it needs a stack started by devtools.stack")
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -38,7 +38,7 @@ def test_the_demo_plays_every_scenario_to_its_end(stack: StackInfo, topic_prefix
         "JOBREAPER_CONFIG_TRANSACTIONAL_ID": f"demo-config-{run}",
     }
     done = subprocess.run(
-        [sys.executable, "-m", "services", "demo", "--from-env"],  # not a TTY: plain output
+        [sys.executable, "-m", "devtools", "demo", "--from-env"],  # not a TTY: plain output
         env=env,
         capture_output=True,
         text=True,

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo, restart_component
 from services.replay.history import read_history
 from services.replay.report import render_replay, replay
-from services.stack.api import StackInfo, restart_component
 from tests.e2e.harness import PARTITIONS, System, rfc3339
 from tests.integration.helpers import eventually, job_manifest, read_topic
 
@@ -217,7 +217,7 @@ async def test_a_broker_restart_mid_ladder_loses_nothing_and_repeats_nothing(
     themselves: the ladder completes, each step reaches the API server once, and
     no command, result or kill event is on its topic twice."""
     if stack.stack_dir is None:
-        pytest.skip("restarting Kafka needs a stack started by services.stack")
+        pytest.skip("restarting Kafka needs a stack started by devtools.stack")
     await system.start(**SLOW_LADDER)
     batch = await _stubborn_victim_running(kube_api, namespace)
     await _kill_now(batch, namespace)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss
+from devtools.stack.api import StackInfo
 from tests.e2e.harness import System, rfc3339
 from tests.integration.helpers import eventually, job_manifest
+from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

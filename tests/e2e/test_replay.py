@@ -10,13 +10,13 @@ import pytest
 from kubernetes_asyncio import client
 
 from core import Decision, KillerState, decide
+from devtools.stack.api import StackInfo
 from schemas.config import ConfigSnapshot, KillerConfig
 from services.replay.history import History, read_history
 from services.replay.report import replay, what_if
-from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
+from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

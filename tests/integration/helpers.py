@@ -18,14 +18,14 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
+from devtools.stack.audit_log import read_audit_events
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
 from services.runtime.kafka import make_consumer, make_producer, read_to_end, topic_partitions
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo
-from services.stack.testing import read_audit_events
 
 T = TypeVar("T")
 IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images

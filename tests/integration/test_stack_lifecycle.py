@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.stack import process
-from services.stack.api import ensure_stack, stop_stack
-from services.stack.stack import Stack, kwok_proc
-from services.stack.util import say_nothing
+from devtools.stack import process
+from devtools.stack.api import ensure_stack, stop_stack
+from devtools.stack.stack import Stack, kwok_proc
+from devtools.stack.util import say_nothing
 
 if TYPE_CHECKING:
-    from services.stack.api import StackInfo
+    from devtools.stack.api import StackInfo
 
 pytestmark = pytest.mark.stack
 
@@ -31,7 +31,7 @@ def pids(name: str) -> dict[str, int]:
 
 def test_second_stack_up_twice_broken_and_down(stack: StackInfo) -> None:
     if stack.stack_dir is None:
-        pytest.skip("needs a stack started by services.stack beside this one")
+        pytest.skip("needs a stack started by devtools.stack beside this one")
     other = Stack(stack.name, say_nothing, root=stack.stack_dir)
     other_state = other.state()
     assert other_state is not None

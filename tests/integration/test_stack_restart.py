@@ -1,4 +1,4 @@
-"""``jobreaper stack restart``: a component stops and starts again on the same ports
+"""``jobreaper-dev stack restart``: a component stops and starts again on the same ports
 with the same data, so clients reconnect to the same address and find what they left."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from kubernetes_asyncio import client
 
-from services.stack.api import StackError, StackInfo, restart_component
+from devtools.stack.api import StackError, StackInfo, restart_component
 from tests.integration.helpers import read_topic
 
 pytestmark = pytest.mark.stack
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.stack
 @pytest.fixture
 def own_stack(stack: StackInfo) -> StackInfo:
     if stack.stack_dir is None:
-        pytest.skip("restarting a component needs a stack started by services.stack")
+        pytest.skip("restarting a component needs a stack started by devtools.stack")
     return stack
 
 

@@ -12,12 +12,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
-from services.stack.testing import read_audit_events
+from devtools.stack.audit_log import read_audit_events
 from tests.integration.helpers import IMAGE, eventually
 
 if TYPE_CHECKING:
-    from services.stack.api import StackInfo
-    from services.stack.testing import NodeLoss
+    from devtools.stack.api import StackInfo
+    from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

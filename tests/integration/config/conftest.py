@@ -14,8 +14,8 @@ import pytest_asyncio
 import yaml
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from services.runtime.kube import KubeApiError, raw_request, request_json
-from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, service_account_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -13,13 +13,13 @@ import aiohttp
 import pytest
 from typer.testing import CliRunner
 
+from devtools.stack.api import StackInfo
 from schemas.config import ConfigSnapshot
 from services.config.cli import app as config_cli
 from services.config.service import ConfigService
 from services.config.settings import ConfigServiceSettings
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, messages
 
 if TYPE_CHECKING:

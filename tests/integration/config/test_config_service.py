@@ -17,6 +17,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from typer.testing import CliRunner
 
+from devtools.stack.api import StackInfo
 from schemas.config import ConfigSnapshot
 from services.config.cli import app as config_cli
 from services.config.service import ConfigService
@@ -25,7 +26,6 @@ from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, messages
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import build
-from services.stack.errors import StackError
-from services.stack.util import say_stderr
+from devtools.stack import build
+from devtools.stack.errors import StackError
+from devtools.stack.util import say_stderr
 
 HERE = Path(__file__).parent
 

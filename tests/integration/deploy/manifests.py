@@ -2,7 +2,7 @@
 moved into a test namespace, applied with server-side apply.
 
 kustomize is built from the Go module proxy by the stack's build machinery
-(``jobreaper stack tool kustomize``, cached under ~/.cache/jobreaper/builds).
+(``jobreaper-dev stack tool kustomize``, cached under ~/.cache/jobreaper/builds).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import pytest
 import yaml
 from kubernetes_asyncio import client
 
+from devtools.stack import build
+from devtools.stack.errors import StackError
+from devtools.stack.util import say_stderr
 from services.runtime.kube import KubeApiError, raw_request
-from services.stack import build
-from services.stack.errors import StackError
-from services.stack.util import say_stderr
 from tests.integration.helpers import eventually
 
 ROOT = Path(__file__).resolve().parents[3]

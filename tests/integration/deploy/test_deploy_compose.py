@@ -19,10 +19,10 @@ import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from devtools.stack.api import StackInfo
 from services.runtime.kafka import client_kwargs, topic_partitions
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS, TopicNames, partitions_for
-from services.stack.api import StackInfo
 from tests.integration.deploy.manifests import (
     ROOT,
     all_ready,

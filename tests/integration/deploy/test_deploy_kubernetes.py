@@ -19,9 +19,9 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from services.config.settings import WRITE_GROUP, WRITE_RESOURCE, WRITE_VERB
 from services.runtime.kube import request_json
-from services.stack.api import StackInfo
 from tests.integration.deploy.manifests import (
     BASE,
     OVERLAYS,

@@ -27,6 +27,8 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from devtools.stack.api import StackInfo
+from devtools.stack.audit_log import read_audit_events
 from schemas.commands import CommandApplied, CommandIssued
 from services.executor.apply import Answer, PodView, Write, describe, plan
 from services.executor.service import Executor
@@ -41,8 +43,6 @@ from services.runtime.kube import load_api_client, request_json
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo
-from services.stack.testing import NodeLoss, read_audit_events
 from tests.integration.helpers import (
     EXECUTOR_USER_AGENT,
     IMAGE,
@@ -53,6 +53,7 @@ from tests.integration.helpers import (
     publish,
     read_topic,
 )
+from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 

@@ -1,7 +1,7 @@
 """A Kafka broker of its own for the ACL tests: SASL/SCRAM and ACLs enforced.
 
 Started from the local stack's cached Kafka jars with the stack's own functions
-(``services.stack.stack``: ``kafka_properties``, ``format_kafka_storage``,
+(``devtools.stack.stack``: ``kafka_properties``, ``format_kafka_storage``,
 ``spawn_kafka``), in a folder of the test's, on free loopback ports. The
 shared stack's broker is never touched.
 
@@ -31,19 +31,19 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from services.runtime.kafka import wait_for_kafka
-from services.runtime.settings import KafkaSettings
-from services.stack import process
-from services.stack.build import Build, ensure_builds
-from services.stack.errors import StackError
-from services.stack.stack import (
+from devtools.stack import process
+from devtools.stack.build import Build, ensure_builds
+from devtools.stack.errors import StackError
+from devtools.stack.stack import (
     Layout,
     format_kafka_storage,
     kafka_java,
     kafka_properties,
     spawn_kafka,
 )
-from services.stack.util import free_port, last_line, say_nothing
+from devtools.stack.util import free_port, last_line, say_nothing
+from services.runtime.kafka import wait_for_kafka
+from services.runtime.settings import KafkaSettings
 
 HERE = Path(__file__).parent
 MECHANISM = "SCRAM-SHA-512"

@@ -40,6 +40,7 @@ from aiokafka.errors import (
 from kubernetes_asyncio import client
 from pydantic import SecretStr
 
+from devtools.stack.api import StackInfo
 from schemas import topics as t
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
@@ -91,7 +92,6 @@ from services.runtime.kube import load_api_client
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS, TopicNames
-from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest

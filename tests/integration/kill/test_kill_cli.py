@@ -12,12 +12,12 @@ import pytest
 from kubernetes_asyncio import client
 from typer.testing import CliRunner
 
+from devtools.stack.api import StackInfo
 from schemas.requests import KillRequested
 from services.cli import app
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS
-from services.stack.api import StackInfo
 from tests.integration.helpers import job_manifest, read_topic
 
 pytestmark = pytest.mark.stack

@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError
 
 from bench.bench_big_job import kill_big_job, pod_name, whole_bytes
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandIssued
 from schemas.events import JobKilled, KillStarted
 from schemas.parts import KAFKA_DEFAULT_MAX_BYTES, MAX_PODS_PER_PART, PART_TARGET_BYTES
@@ -29,7 +30,6 @@ from services.runtime.kafka import client_kwargs, ensure_topics
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo
 from tests.integration.helpers import messages
 
 pytestmark = pytest.mark.stack

@@ -23,9 +23,9 @@ from schemas.config import ConfigSnapshot, KillerConfig
 from services.killer.service import Killer
 from services.killer.settings import KillerServiceSettings
 from services.runtime.clock import ApiClock, version_probe
-from services.stack.testing import NodeLoss
 from tests.integration.helpers import eventually, job_manifest, publish, read_topic
 from tests.integration.killer.test_killer import Services, services
+from tests.stack_fixtures import NodeLoss
 
 __all__ = ["services"]
 

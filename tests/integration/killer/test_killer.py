@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandIssued
 from schemas.events import KillStarted
 from schemas.observations import JobObserved
@@ -20,7 +21,6 @@ from services.killer.settings import KillerServiceSettings
 from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest, messages, publish, read_topic

@@ -30,6 +30,7 @@ import pytest_asyncio
 from aiokafka import TopicPartition
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandIssued
 from schemas.observations import JobObserved, NodeObserved, PodObserved
 from services.killer.service import Killer
@@ -43,12 +44,11 @@ from services.runtime.kafka import (
 from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS
-from services.stack.api import StackInfo
-from services.stack.testing import lone_kafka
 from services.watcher.refresh import RefreshSettingError
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest, read_topic
+from tests.stack_fixtures import lone_kafka
 
 pytestmark = pytest.mark.stack
 

@@ -17,6 +17,7 @@ import pytest_asyncio
 from structlog.testing import capture_logs
 
 from core import decide
+from devtools.stack.api import StackInfo
 from schemas.base import Message, job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
@@ -32,7 +33,6 @@ from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, messages
 
 pytestmark = pytest.mark.stack

@@ -22,13 +22,13 @@ import pytest
 import pytest_asyncio
 from aiohttp import ClientError, ClientSession, web
 
+from devtools.stack.api import StackInfo
 from schemas.commands import CommandApplied
 from schemas.events import ForceDeletionForbidden
 from services.notify.service import Notifier
 from services.notify.settings import NotifySettings
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo
 from tests.integration.helpers import eventually, publish
 
 pytestmark = pytest.mark.stack

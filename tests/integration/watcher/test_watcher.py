@@ -22,11 +22,11 @@ import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client
 
+from devtools.stack.api import StackInfo, compact_etcd, restart_component
 from schemas.annotations import FORBID_FORCE_DELETION, KILL_TIMESTAMP, PENDING_TIMEOUT
 from schemas.observations import JobObserved, NodeObserved, PodObserved
 from services.runtime.kube import load_api_client, request_json
 from services.runtime.settings import KafkaSettings
-from services.stack.api import StackInfo, compact_etcd, restart_component
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import (
@@ -195,7 +195,7 @@ async def test_nothing_is_lost_when_kafka_stops_for_30_s_during_a_burst(
     start_watcher: Any,
 ) -> None:
     if stack.stack_dir is None:
-        pytest.skip("pausing Kafka needs a stack started by services.stack")
+        pytest.skip("pausing Kafka needs a stack started by devtools.stack")
     await start_watcher()
     batch = client.BatchV1Api(kube_api)
     core = client.CoreV1Api(kube_api)
@@ -343,7 +343,7 @@ async def test_a_watch_resumed_after_compaction_gets_410_and_the_relist_converge
     connection was open would sit in the frozen watcher's socket and arrive as
     real deletions."""
     if stack.stack_dir is None:
-        pytest.skip("compacting etcd and restarting the API server need a stack of services.stack")
+        pytest.skip("compacting etcd and restarting the API server need a stack of devtools.stack")
     batch = client.BatchV1Api(kube_api)
     core = client.CoreV1Api(kube_api)
     await batch.create_namespaced_job(namespace, job_manifest("doomed", run="never"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kubernetes_asyncio import client
 
-from services.stack.api import StackInfo
+from devtools.stack.api import StackInfo
 from tests.integration.helpers import service_account_kubeconfig
 
 pytestmark = pytest.mark.stack

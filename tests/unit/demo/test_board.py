@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from devtools.demo.board import Board
+from devtools.demo.scenarios import FINISHES, KILL_LATER, NODE_LOST, SCENARIOS
 from schemas.commands import CommandApplied
 from schemas.events import JobKilled, KillStarted, KillStep, PodEnding
-from services.demo.board import Board
-from services.demo.scenarios import FINISHES, KILL_LATER, NODE_LOST, SCENARIOS
 
 T0 = datetime(2026, 11, 23, 16, 0, tzinfo=UTC)
 NS = "jobreaper-demo-x"

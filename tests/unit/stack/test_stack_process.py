@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import build, config, process
-from services.stack.certs import ensure_pki
-from services.stack.errors import StackError
-from services.stack.stack import Layout, State, load_state, save_state
-from services.stack.util import run_logged
+from devtools.stack import build, config, process
+from devtools.stack.certs import ensure_pki
+from devtools.stack.errors import StackError
+from devtools.stack.stack import Layout, State, load_state, save_state
+from devtools.stack.util import run_logged
 
 
 def test_spawned_process_is_found_and_stopped(tmp_path: Path) -> None:

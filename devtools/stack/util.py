@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from services.stack.errors import StackError, ToolMissing
+from devtools.stack.errors import StackError, ToolMissing
 
 Say = Callable[[str], None]
 

@@ -1,4 +1,4 @@
-"""``jobreaper stack``: build, start, inspect and stop the local stack."""
+"""``jobreaper-dev stack``: build, start, inspect and stop the local stack."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from services.stack import build as buildmod
-from services.stack import config, process
-from services.stack.certs import Pki
-from services.stack.errors import StackError
-from services.stack.kuberest import KubeRest
-from services.stack.stack import Stack, info_from, kwok_proc, node_ready, stack_names
-from services.stack.util import say_stderr
+from devtools.stack import build as buildmod
+from devtools.stack import config, process
+from devtools.stack.certs import Pki
+from devtools.stack.errors import StackError
+from devtools.stack.kuberest import KubeRest
+from devtools.stack.stack import Stack, info_from, kwok_proc, node_ready, stack_names
+from devtools.stack.util import say_stderr
 
 app = typer.Typer(
     help="The real local stack: Kafka, etcd, kube-apiserver, controller manager, scheduler, kwok.",
@@ -53,7 +53,7 @@ def up(
     start = time.monotonic()
     info = _run(lambda: Stack(name, say_stderr).up(nodes=nodes))
     say_stderr(f"ready in {time.monotonic() - start:.1f}s; use it with:")
-    say_stderr(f'  eval "$(jobreaper stack env --name {name})"')
+    say_stderr(f'  eval "$(jobreaper-dev stack env --name {name})"')
     print(f"kubeconfig:      {info.kubeconfig}")
     print(f"api server:      {info.api_server}")
     print(f"kafka bootstrap: {info.kafka_bootstrap}")
@@ -75,11 +75,11 @@ def down(
 
 @app.command()
 def env(name: NameOpt = "default") -> None:
-    """Print shell lines exporting the stack's settings: eval "$(jobreaper stack env)"."""
+    """Print shell lines exporting the stack's settings: eval "$(jobreaper-dev stack env)"."""
     info = Stack(name, say_stderr).info()
     if info is None:
         print(
-            f"stack: stack '{name}' is not up (run: jobreaper stack up --name {name})",
+            f"stack: stack '{name}' is not up (run: jobreaper-dev stack up --name {name})",
             file=sys.stderr,
         )
         raise typer.Exit(1)
@@ -206,7 +206,7 @@ def restart(
     Clients reconnect to the same address and find their topics, offsets and
     objects. Waits until the component serves again. Example:
 
-        jobreaper stack restart kafka --name dev --down 5
+        jobreaper-dev stack restart kafka --name dev --down 5
     """
     took = _run(lambda: Stack(name, say_stderr).restart(component, kill=kill, down_s=down))
     say_stderr(f"{component} of stack '{name}' is back after {took:.1f}s")

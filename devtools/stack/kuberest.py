@@ -12,7 +12,7 @@ import json
 import ssl
 from typing import Any
 
-from services.stack.certs import Pki
+from devtools.stack.certs import Pki
 
 
 class KubeRestError(Exception):

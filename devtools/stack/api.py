@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from services.stack import build as buildmod
-from services.stack import config
-from services.stack.errors import StackError
-from services.stack.stack import Layout, Stack, StackInfo, info_from, load_state
-from services.stack.util import Say, say_stderr
+from devtools.stack import build as buildmod
+from devtools.stack import config
+from devtools.stack.errors import StackError
+from devtools.stack.stack import Layout, Stack, StackInfo, info_from, load_state
+from devtools.stack.util import Say, say_stderr
 
 __all__ = [
     "StackError",
@@ -73,7 +73,7 @@ def stack_from_env() -> StackInfo | None:
 
 def _stack(info: StackInfo) -> Stack:
     if info.stack_dir is None:
-        raise StackError("this cluster was not started by services.stack: no node control")
+        raise StackError("this cluster was not started by devtools.stack: no node control")
     return Stack(info.name, say_stderr, root=info.stack_dir)
 
 

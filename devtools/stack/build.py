@@ -19,9 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack import config
-from services.stack.errors import StackError
-from services.stack.util import Say, elapsed, require_tool, run_logged
+from devtools.stack import config
+from devtools.stack.errors import StackError
+from devtools.stack.util import Say, elapsed, require_tool, run_logged
 
 #: Bump when the way a component is built changes (flags, layout).
 RECIPE = "1"

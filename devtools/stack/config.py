@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from services.stack.errors import StackError
+from devtools.stack.errors import StackError
 
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
-#: Tools built the same way, on demand only (``jobreaper stack tool NAME``): the
+#: Tools built the same way, on demand only (``jobreaper-dev stack tool NAME``): the
 #: deployment tests render the manifests with kustomize. ``stack up`` never builds it.
 TOOLS = ("kustomize",)
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")

@@ -1,18 +1,17 @@
-"""Helpers for tests on the local stack (used by tests/integration/conftest.py)."""
+"""Helpers for tests on the local stack: lose nodes during a test, a Kafka broker of a
+test's own. Test code, so it lives here rather than in ``devtools.stack``."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from services.stack.api import lose_node, restore_node
-from services.stack.errors import StackError
-from services.stack.stack import Stack, StackInfo
-from services.stack.util import Say, say_nothing
+from devtools.stack.api import lose_node, restore_node
+from devtools.stack.errors import StackError
+from devtools.stack.stack import Stack, StackInfo
+from devtools.stack.util import Say, say_nothing
 
 
 @dataclass
@@ -25,7 +24,7 @@ class NodeLoss:
     def lose(self, node: str | None = None, *, wait_not_ready: bool = True) -> str:
         """Make ``node`` (default: the last node) lost; returns its name."""
         if self.stack.stack_dir is None or not self.stack.nodes:
-            raise StackError("losing a node needs a stack started by services.stack")
+            raise StackError("losing a node needs a stack started by devtools.stack")
         node = node or self.stack.nodes[-1]
         self.lost.append(node)
         lose_node(self.stack, node, wait_not_ready=wait_not_ready)
@@ -53,14 +52,3 @@ def lone_kafka(root: Path, properties: dict[str, str], say: Say = say_nothing) -
         yield stack.up_kafka_only(properties)
     finally:
         stack.down(purge=True)
-
-
-def read_audit_events(path: Path) -> list[dict[str, Any]]:
-    """Every event of the API server's audit log (JSON lines; rotated files not read)."""
-    events: list[dict[str, Any]] = []
-    with path.open() as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                events.append(json.loads(line))
-    return events

@@ -33,6 +33,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
+from devtools.stack.api import StackInfo, lose_node, node_is_lost, restore_node
 from schemas.cloudevents import DecodeError
 from schemas.topics import KILL_EVENTS, KILL_RESULTS
 from services.kill.request import request_kill
@@ -41,7 +42,6 @@ from services.runtime.kube import load_api_client
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from services.stack.api import StackInfo, lose_node, node_is_lost, restore_node
 
 from . import processes
 from .board import Board
@@ -470,7 +470,7 @@ class Demo:
                 [
                     "",
                     "The stack and the services are still up. Explore:",
-                    f'  eval "$(uv run jobreaper stack env --name {name})"',
+                    f'  eval "$(uv run jobreaper-dev stack env --name {name})"',
                     f"  uv run jobreaper events --follow --namespace {self.namespace}",
                     f"  uv run jobreaper audit {self.namespace}/{NODE_LOST.job}",
                     f"  uv run jobreaper config get --url {self.config_url}",
@@ -478,9 +478,9 @@ class Demo:
                     f"  /readyz and /metrics: {ports} (http://127.0.0.1:PORT/metrics)",
                     f"  service logs: {self.run_dir}",
                     "When done:",
-                    f"  uv run jobreaper demo --stop --stack {name}"
+                    f"  uv run jobreaper-dev demo --stop --stack {name}"
                     "    (stops the services, deletes the namespace)",
-                    f"  uv run jobreaper stack down --name {name}",
+                    f"  uv run jobreaper-dev stack down --name {name}",
                 ]
             )
         )

@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.errors import StackError
+from devtools.stack.errors import StackError
 
 
 @dataclass(frozen=True)

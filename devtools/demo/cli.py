@@ -1,4 +1,4 @@
-"""``jobreaper demo``: the live demo on the local stack (the README's first command)."""
+"""``jobreaper-dev demo``: the live demo on the local stack (the README's first command)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import typer
 from kubernetes_asyncio import client
 from rich.console import Console
 
+from devtools.stack.api import StackError, StackInfo, ensure_stack, stack_from_env, stop_stack
+from devtools.stack.stack import Stack
 from services.runtime.cli_support import fail
 from services.runtime.kube import load_api_client
-from services.stack.api import StackError, StackInfo, ensure_stack, stack_from_env, stop_stack
-from services.stack.stack import Stack
 
 from . import processes
 from .run import Demo, Options
@@ -31,7 +31,7 @@ def demo(
     from_env: bool = typer.Option(
         False,
         "--from-env",
-        help="Use the running stack that `jobreaper stack env` exported (JOBREAPER_STACK_DIR); "
+        help="Use the running stack that `jobreaper-dev stack env` exported (JOBREAPER_STACK_DIR); "
         "never start or stop it (tests, CI)",
     ),
     keep: bool = typer.Option(
@@ -76,7 +76,7 @@ def demo(
 
       ./dev demo                      (sets up Python, then runs this)
 
-      uv run jobreaper demo --keep    (then explore; `jobreaper demo --stop` after)
+      uv run jobreaper-dev demo --keep    (then explore; `jobreaper-dev demo --stop` after)
     """
     if plain is None:
         plain = not sys.stdout.isatty()
@@ -117,7 +117,7 @@ def _stack(name: str, from_env: bool, console: Console) -> tuple[StackInfo, bool
         if info is None:
             raise fail(
                 "--from-env: JOBREAPER_STACK_DIR is not set "
-                '(run: eval "$(jobreaper stack env --name NAME)")',
+                '(run: eval "$(jobreaper-dev stack env --name NAME)")',
                 EXIT_USAGE,
             )
         return info, False
@@ -161,4 +161,4 @@ def _stop_kept(name: str, from_env: bool, console: Console) -> None:
         asyncio.run(delete())
     except Exception as exc:
         console.print(f"    could not delete it: {exc}")
-    console.print(f"the stack is still up: uv run jobreaper stack down --name {name}")
+    console.print(f"the stack is still up: uv run jobreaper-dev stack down --name {name}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.stack.util import require_tool, run_logged
+from devtools.stack.util import require_tool, run_logged
 
 #: Client identities. system:masters is the admin group; the controller
 #: manager and the scheduler get their own users, bound by RBAC's bootstrap

@@ -32,13 +32,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.stack import build as buildmod
-from services.stack import config, kafkaprobe, process
-from services.stack.build import Build
-from services.stack.certs import Pki, ensure_pki
-from services.stack.errors import StackError
-from services.stack.kuberest import KubeRest, KubeRestError
-from services.stack.util import (
+from devtools.stack import build as buildmod
+from devtools.stack import config, kafkaprobe, process
+from devtools.stack.build import Build
+from devtools.stack.certs import Pki, ensure_pki
+from devtools.stack.errors import StackError
+from devtools.stack.kuberest import KubeRest, KubeRestError
+from devtools.stack.util import (
     Say,
     elapsed,
     free_port,
@@ -61,7 +61,7 @@ class StackInfo:
     """What a client of a running stack needs to know.
 
     ``stack_dir`` and ``audit_log`` are None only for a cluster described by
-    environment variables alone (not started by services.stack).
+    environment variables alone (not started by devtools.stack).
     """
 
     name: str
@@ -969,7 +969,7 @@ class Stack:
     def _running_state(self) -> State:
         state = self.state()
         if state is None or not state.up:
-            raise StackError(f"stack '{self.name}' is not up (run: jobreaper stack up)")
+            raise StackError(f"stack '{self.name}' is not up (run: jobreaper-dev stack up)")
         return state
 
     def lose_node(self, node: str, *, wait_not_ready: bool = False, timeout: float = 60) -> None:
@@ -1000,7 +1000,7 @@ class Stack:
             if process.running(self.layout.pid(kwok_proc(node))) is None:
                 kwok = buildmod.build_for("kwok")
                 if not kwok.complete:
-                    raise StackError("kwok is not built (run: jobreaper stack build)")
+                    raise StackError("kwok is not built (run: jobreaper-dev stack build)")
                 self.start_kwok(state, kwok, node)
             if node in state.lost:
                 state.lost.remove(node)
@@ -1047,7 +1047,7 @@ class Stack:
             pid_file = self.layout.pid(component)
             record = process.running(pid_file)
             if record is None:
-                raise StackError(f"{component} is not running (run: jobreaper stack up)")
+                raise StackError(f"{component} is not running (run: jobreaper-dev stack up)")
             t0 = time.monotonic()
             grace = STOP_GRACE_S.get(component, 30.0)
             process.stop(pid_file, sig=signal.SIGKILL if kill else signal.SIGTERM, timeout=grace)

@@ -1,0 +1,1 @@
+"""``jobreaper-dev demo``: the live demo of jobreaper on the local stack."""

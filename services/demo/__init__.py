@@ -1,1 +1,0 @@
-"""``jobreaper demo``: the live demo of jobreaper on the local stack."""
