@@ -10,7 +10,8 @@ from pathlib import Path
 
 from devtools.stack.api import lose_node, restore_node
 from devtools.stack.errors import StackError
-from devtools.stack.stack import Stack, StackInfo
+from devtools.stack.layout import StackInfo
+from devtools.stack.stack import Stack
 from devtools.stack.util import Say, say_nothing
 
 

@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 
 from devtools.stack import build as buildmod
-from devtools.stack import config
+from devtools.stack import config, faults
 from devtools.stack.errors import StackError
-from devtools.stack.stack import Layout, Stack, StackInfo, info_from, load_state
+from devtools.stack.launch import Launcher
+from devtools.stack.layout import Layout, StackInfo, info_from, load_state
+from devtools.stack.stack import Stack
 from devtools.stack.util import Say, say_stderr
 
 __all__ = [
@@ -71,10 +73,10 @@ def stack_from_env() -> StackInfo | None:
     return attach(Path(stack_dir)) if stack_dir else None
 
 
-def _stack(info: StackInfo) -> Stack:
+def _launcher(info: StackInfo) -> Launcher:
     if info.stack_dir is None:
         raise StackError("this cluster was not started by devtools.stack: no node control")
-    return Stack(info.name, say_stderr, root=info.stack_dir)
+    return Launcher(Layout(info.name, info.stack_dir), say_stderr)
 
 
 def lose_node(
@@ -88,18 +90,18 @@ def lose_node(
     force delete (grace period 0) removes them. ``wait_not_ready`` waits until
     the node's Ready condition is no longer True.
     """
-    _stack(info).lose_node(node, wait_not_ready=wait_not_ready, timeout=timeout)
+    faults.lose_node(_launcher(info), node, wait_not_ready=wait_not_ready, timeout=timeout)
 
 
 def restore_node(
     info: StackInfo, node: str, *, wait_ready: bool = True, timeout: float = 60
 ) -> None:
     """Bring a lost node back (its kwok restarts; pending deletions then complete)."""
-    _stack(info).restore_node(node, wait_ready=wait_ready, timeout=timeout)
+    faults.restore_node(_launcher(info), node, wait_ready=wait_ready, timeout=timeout)
 
 
 def node_is_lost(info: StackInfo, node: str) -> bool:
-    return _stack(info).node_lost(node)
+    return faults.node_lost(_launcher(info).layout, node)
 
 
 def restart_component(
@@ -118,7 +120,7 @@ def restart_component(
     ``down_s``: stay stopped that long first. Returns once it serves again,
     with the seconds it was unavailable.
     """
-    return _stack(info).restart(component, kill=kill, down_s=down_s, timeout=timeout)
+    return faults.restart(_launcher(info), component, kill=kill, down_s=down_s, timeout=timeout)
 
 
 def compact_etcd(info: StackInfo) -> int:
@@ -128,4 +130,4 @@ def compact_etcd(info: StackInfo) -> int:
     ``410 Gone``. The API server's watch cache keeps serving its own window
     of history until it restarts (:func:`restart_component`).
     """
-    return _stack(info).compact_etcd()
+    return faults.compact_etcd(_launcher(info).layout)

@@ -1,4 +1,5 @@
-"""``jobreaper-dev stack``: build, start, inspect and stop the local stack."""
+"""``jobreaper-dev stack``: build, start, inspect and stop the local stack, and inject
+faults into it (lose or restore a node, restart a component)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from typing import Annotated, TypeVar
 import typer
 
 from devtools.stack import build as buildmod
-from devtools.stack import config, process
+from devtools.stack import config, faults, process
 from devtools.stack.certs import Pki
 from devtools.stack.errors import StackError
 from devtools.stack.kuberest import KubeRest
-from devtools.stack.stack import Stack, info_from, kwok_proc, node_ready, stack_names
+from devtools.stack.kwok import node_ready
+from devtools.stack.layout import info_from, kwok_proc, stack_names
+from devtools.stack.stack import Stack
 from devtools.stack.util import say_stderr
 
 app = typer.Typer(
@@ -170,7 +173,7 @@ def lose_node(
     wait: Annotated[bool, typer.Option(help="Wait until the node is NotReady.")] = False,
 ) -> None:
     """Make a node lost: kwok stops simulating it (no heartbeat, pods frozen)."""
-    _run(lambda: Stack(name, say_stderr).lose_node(node, wait_not_ready=wait))
+    _run(lambda: faults.lose_node(Stack(name, say_stderr).launcher, node, wait_not_ready=wait))
     say_stderr(f"node {node} is lost" + (" and NotReady" if wait else ""))
 
 
@@ -180,7 +183,7 @@ def restore_node(
     name: NameOpt = "default",
 ) -> None:
     """Bring a lost node back (kwok restarts for it; waits until Ready)."""
-    _run(lambda: Stack(name, say_stderr).restore_node(node))
+    _run(lambda: faults.restore_node(Stack(name, say_stderr).launcher, node))
     say_stderr(f"node {node} is back and Ready")
 
 
@@ -208,7 +211,9 @@ def restart(
 
         jobreaper-dev stack restart kafka --name dev --down 5
     """
-    took = _run(lambda: Stack(name, say_stderr).restart(component, kill=kill, down_s=down))
+    took = _run(
+        lambda: faults.restart(Stack(name, say_stderr).launcher, component, kill=kill, down_s=down)
+    )
     say_stderr(f"{component} of stack '{name}' is back after {took:.1f}s")
 
 

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from devtools.stack import process
-from devtools.stack.api import ensure_stack, stop_stack
-from devtools.stack.stack import Stack, kwok_proc
+from devtools.stack.api import ensure_stack, lose_node, restore_node, stop_stack
+from devtools.stack.layout import kwok_proc
+from devtools.stack.stack import Stack
 from devtools.stack.util import say_nothing
 
 if TYPE_CHECKING:
@@ -52,10 +53,10 @@ def test_second_stack_up_twice_broken_and_down(stack: StackInfo) -> None:
         assert pids(name) == running
 
         # A lost node is not a broken stack.
-        Stack(name, say_nothing).lose_node("kwok-node-0")
+        lose_node(first, "kwok-node-0")
         assert ensure_stack(name, nodes=1, say=say_nothing) == first
         assert pids(name) == {k: v for k, v in running.items() if k != kwok_proc("kwok-node-0")}
-        Stack(name, say_nothing).restore_node("kwok-node-0")
+        restore_node(first, "kwok-node-0")
 
         # A dead API server: up starts the whole stack afresh.
         os.kill(pids(name)["kube-apiserver"], signal.SIGKILL)

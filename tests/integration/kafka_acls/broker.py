@@ -1,7 +1,7 @@
 """A Kafka broker of its own for the ACL tests: SASL/SCRAM and ACLs enforced.
 
 Started from the local stack's cached Kafka jars with the stack's own functions
-(``devtools.stack.stack``: ``kafka_properties``, ``format_kafka_storage``,
+(``devtools.stack.kafka``: ``kafka_properties``, ``format_kafka_storage``,
 ``spawn_kafka``), in a folder of the test's, on free loopback ports. The
 shared stack's broker is never touched.
 
@@ -34,13 +34,13 @@ from pydantic import SecretStr
 from devtools.stack import process
 from devtools.stack.build import Build, ensure_builds
 from devtools.stack.errors import StackError
-from devtools.stack.stack import (
-    Layout,
+from devtools.stack.kafka import (
     format_kafka_storage,
     kafka_java,
     kafka_properties,
     spawn_kafka,
 )
+from devtools.stack.layout import Layout
 from devtools.stack.util import free_port, last_line, say_nothing
 from services.runtime.kafka import wait_for_kafka
 from services.runtime.settings import KafkaSettings

@@ -14,7 +14,7 @@ import pytest
 from devtools.stack import build, config, process
 from devtools.stack.certs import ensure_pki
 from devtools.stack.errors import StackError
-from devtools.stack.stack import Layout, State, load_state, save_state
+from devtools.stack.layout import Layout, State, load_state, save_state
 from devtools.stack.util import run_logged
 
 
