@@ -1,7 +1,7 @@
 """``jobreaper audit`` and ``jobreaper events``: one Job's kill history read back from
 the topics, and the live tail of the public kill events.
 
-The entry points other code may call (``jobreaper demo`` does)::
+The entry points other code may call (``jobreaper-dev demo`` does)::
 
     timeline = await load_timeline(kafka, namespace, job, uid=None)
     render_terminal(timeline, console)
