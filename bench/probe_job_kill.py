@@ -1,6 +1,6 @@
 """How the real Job controller reacts to each way of ending a running Job (issue #17).
 
-    eval "$(uv run jobreaper stack env --name dev)"; export KUBECONFIG
+    eval "$(uv run jobreaper-dev stack env --name dev)"; export KUBECONFIG
     uv run python bench/probe_job_kill.py MECHANISM [--stubborn] [--force-after S]
         [--then MECHANISM] [--cronjob] [--timeout S] [--keep]
 
