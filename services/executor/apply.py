@@ -58,6 +58,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from schemas.commands import CommandIssued, Outcome, Step
+from services.runtime.retry import sleep_unless_stopped
 
 from .retry import RetryPolicy
 
@@ -470,13 +471,8 @@ def _now() -> datetime:
 
 
 async def _sleep_unless(stopping: asyncio.Event, delay: float) -> None:
-    if stopping.is_set():
+    if await sleep_unless_stopped(stopping, delay):
         raise Abandoned
-    try:
-        await asyncio.wait_for(stopping.wait(), delay)
-    except TimeoutError:
-        return
-    raise Abandoned
 
 
 @dataclass

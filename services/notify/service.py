@@ -28,7 +28,7 @@ from services.runtime.topics import TopicNames
 from .alerts import Alert, alert_for
 from .metrics import NotifyMetrics
 from .settings import NotifySettings
-from .webhook import Backoff, deliver, endpoint
+from .webhook import WebhookBackoff, deliver, endpoint
 
 log = get_logger(__name__)
 
@@ -46,8 +46,10 @@ class Notifier:
         self.metrics = NotifyMetrics(self.registry)
         names = self.names = TopicNames(kafka.topic_prefix)
         self.topics = (names(KILL_EVENTS), names(KILL_RESULTS))
-        self.backoff = Backoff(
-            settings.backoff_initial_s, settings.backoff_max_s, settings.retry_after_max_s
+        self.backoff = WebhookBackoff(
+            initial_s=settings.backoff_initial_s,
+            max_s=settings.backoff_max_s,
+            retry_after_max_s=settings.retry_after_max_s,
         )
         self._stopping = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None

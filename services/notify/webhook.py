@@ -10,7 +10,6 @@ token, payload); retrying cannot help, so it is reported ``rejected`` and skippe
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from services.runtime.logging import get_logger
+from services.runtime.retry import Backoff
 
 log = get_logger(__name__)
 
@@ -28,15 +28,14 @@ Verdict = Literal["delivered", "rejected"]
 
 
 @dataclass(frozen=True)
-class Backoff:
+class WebhookBackoff(Backoff):
+    """The runtime's :class:`Backoff`, jittered over the upper half of each doubled,
+    capped delay, and how long a 429's ``Retry-After`` may make us wait at most."""
+
     initial_s: float = 0.5
     max_s: float = 30.0
+    jitter: float = 0.5
     retry_after_max_s: float = 300.0
-
-    def delay(self, failures: int) -> float:
-        """Full-range jitter over the doubled, capped delay (>= half of it)."""
-        base = min(self.max_s, self.initial_s * 2.0 ** (failures - 1))
-        return float(base / 2 + random.random() * base / 2)
 
 
 def endpoint(url: str) -> str:
@@ -73,7 +72,7 @@ async def deliver(
     session: aiohttp.ClientSession,
     url: str,
     payload: dict[str, Any],
-    backoff: Backoff,
+    backoff: WebhookBackoff,
     *,
     timeout_s: float = 10.0,
     on_retry: Callable[[str], None] = lambda _: None,

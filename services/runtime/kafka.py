@@ -29,6 +29,7 @@ from schemas import topics as t
 from schemas.parts import KAFKA_DEFAULT_MAX_BYTES
 
 from .logging import get_logger
+from .retry import Backoff
 from .settings import KafkaSettings
 from .topics import TOPIC_SPECS, TopicNames, TopicSpec, partitions_for
 
@@ -123,7 +124,7 @@ def make_consumer(
 async def wait_for_kafka(settings: KafkaSettings, timeout_s: float = 60.0) -> None:
     """Wait until a metadata request succeeds, retrying with capped backoff."""
     deadline = time.monotonic() + timeout_s
-    delay = 0.2
+    delays = Backoff(0.2, 5.0).delays()
     while True:
         admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="jobreaper-probe")
         try:
@@ -131,13 +132,13 @@ async def wait_for_kafka(settings: KafkaSettings, timeout_s: float = 60.0) -> No
             await admin.list_topics()
             return
         except KafkaError as exc:
+            delay = delays.next()
             if time.monotonic() + delay > deadline:
                 raise KafkaConnectionError(
                     f"Kafka at {settings.bootstrap} did not answer within {timeout_s:.0f} s: {exc}"
                 ) from exc
             log.warning("kafka.unreachable", bootstrap=settings.bootstrap, retry_in_s=delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
         finally:
             await admin.close()
 

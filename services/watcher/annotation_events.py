@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -57,6 +58,7 @@ from schemas.annotations import (
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
 from services.runtime.kube import KubeApiError, request_json
 from services.runtime.logging import get_logger
+from services.runtime.retry import Backoff
 
 from .convert import Observation
 from .metrics import WatcherMetrics
@@ -242,7 +244,7 @@ class AnnotationWarner:
         self.remembered = remembered
         self.workers = workers
         self.attempts = attempts
-        self.first_retry_s = first_retry_s
+        self.retry = Backoff(first_retry_s, math.inf)  # bounded by ``attempts``, not a cap
         self.now = now
         self._queue: asyncio.Queue[AnnotationWarning] = asyncio.Queue(queue_size)
         self._told: OrderedDict[str, None] = OrderedDict()
@@ -313,7 +315,6 @@ class AnnotationWarner:
 
     async def _tell(self, warning: AnnotationWarning) -> None:
         body = event_body(warning, self.instance, self.now())
-        delay = self.first_retry_s
         for attempt in range(1, self.attempts + 1):
             try:
                 await self.post(warning.namespace, body)
@@ -323,8 +324,7 @@ class AnnotationWarner:
                     self._remember(warning.key)
                     return
                 if exc.retryable and attempt < self.attempts:
-                    await asyncio.sleep(delay)
-                    delay *= 2
+                    await asyncio.sleep(self.retry.delay(attempt))
                     continue
                 self._failed(warning, str(exc), status=exc.status)
                 return

@@ -63,7 +63,7 @@ from services.runtime.kube import KubeApiError, PermissionDenied
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
-from services.runtime.retry import retry_until_stopped
+from services.runtime.retry import Backoff, retry_until_stopped
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
@@ -77,6 +77,9 @@ from .settings import WatcherSettings
 from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
 
 log = get_logger(__name__)
+
+PUBLISH_BACKOFF = Backoff(0.2, 5.0)
+"""Between tries to publish a batch's unacknowledged records (Kafka away)."""
 
 Known = tuple[Observation, float]
 """An observation the log holds and the timestamp (epoch seconds) of its record."""
@@ -444,18 +447,18 @@ class Watcher:
     async def _send(self, producer: AIOKafkaProducer, batch: list[Observation]) -> None:
         records = [outgoing(self.names, obs, source=self.source) for obs in batch]
         start = 0
-        delay = 0.2
+        delays = PUBLISH_BACKOFF.delays()
         while True:
             first_failed = await self._send_from(producer, records, start)
             if first_failed is None:
                 break
             self.metrics.publish_retries.inc()
+            delay = delays.next()
             log.warning(
                 "watcher.publish_retry", unsent=len(records) - first_failed, retry_in_s=delay
             )
             start = first_failed
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
         acked = time.time()
         for obs in batch:
             self.metrics.published.labels(type(obs).__name__, obs.change).inc()

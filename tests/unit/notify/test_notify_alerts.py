@@ -19,7 +19,7 @@ from schemas.events import ForceDeletionForbidden
 from services.cli import app
 from services.notify.alerts import alert_for
 from services.notify.settings import NotifySettings
-from services.notify.webhook import Backoff, deliver, endpoint, retry_after_s
+from services.notify.webhook import WebhookBackoff, deliver, endpoint, retry_after_s
 from services.runtime.logging import _drop_secrets
 from services.runtime.messages import CODEC
 
@@ -135,7 +135,7 @@ async def test_5xx_is_retried_with_backoff_and_429_waits_its_retry_after(
         waits.append(seconds)
 
     async with ClientSession() as session:
-        verdict = await deliver(session, url, {"text": "x"}, Backoff(1, 4), sleep=sleep)
+        verdict = await deliver(session, url, {"text": "x"}, WebhookBackoff(1, 4), sleep=sleep)
     assert verdict == ("delivered", 200)
     assert len(waits) == 3
     assert 0.5 <= waits[0] <= 1 and waits[1] == 2.0 and 2 <= waits[2] <= 4
@@ -145,7 +145,7 @@ async def test_a_4xx_is_not_retried(server: tuple[str, list[int]]) -> None:
     url, answers = server
     answers.extend([404, 500])
     async with ClientSession() as session:
-        verdict = await deliver(session, url, {"text": "x"}, Backoff())
+        verdict = await deliver(session, url, {"text": "x"}, WebhookBackoff())
     assert verdict == ("rejected", 404)
     assert answers == [500], "one request only"
 
@@ -159,7 +159,7 @@ async def test_retries_log_the_endpoint_never_the_url(server: tuple[str, list[in
 
     with capture_logs() as logs:
         async with ClientSession() as session:
-            await deliver(session, url, {"text": "x"}, Backoff(), sleep=sleep)
+            await deliver(session, url, {"text": "x"}, WebhookBackoff(), sleep=sleep)
     retries = [entry for entry in logs if entry["event"] == "notify.retry"]
     assert [r["reason"] for r in retries] == ["500", "503"]
     host = url.split("/services/")[0]
