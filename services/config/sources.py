@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import orjson
 from kubernetes_asyncio import client
 
-from services.runtime.kube import KubeApiError, raw_request, request_json
+from services.runtime.kube import KubeApiError, request_json
+from services.runtime.kube_watch import Gone, Interruption, watch
 from services.runtime.logging import get_logger
 
 log = get_logger(__name__)
@@ -42,8 +42,11 @@ class Content:
     """The ConfigMap as an Event's ``involvedObject`` (empty for a file)."""
 
 
-class Gone(Exception):
-    """The watched resourceVersion is too old: list again."""
+def _log_interruption(why: Interruption) -> None:
+    if why.dropped:
+        log.warning("config.watch_dropped", error=why.error)
+    else:
+        log.warning("config.watch_retry", error=why.error, retry_in_s=why.retry_in_s)
 
 
 def last_manager(metadata: dict[str, Any]) -> str:
@@ -141,60 +144,39 @@ class ConfigMapSource:
 
     async def _watch(self) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         """Events from the remembered version until 410 Gone; reconnects otherwise."""
-        backoff = 0.2
-        while True:
-            query = [
-                ("watch", "1"),
-                ("allowWatchBookmarks", "true"),
-                ("fieldSelector", f"metadata.name={self.name}"),
-                ("resourceVersion", self.resource_version),
-                ("timeoutSeconds", str(self.watch_timeout_s)),
-            ]
-            try:
-                response = await raw_request(
-                    self.api, "GET", self._path, query=query, timeout=self.watch_timeout_s + 30
-                )
-            except KubeApiError as exc:
-                if exc.status == 410:
-                    raise Gone(str(exc)) from exc
-                if not exc.retryable:
-                    raise
-                log.warning("config.watch_retry", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            try:
-                while True:
-                    line = await response.content.readline()
-                    if not line:
-                        break  # the server-side timeout: watch again from here
-                    if line.isspace():
-                        continue
-                    event = orjson.loads(line)
-                    event_type = event.get("type")
-                    obj = event.get("object") or {}
-                    if event_type == "ERROR":
-                        if obj.get("code") == 410 or obj.get("reason") in ("Expired", "Gone"):
-                            raise Gone(str(obj.get("message") or "resourceVersion too old"))
-                        raise KubeApiError(
-                            int(obj.get("code") or 0),
-                            str(obj.get("reason") or "WatchError"),
-                            str(obj.get("message") or ""),
-                            verb="WATCH",
-                            path=self._path,
-                        )
-                    rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    if rv:
-                        self.resource_version = str(rv)
-                    if event_type in ("ADDED", "MODIFIED", "DELETED"):
-                        backoff = 0.2
-                        yield event_type, obj
-            except (TimeoutError, OSError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
-                log.warning("config.watch_dropped", error=f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                response.release()
+        async for event in watch(
+            self.api,
+            self._path,
+            resource_version=lambda: self.resource_version,
+            parse=self._parse,
+            timeout_s=self.watch_timeout_s,
+            selectors=[("fieldSelector", f"metadata.name={self.name}")],
+            on_interrupted=_log_interruption,
+        ):
+            yield event
+
+    def _parse(self, line: bytes) -> tuple[str, dict[str, Any]] | None:
+        """One watch line: (type, object) of a change; None for a bookmark. Raises
+        :class:`Gone` for a 410 ERROR event, :class:`KubeApiError` for another."""
+        event = orjson.loads(line)
+        event_type = event.get("type")
+        obj = event.get("object") or {}
+        if event_type == "ERROR":
+            if obj.get("code") == 410 or obj.get("reason") in ("Expired", "Gone"):
+                raise Gone(str(obj.get("message") or "resourceVersion too old"))
+            raise KubeApiError(
+                int(obj.get("code") or 0),
+                str(obj.get("reason") or "WatchError"),
+                str(obj.get("message") or ""),
+                verb="WATCH",
+                path=self._path,
+            )
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self.resource_version = str(rv)
+        if event_type in ("ADDED", "MODIFIED", "DELETED"):
+            return event_type, obj
+        return None
 
     async def post_event(
         self, content: Content, *, reason: str, message: str, warning: bool, reporter: str

@@ -60,6 +60,7 @@ from services.runtime.kafka import (
     topic_partitions,
 )
 from services.runtime.kube import KubeApiError, PermissionDenied
+from services.runtime.kube_watch import Gone
 from services.runtime.lease import LeaderElector, LeaseSettings
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
@@ -74,7 +75,7 @@ from .metrics import WatcherMetrics
 from .reflector import Reflector
 from .refresh import SETTING, RefreshPlan, plan_refresh
 from .settings import WatcherSettings
-from .stream import JOBS, NODES, PODS, Gone, Kind, ResourceStream
+from .stream import JOBS, NODES, PODS, Kind, ResourceStream
 
 log = get_logger(__name__)
 

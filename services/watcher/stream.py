@@ -2,34 +2,30 @@
 
 This is client-go's reflector in small: list (paginated) to learn the
 current objects and a resourceVersion, then watch from that version with
-bookmarks; resume from the last version seen after a dropped connection;
-on ``410 Gone`` (the version was compacted away) list again and let the
-caller diff. Lines are decoded by msgspec straight into the structs of
+bookmarks (the runtime's :func:`~services.runtime.kube_watch.watch`: it
+resumes from the last version seen after a dropped connection); on ``410
+Gone`` (the version was compacted away) list again and let the caller diff.
+Lines are decoded by msgspec straight into the structs of
 :mod:`services.watcher.wire`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Generic
 
-import aiohttp
 import msgspec
 from kubernetes_asyncio import client
 
-from services.runtime.kube import KubeApiError, raw_request
+from services.runtime.kube import raw_request
+from services.runtime.kube_watch import Gone, Interruption, watch
 from services.runtime.logging import get_logger
 
 from . import wire
 from .wire import ObjectT
 
 log = get_logger(__name__)
-
-
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP or watch-event 410)."""
 
 
 @dataclass(frozen=True)
@@ -127,61 +123,30 @@ class ResourceStream(Generic[ObjectT]):
         the last version seen (bookmarks keep it fresh); raises
         :class:`Gone` when that version is no longer available.
         """
-        backoff = 0.2
-        while True:
-            query = [
-                ("watch", "1"),
-                ("allowWatchBookmarks", "true"),
-                ("resourceVersion", self.resource_version),
-                ("timeoutSeconds", str(self.watch_timeout_s)),
-                *self._selector_query(),
-            ]
-            try:
-                response = await raw_request(
-                    self.api,
-                    "GET",
-                    self.kind.path(self.namespace),
-                    query=query,
-                    timeout=self.watch_timeout_s + 30,
-                )
-            except KubeApiError as exc:
-                if exc.status == 410:
-                    raise Gone(str(exc)) from exc
-                if not exc.retryable:
-                    raise
-                self.stats.restarts += 1
-                self.stats.last_error = str(exc)
-                log.warning("watch.retry", kind=self.kind.name, error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            try:
-                async for event in self._read(response):
-                    backoff = 0.2
-                    yield event
-            except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
-                # ValueError: aiohttp's "Line is too long"; the connection is unusable.
-                self.stats.restarts += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("watch.dropped", kind=self.kind.name, error=self.stats.last_error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                response.release()
-            # A clean end is the server-side timeout: watch again from where we are.
+        async for event in watch(
+            self.api,
+            self.kind.path(self.namespace),
+            resource_version=lambda: self.resource_version,
+            parse=self._line,
+            timeout_s=self.watch_timeout_s,
+            selectors=self._selector_query(),
+            on_interrupted=self._interrupted,
+        ):
+            yield event
 
-    async def _read(self, response: object) -> AsyncIterator[WatchEvent[ObjectT]]:
-        content = response.content  # type: ignore[attr-defined]
-        while True:
-            line: bytes = await content.readline()
-            if not line:
-                return
-            if line.isspace():
-                continue
-            self.stats.lines += 1
-            event = self.parse_line(line)
-            if event is not None:
-                yield event
+    def _line(self, line: bytes) -> WatchEvent[ObjectT] | None:
+        self.stats.lines += 1
+        return self.parse_line(line)
+
+    def _interrupted(self, why: Interruption) -> None:
+        self.stats.restarts += 1
+        self.stats.last_error = why.error
+        if why.dropped:
+            log.warning("watch.dropped", kind=self.kind.name, error=why.error)
+        else:
+            log.warning(
+                "watch.retry", kind=self.kind.name, error=why.error, retry_in_s=why.retry_in_s
+            )
 
     def parse_line(self, line: bytes) -> WatchEvent[ObjectT] | None:
         """One watch line: an event to hand on, or ``None`` (bookmark, malformed).
