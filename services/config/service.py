@@ -57,6 +57,7 @@ from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.retry import retry_until_stopped
 from services.runtime.settings import KafkaSettings
+from services.runtime.tasks import Supervisor
 from services.runtime.topics import TopicNames
 
 from .api import ConfigApi
@@ -209,7 +210,6 @@ class ConfigService:
         )
         await consumer.start()
         await self.http.start(self.settings.api_host, self.settings.api_port)
-        tasks: list[asyncio.Task[None]] = []
         try:
             await read_to_end(consumer, self._partitions, self._on_tail)
             self.tail.read = True
@@ -217,19 +217,12 @@ class ConfigService:
             lead: Coroutine[Any, Any, None] = (
                 self.elector.run(self._lead) if self.elector is not None else self._lead()
             )
-            tasks = [
-                asyncio.create_task(self._follow(consumer), name="config-tail"),
-                asyncio.create_task(lead, name="config-lead"),
-            ]
-            stop = asyncio.create_task(self._stopping.wait())
-            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            for task in done - {stop}:
-                task.result()  # a task that ends by itself ends the service with its error
+            # A task that ends by itself ends the service, with its error.
+            async with Supervisor(self._stopping) as tasks:
+                tasks.start(self._follow(consumer), name="config-tail")
+                tasks.start(lead, name="config-lead")
+                await tasks.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await self._drop_writer()
             await self.http.stop()
             await consumer.stop()
@@ -376,19 +369,12 @@ class ConfigService:
 
     async def _run_source(self) -> None:
         """Feed the source's changes in until the writer is lost or the service stops."""
-        feed = asyncio.create_task(self._feed(), name="config-source")
-        lost = asyncio.create_task(self._lost.wait())
-        stop = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({feed, lost, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if feed.done():
-                feed.result()
+        async with Supervisor(self._stopping) as tasks:
+            tasks.start(self._feed(), name="config-source")
+            lost = tasks.start(self._lost.wait(), name="config-writer-lost")
+            await tasks.wait()
             if lost.done():
                 raise WriterLost(self.last_error or "the producer failed")
-        finally:
-            for task in (feed, lost, stop):
-                task.cancel()
-            await asyncio.gather(feed, lost, stop, return_exceptions=True)
 
     async def _feed(self) -> None:
         s = self.settings

@@ -10,7 +10,6 @@ another member (a rebalance). A repeat carries the same ``alert_id``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -23,6 +22,7 @@ from services.runtime.kafka import ensure_topics, make_consumer
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
+from services.runtime.tasks import until_stopped
 from services.runtime.topics import TopicNames
 
 from .alerts import Alert, alert_for
@@ -128,7 +128,7 @@ class Notifier:
 
     async def _deliver(self, session: aiohttp.ClientSession, alert: Alert) -> bool:
         """Deliver (or have rejected) ``alert``; False if the notifier stopped first."""
-        sending = asyncio.create_task(
+        answer = await until_stopped(
             deliver(
                 session,
                 self.settings.url,
@@ -136,17 +136,12 @@ class Notifier:
                 self.backoff,
                 timeout_s=self.settings.request_timeout_s,
                 on_retry=lambda reason: self.metrics.retries.labels(reason).inc(),
-            )
+            ),
+            self._stopping,
         )
-        stopping = asyncio.create_task(self._stopping.wait())
-        await asyncio.wait({sending, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if not sending.done():
-            sending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sending
+        if answer is None:
             return False
-        verdict, status = sending.result()
+        verdict, status = answer
         self.metrics.alerts.labels(alert.kind, verdict).inc()
         if verdict == "rejected":
             log.error(

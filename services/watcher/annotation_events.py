@@ -59,6 +59,7 @@ from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
 from services.runtime.kube import KubeApiError, request_json
 from services.runtime.logging import get_logger
 from services.runtime.retry import Backoff
+from services.runtime.tasks import Supervisor
 
 from .convert import Observation
 from .metrics import WatcherMetrics
@@ -289,16 +290,12 @@ class AnnotationWarner:
     async def run(self) -> None:
         """The workers, until cancelled (the end of the leader's cycle). What is still
         queued then is dropped; the next leader's list looks at every object again."""
-        workers = [
-            asyncio.create_task(self._work(), name=f"annotation-events-{i}")
-            for i in range(self.workers)
-        ]
         try:
-            await asyncio.gather(*workers)
+            async with Supervisor() as tasks:
+                for i in range(self.workers):
+                    tasks.start(self._work(), name=f"annotation-events-{i}")
+                await tasks.wait()
         finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
             self._pending.clear()
             self._queue = asyncio.Queue(self.queue_size)
 

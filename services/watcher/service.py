@@ -30,7 +30,6 @@ created in the background.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import math
 import time
@@ -66,6 +65,7 @@ from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.retry import Backoff, retry_until_stopped
 from services.runtime.settings import KafkaSettings
+from services.runtime.tasks import Supervisor, until_stopped
 from services.runtime.topics import TopicNames
 
 from . import wire
@@ -157,18 +157,7 @@ class Watcher:
         return True, f"leader, {len(self._streams)} streams watched, {self.published} published"
 
     async def run(self) -> None:
-        lead = asyncio.create_task(self.elector.run(self._lead))
-        stop = asyncio.create_task(self._stopping.wait())
-        try:
-            await asyncio.wait({lead, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if lead.done():
-                lead.result()
-        finally:
-            stop.cancel()
-            if not lead.done():
-                lead.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await lead
+        await until_stopped(self.elector.run(self._lead), self._stopping)
 
     # -- leading ----------------------------------------------------------------
 
@@ -204,38 +193,26 @@ class Watcher:
             self.kafka, client_id=f"jobreaper-watcher-{self.settings.identity}"
         )
         await producer.start()
-        tasks = [asyncio.create_task(self._publish(producer), name="publisher")]
-        tasks += [
-            asyncio.create_task(self._reflect(i, stream, reflector), name=f"reflect-{i}")
-            for i, (stream, reflector) in enumerate(self._streams)
-        ]
-        if plan.after_s is not None:
-            tasks.append(asyncio.create_task(self._refresh(plan), name="refresher"))
-        # Not among the tasks that end the cycle: a warning never stops publishing.
-        warning = (
-            asyncio.create_task(self.warner.run(), name="annotation-events")
-            if self.warner is not None
-            else None
-        )
-        stop = asyncio.create_task(self._stopping.wait())
         try:
-            done, _ = await asyncio.wait({*tasks, stop}, return_when=asyncio.FIRST_COMPLETED)
-            for task in done - {stop}:
-                task.result()  # a failed task fails the cycle
-            if stop in done:
-                await self._drain(tasks[1:])
+            async with Supervisor(self._stopping) as tasks:
+                tasks.start(self._publish(producer), name="publisher")
+                reflectors = [
+                    tasks.start(self._reflect(i, stream, reflector), name=f"reflect-{i}")
+                    for i, (stream, reflector) in enumerate(self._streams)
+                ]
+                if plan.after_s is not None:
+                    reflectors.append(tasks.start(self._refresh(plan), name="refresher"))
+                if self.warner is not None:
+                    # A warning never stops publishing: its end ends nothing.
+                    tasks.start(self.warner.run(), name="annotation-events", ends_all=False)
+                if await tasks.wait():  # stopping; a failed task fails the cycle
+                    await self._drain(reflectors)
         finally:
-            stop.cancel()
-            for task in tasks:
-                task.cancel()
-            if warning is not None:
-                warning.cancel()
-                tasks.append(warning)
-            await asyncio.gather(*tasks, return_exceptions=True)
             await producer.stop()  # flushes what was sent but not yet acknowledged
 
     async def _drain(self, reflectors: list[asyncio.Task[None]]) -> None:
-        """On stop: no new changes (nor refreshes); publish what is queued (bounded wait)."""
+        """On stop: no new changes (nor refreshes: ``reflectors`` holds the refresher
+        too); publish what is queued (bounded wait)."""
         for task in reflectors:
             task.cancel()
         await asyncio.gather(*reflectors, return_exceptions=True)
