@@ -22,7 +22,7 @@ from aiokafka.partitioner import murmur2
 from schemas import topics as t
 from schemas.base import job_key
 from schemas.cloudevents import DecodeError, Envelope
-from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
+from services.runtime.kafka import read_partitions_to_end, topic_partitions
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
@@ -116,12 +116,7 @@ async def read_job_records(kafka: KafkaSettings, namespace: str, job: str) -> li
             )
         )
 
-    consumer = make_consumer(kafka, client_id="jobreaper-audit", group_id=None)
-    await consumer.start()
-    try:
-        await read_to_end(consumer, list(chosen.values()), keep)
-    finally:
-        await consumer.stop()
+    await read_partitions_to_end(kafka, list(chosen.values()), keep, client_id="jobreaper-audit")
     return out
 
 

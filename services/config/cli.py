@@ -43,7 +43,7 @@ from services.runtime.cli_support import (
     fail,
     load_settings,
 )
-from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
+from services.runtime.kafka import read_topics_to_end
 from services.runtime.kube import kubeconfig_bearer_token, load_api_client
 from services.runtime.messages import CODEC
 from services.runtime.service import serve
@@ -453,17 +453,8 @@ def _read_snapshots(bootstrap: str | None, prefix: str | None) -> list[ConfigSna
         if isinstance(message, ConfigSnapshot):
             out.append(message)
 
-    async def read() -> None:
-        partitions = await topic_partitions(settings, [topic])
-        consumer = make_consumer(settings, client_id="jobreaper-config-cli", group_id=None)
-        await consumer.start()
-        try:
-            await read_to_end(consumer, partitions, keep)
-        finally:
-            await consumer.stop()
-
     try:
-        asyncio.run(read())
+        asyncio.run(read_topics_to_end(settings, [topic], keep, client_id="jobreaper-config-cli"))
     except KafkaError as exc:
         raise fail(f"cannot read {topic} from Kafka at {settings.bootstrap}: {exc}") from exc
     return out

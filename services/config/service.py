@@ -43,7 +43,14 @@ from prometheus_client import CollectorRegistry
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.topics import CONFIG
-from services.runtime.kafka import ensure_topics, make_consumer, make_producer, read_to_end
+from services.runtime.kafka import (
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    read_partitions_to_end,
+    read_to_end,
+    send_in_transaction,
+)
 from services.runtime.kafka import topic_partitions as list_partitions
 from services.runtime.kube import KubeApiError
 from services.runtime.kube_auth import (
@@ -292,20 +299,18 @@ class ConfigService:
 
     async def _read_head(self) -> None:
         """Read the topic to its end with a fresh consumer: the newest committed version."""
-        consumer = make_consumer(
-            self.kafka, client_id=f"jobreaper-config-{self.settings.identity}", group_id=None
-        )
-        await consumer.start()
 
         def fold(record: ConsumerRecord[bytes, bytes]) -> None:
             snapshot = self._decode(record)
             if snapshot is not None:
                 self.head = self.head.fold(snapshot)
 
-        try:
-            await read_to_end(consumer, self._partitions, fold)
-        finally:
-            await consumer.stop()
+        await read_partitions_to_end(
+            self.kafka,
+            self._partitions,
+            fold,
+            client_id=f"jobreaper-config-{self.settings.identity}",
+        )
         self.metrics.version.set(self.head.version)
 
     # -- writing ----------------------------------------------------------------------
@@ -481,10 +486,7 @@ class ConfigService:
                 time=snapshot.changed_at,
             )
             try:
-                async with writer.transaction():
-                    await writer.send_and_wait(
-                        record.topic, record.value, key=record.key, headers=record.headers
-                    )
+                await send_in_transaction(writer, [record])
             except Exception as exc:  # any doubt about the commit: the writer must re-fence
                 self.last_error = f"publishing version {snapshot.version}: {exc!r}"
                 self._lost.set()

@@ -59,9 +59,8 @@ from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     client_kwargs,
     ensure_topics,
-    make_consumer,
     make_producer,
-    read_to_end,
+    read_partitions_to_end,
     topic_partitions,
 )
 from services.runtime.kube import PermissionDenied
@@ -394,16 +393,12 @@ class Executor:
             if isinstance(message, CommandApplied):
                 self.seen.add(message.command_id)
 
-        reader = make_consumer(
+        await read_partitions_to_end(
             self.kafka,
+            partitions,
+            keep,
             client_id=f"jobreaper-executor-{self.settings.identity}-results",
-            group_id=None,
         )
-        await reader.start()
-        try:
-            await read_to_end(reader, partitions, keep)
-        finally:
-            await reader.stop()
         return len(self.seen) - before
 
     def _on_result(self, command: CommandIssued, result: Result) -> None:

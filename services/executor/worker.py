@@ -33,7 +33,7 @@ from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.topics import KILL_COMMANDS
 from services.runtime.faults import crash_point
-from services.runtime.kafka import OutgoingRecord, dead_letter_record
+from services.runtime.kafka import OutgoingRecord, dead_letter_record, send_in_transaction
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.topics import TopicNames
@@ -299,26 +299,21 @@ class PartitionWorker:
         return results
 
     async def _commit(self, records: list[OutgoingRecord], commit_to: int) -> None:
-        futures: list[asyncio.Future[Any]] = []
         began = time.monotonic()
         try:
-            async with self.producer.transaction():
-                for r in records:
-                    futures.append(
-                        await self.producer.send(r.topic, r.value, key=r.key, headers=r.headers)
-                    )
-                await asyncio.gather(*futures)
-                await self.producer.send_offsets_to_transaction({self.tp: commit_to}, self.group_id)
-                crash_point("executor.before-commit")
+            await send_in_transaction(
+                self.producer,
+                records,
+                offsets={self.tp: commit_to},
+                group_id=self.group_id,
+                before_commit=lambda: crash_point("executor.before-commit"),
+            )
         except ProducerFenced as exc:
             self.metrics.transactions.labels("fenced").inc()
             raise Fenced(f"partition {self.tp.partition}: transactional id taken over") from exc
         except BaseException:
             self.metrics.transactions.labels("aborted").inc()
             raise
-        finally:
-            # Retrieve every send's outcome, so none is left unobserved after a failure.
-            await asyncio.gather(*futures, return_exceptions=True)
         self.metrics.transactions.labels("committed").inc()
         self.metrics.commit_seconds.observe(time.monotonic() - began)
 

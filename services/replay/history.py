@@ -26,7 +26,7 @@ from schemas.topics import (
     KILL_REQUESTS,
     KILL_RESULTS,
 )
-from services.runtime.kafka import make_consumer, read_to_end, topic_partitions
+from services.runtime.kafka import read_partitions_to_end, topic_partitions
 from services.runtime.messages import CODEC
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
@@ -177,8 +177,6 @@ async def read_history(kafka: KafkaSettings, partitions: Sequence[int] | None = 
         tp for tp in job if wanted is None or tp.partition in wanted
     ] + list(whole)
     history = History()
-    if not tps:
-        return history  # no such topics (and aiokafka dislikes an empty assignment)
 
     def keep(record: ConsumerRecord[bytes, bytes]) -> None:
         history.add(
@@ -192,12 +190,7 @@ async def read_history(kafka: KafkaSettings, partitions: Sequence[int] | None = 
             )
         )
 
-    consumer = make_consumer(kafka, client_id="jobreaper-replay", group_id=None)
-    await consumer.start()
-    try:
-        await read_to_end(consumer, tps, keep)
-    finally:
-        await consumer.stop()
+    await read_partitions_to_end(kafka, tps, keep, client_id="jobreaper-replay")
     for stream in history.streams.values():
         stream.sort(key=lambda rec: rec.offset)
     return history

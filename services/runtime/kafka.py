@@ -1,4 +1,5 @@
-"""Kafka plumbing every service shares: clients, topic creation, dead letters.
+"""Kafka plumbing every service shares: clients, topic creation, reading a topic to its
+end, sending in a transaction, dead letters.
 
 Producers are idempotent with ``acks=all``; consumers read committed data
 only and never auto-commit: a service commits what it has durably handled.
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     for_code,
 )
+from aiokafka.structs import RecordMetadata
 
 from schemas import topics as t
 from schemas.parts import KAFKA_DEFAULT_MAX_BYTES
@@ -299,6 +301,80 @@ async def read_to_end(
             if await consumer.position(tp) >= end[tp]:
                 pending.discard(tp)
     return end
+
+
+async def read_partitions_to_end(
+    settings: KafkaSettings,
+    partitions: Sequence[TopicPartition],
+    handle: Callable[[ConsumerRecord[bytes, bytes]], None],
+    *,
+    client_id: str,
+) -> dict[TopicPartition, int]:
+    """:func:`read_to_end` with a consumer of its own (no group), closed afterwards.
+
+    No partitions: nothing to read, and no consumer started."""
+    if not partitions:
+        return {}
+    consumer = make_consumer(settings, client_id=client_id, group_id=None)
+    await consumer.start()
+    try:
+        return await read_to_end(consumer, partitions, handle)
+    finally:
+        await consumer.stop()
+
+
+async def read_topics_to_end(
+    settings: KafkaSettings,
+    topics: Sequence[str],
+    handle: Callable[[ConsumerRecord[bytes, bytes]], None],
+    *,
+    client_id: str,
+) -> dict[TopicPartition, int]:
+    """Every partition of ``topics`` (full names; a missing topic has none) read from
+    its start to its current end, as :func:`read_partitions_to_end`."""
+    partitions = await topic_partitions(settings, topics)
+    return await read_partitions_to_end(settings, partitions, handle, client_id=client_id)
+
+
+async def send_record(
+    producer: AIOKafkaProducer, record: OutgoingRecord, *, partition: int | None = None
+) -> asyncio.Future[RecordMetadata]:
+    """Queue ``record`` (to ``partition``, else the key's partition); the future is its
+    acknowledgement."""
+    future: asyncio.Future[RecordMetadata] = await producer.send(
+        record.topic, record.value, key=record.key, headers=record.headers, partition=partition
+    )
+    return future
+
+
+async def send_in_transaction(
+    producer: AIOKafkaProducer,
+    records: Sequence[OutgoingRecord],
+    *,
+    partition: int | None = None,
+    offsets: Mapping[TopicPartition, int] | None = None,
+    group_id: str | None = None,
+    before_commit: Callable[[], None] | None = None,
+) -> None:
+    """Send ``records`` in one transaction of ``producer`` and commit it once each is
+    acknowledged, with the consumed ``offsets`` of ``group_id`` if given.
+
+    Any failure aborts the transaction and is raised (``ProducerFenced`` when a newer
+    producer took the transactional id). Every send's outcome is retrieved, also
+    after a failure: an exception nobody reads is logged by asyncio at a random
+    moment. ``before_commit`` runs last inside the transaction (crash points)."""
+    futures: list[asyncio.Future[RecordMetadata]] = []
+    try:
+        async with producer.transaction():
+            for record in records:
+                futures.append(await send_record(producer, record, partition=partition))
+            await asyncio.gather(*futures)
+            if offsets:
+                await producer.send_offsets_to_transaction(dict(offsets), group_id)
+            if before_commit is not None:
+                before_commit()
+    finally:
+        await asyncio.gather(*futures, return_exceptions=True)
 
 
 def dead_letter_record(

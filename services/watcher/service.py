@@ -53,10 +53,9 @@ from services.runtime.kafka import (
     OutgoingRecord,
     describe_retention,
     ensure_topics,
-    make_consumer,
     make_producer,
-    read_to_end,
-    topic_partitions,
+    read_topics_to_end,
+    send_record,
 )
 from services.runtime.kube import KubeApiError, PermissionDenied
 from services.runtime.kube_watch import Gone
@@ -266,17 +265,12 @@ class Watcher:
                 else:
                     latest[key] = (message, record.timestamp / 1000)
 
-        partitions = await topic_partitions(
-            self.kafka, [self.names(K8S_OBJECTS), self.names(K8S_NODES)]
+        await read_topics_to_end(
+            self.kafka,
+            [self.names(K8S_OBJECTS), self.names(K8S_NODES)],
+            fold,
+            client_id=f"jobreaper-watcher-{self.settings.identity}",
         )
-        consumer = make_consumer(
-            self.kafka, client_id=f"jobreaper-watcher-{self.settings.identity}", group_id=None
-        )
-        await consumer.start()
-        try:
-            await read_to_end(consumer, partitions, fold)
-        finally:
-            await consumer.stop()
         if undecodable:
             log.warning("watcher.log_undecodable", records=undecodable)
         log.info("watcher.log_read", objects=len(latest))
@@ -451,11 +445,7 @@ class Watcher:
         futures: list[asyncio.Future[Any]] = []
         try:
             for record in records[start:]:
-                futures.append(
-                    await producer.send(
-                        record.topic, record.value, key=record.key, headers=record.headers
-                    )
-                )
+                futures.append(await send_record(producer, record))
         except KafkaError as exc:
             log.warning("watcher.send_failed", error=str(exc))
         results = await asyncio.gather(*futures, return_exceptions=True)

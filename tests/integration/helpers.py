@@ -22,7 +22,7 @@ from devtools.stack.api import StackInfo
 from devtools.stack.audit_log import read_audit_events
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
-from services.runtime.kafka import make_consumer, make_producer, read_to_end, topic_partitions
+from services.runtime.kafka import make_producer, read_topics_to_end
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
@@ -104,13 +104,7 @@ async def _read_topic_once(
         out.append((record, message))
 
     settings = KafkaSettings(bootstrap=bootstrap)
-    partitions = await topic_partitions(settings, [topic])
-    consumer = make_consumer(settings, client_id="test-reader", group_id=None)
-    await consumer.start()
-    try:
-        await read_to_end(consumer, partitions, keep)
-    finally:
-        await consumer.stop()
+    await read_topics_to_end(settings, [topic], keep, client_id="test-reader")
     return out
 
 

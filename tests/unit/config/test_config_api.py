@@ -45,16 +45,27 @@ class FakeProducer:
     async def transaction(self) -> AsyncIterator[None]:
         yield
 
-    async def send_and_wait(
-        self, topic: str, value: bytes, *, key: bytes, headers: list[tuple[str, bytes]]
-    ) -> None:
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        *,
+        key: bytes,
+        headers: list[tuple[str, bytes]],
+        partition: int | None = None,
+    ) -> asyncio.Future[None]:
+        """The acknowledgement's future: failed as a fenced producer fails its batches."""
         await asyncio.sleep(0.01)  # let concurrent requests interleave
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail_with is not None:
-            raise self.fail_with
-        assert topic == "u.config" and key == b"killer"
+            acked.set_exception(self.fail_with)
+            return acked
+        assert topic == "u.config" and key == b"killer" and partition is None
         message = CODEC.decode(headers, value).message
         assert isinstance(message, ConfigSnapshot)
         self.sent.append(message)
+        acked.set_result(None)
+        return acked
 
     async def stop(self) -> None:
         pass
