@@ -7,6 +7,28 @@ Lease for ``lease_duration_s`` of *its own* clock (remote clocks are never
 compared). A holder that cannot renew for ``renew_deadline_s`` stops its
 work before anyone else may start, so two holders never overlap while
 clocks run at the same rate.
+
+Why not ``kubernetes_asyncio.leaderelection`` (read in 36.1.0, the version
+locked): it lacks what the watcher and the config service rely on.
+
+- No release on stop: its ``run()`` neither cancels the work nor gives the
+  Lease up on shutdown, so a rolling update would leave the Lease held for a
+  whole ``lease_duration`` (here: cleared at once, a follower takes over).
+- One term only: ``run()`` returns after losing the Lease instead of standing
+  again, never notices that the work ended (its renew loop goes on), and
+  drops the work's error (the task is never awaited); ``run`` here re-raises
+  it and ends the service.
+- No fatal path: a 403 on the Lease is logged and retried for ever, where
+  :class:`PermissionDenied` here stops the process with the missing grant;
+  a connection error (not an ``ApiException``) ends its ``run()`` instead.
+- Wall clock: it measures the renew deadline and expiry with ``time.time()``
+  and writes ``renewTime`` as local time with a ``Z`` suffix (wrong off UTC);
+  here every duration is measured on ``time.monotonic`` (injectable for tests).
+- Its config refuses periods under 1 s (``retry_period``, ``renew_deadline``):
+  our scaled settings give 0.8 s for a 4 s Lease (the config service's stack
+  tests).
+- No ``is_leader`` for readiness (``standby: held by another replica``) and
+  ``leaseTransitions`` is never counted.
 """
 
 from __future__ import annotations
