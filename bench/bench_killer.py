@@ -31,7 +31,9 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
+
+from aiokafka import AIOKafkaConsumer
 
 from schemas.base import Message
 from schemas.observations import ContainerSummary, JobObserved, PodObserved
@@ -187,7 +189,8 @@ async def main() -> None:
         f"({args.events / live:,.0f} events/s end to end, as they were written)"
     )
 
-    consumer = killer._consumer
+    # The real aiokafka consumer (the shell's protocol has no pause/resume).
+    consumer = cast(AIOKafkaConsumer, killer._consumer)
     assert consumer is not None
     tps = consumer.assignment()
     consumer.pause(*tps)

@@ -35,9 +35,9 @@ from services.config.service import writer_transactional_id
 from services.config.settings import ConfigServiceSettings
 from services.executor.service import transactional_id_prefix as executor_txn_prefix
 from services.executor.settings import ExecutorSettings
-from services.killer.service import GLOBAL_TOPICS, JOB_TOPICS
-from services.killer.service import transactional_id_prefix as killer_txn_prefix
+from services.killer.partition import GLOBAL_TOPICS, JOB_TOPICS
 from services.killer.settings import KillerServiceSettings
+from services.killer.transport import transactional_id_prefix as killer_txn_prefix
 from services.notify.settings import NotifySettings
 from services.replay.history import GLOBAL_TOPICS as REPLAY_GLOBAL_TOPICS
 from services.replay.history import JOB_TOPICS as REPLAY_JOB_TOPICS

@@ -71,8 +71,8 @@ from services.executor.service import transactional_id as executor_transactional
 from services.executor.settings import ExecutorSettings
 from services.kill.request import request_kill
 from services.killer.service import Killer
-from services.killer.service import transactional_id as killer_transactional_id
 from services.killer.settings import KillerServiceSettings
+from services.killer.transport import transactional_id as killer_transactional_id
 from services.notify.service import Notifier
 from services.notify.settings import NotifySettings
 from services.replay.history import read_history

@@ -20,7 +20,7 @@ from schemas.annotations import (
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.observations import JobObserved
 from schemas.requests import KillRequested
-from services.killer import service as killer_service
+from services.killer import folding as killer_folding
 from services.runtime.kafka import make_producer
 from services.runtime.messages import CODEC
 from services.runtime.topics import TopicNames
@@ -133,14 +133,14 @@ async def test_a_record_the_core_raises_on_is_dead_lettered_and_skipped_for_good
     """The last line of defence: a core bug (simulated: evolve raises on one Job's
     records) costs that record, dead-lettered with its reason, not the partition; a
     restarted killer skips it too (it reads the dead letters) and becomes ready."""
-    real_evolve = killer_service.evolve
+    real_evolve = killer_folding.evolve
 
     def buggy(state: Any, event: Any) -> Any:
         if isinstance(event, JobObserved) and event.name == "boom":
             raise ZeroDivisionError("a simulated core bug")
         return real_evolve(state, event)
 
-    monkeypatch.setattr(killer_service, "evolve", buggy)
+    monkeypatch.setattr(killer_folding, "evolve", buggy)
     await services.watcher()
     killer, task = await services.killer()
     await start_running_jobs(kube_api, namespace, ["after"])

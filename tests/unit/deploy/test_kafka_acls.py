@@ -27,7 +27,7 @@ from services.config.service import writer_transactional_id
 from services.config.settings import ConfigServiceSettings
 from services.executor.service import transactional_id as executor_transactional_id
 from services.executor.settings import ExecutorSettings
-from services.killer.service import transactional_id as killer_transactional_id
+from services.killer.transport import transactional_id as killer_transactional_id
 from services.runtime.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[3]
