@@ -22,7 +22,7 @@ from schemas.observations import PodObserved
 from services.killer import committing, folding, service, snapshotting
 from services.killer.partition import Partition, Phase
 from services.killer.service import Killer
-from tests.unit.core.harness import Builder, request
+from tests.unit.core.harness import Builder, request, snapshot
 
 from .fakes import NAMES, FakeKafka, eventually, killer, running
 
@@ -487,13 +487,17 @@ async def test_a_frozen_partition_keeps_what_arrives_and_folds_it_once_thawed(
         pickled = k.partitions[0].state
         kill(kafka, "j", 0)
         job(kafka, "later", 0)
-        await eventually("held back", lambda: len(k.partitions[0].backlog) == 3)
+        kafka.publish(snapshot(7))  # config: read whole, folded into every partition
+        await eventually("held back", lambda: len(k.partitions[0].backlog) == 4)
         assert "later" not in jobs(k, 0) and not commands(kafka)
+        assert k.config is not None and k.config.version == 7
+        assert pickled.config is None, "the state being pickled does not change"
         assert k.readiness()[0], "frozen is caught up"
         go_on.set()
         await eventually("the command", lambda: commands(kafka, 0), task=task)
         await eventually("the later Job", lambda: "later" in jobs(k, 0))
         assert k.partitions[0].state is pickled
+        assert pickled.config is not None and pickled.config.version == 7
         await eventually("written", lambda: (tmp_path / "killer.t.p0.snap").exists())
     p0 = path(transitions, 0)
     assert p0[p0.index(Phase.FROZEN) - 1 :][:3] == [Phase.DECIDING, Phase.FROZEN, Phase.DECIDING]
