@@ -305,7 +305,7 @@ def grants(
 
 
 #: What the killer writes: its decisions' commands and kill events, the decision
-#: records, and dead letters (``services/killer/service.py`` ``_decide``, ``_dead_letter``).
+#: records, and dead letters (``services/killer/committing.py``, ``folding.py``).
 _KILLER_WRITES = (t.KILL_COMMANDS, t.KILL_EVENTS, t.KILL_DECISIONS, t.DEADLETTER)
 
 
