@@ -11,10 +11,8 @@ released.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import time
-from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from aiokafka.errors import KafkaError, ProducerFenced
@@ -22,46 +20,18 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from core import Decision, event_id
 from schemas.decisions import DecisionRecorded, decision_parts
 from services.runtime.faults import crash_point
-from services.runtime.kafka import OutgoingRecord
+from services.runtime.kafka import OutgoingRecord, send_in_transaction
 from services.runtime.logging import get_logger
 from services.runtime.messages import outgoing
 from services.runtime.topics import TopicNames
 
 from .metrics import KillerMetrics
 from .partition import Partition, input_positions
-from .transport import Producer
 
 log = get_logger(__name__)
 
 LOGGED_COMMANDS = 20
 """Commands named in a ``killer.decided`` line (the total is always there)."""
-
-
-async def send_in_transaction(
-    producer: Producer,
-    records: Sequence[OutgoingRecord],
-    *,
-    partition: int | None = None,
-    before_commit: Callable[[], None] | None = None,
-) -> None:
-    """Send ``records`` in one transaction and commit it; raises what Kafka raises
-    (the transaction is then aborted, or fenced)."""
-    async with producer.transaction():
-        sent = [
-            await producer.send(
-                record.topic,
-                record.value,
-                key=record.key,
-                headers=record.headers,
-                partition=partition,
-            )
-            for record in records
-        ]
-        # Retrieve every delivery: a fenced producer fails them, and an
-        # exception nobody reads is logged by asyncio at a random moment.
-        await asyncio.gather(*sent)
-        if before_commit is not None:
-            before_commit()
 
 
 class Outcome(enum.Enum):

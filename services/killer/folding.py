@@ -21,12 +21,15 @@ from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.observations import NodeObserved
 from services.runtime.faults import crash_point
-from services.runtime.kafka import DEADLETTER_SOURCE_HEADER, dead_letter_record
+from services.runtime.kafka import (
+    DEADLETTER_SOURCE_HEADER,
+    dead_letter_record,
+    send_in_transaction,
+)
 from services.runtime.logging import get_logger
 from services.runtime.messages import CODEC
 from services.runtime.topics import TopicNames
 
-from .committing import send_in_transaction
 from .metrics import KillerMetrics
 from .partition import FOLDING, Partition, Phase
 from .transport import Record

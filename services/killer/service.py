@@ -43,6 +43,7 @@ from schemas.topics import DEADLETTER
 from services.runtime.clock import ApiClock, Probe
 from services.runtime.faults import crash_point
 from services.runtime.logging import get_logger
+from services.runtime.retry import Backoff
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 
@@ -64,6 +65,9 @@ from .transport import (
 )
 
 log = get_logger(__name__)
+
+PRODUCER_START_BACKOFF = Backoff(initial_s=0.5, max_s=10.0)
+"""Between tries to start a partition's producer while the broker is away."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -226,7 +230,7 @@ class Killer:
         here would only be logged by aiokafka's rebalance machinery, and the
         partition would stay assigned but never decided for. A partition released
         meanwhile stops its producer here (release leaves a starting one alone)."""
-        delay = 0.5
+        delays = PRODUCER_START_BACKOFF.delays()
         while True:
             try:
                 await partition.producer.start()
@@ -236,6 +240,7 @@ class Killer:
                     raise
                 if partition.released:
                     return
+                delay = delays.next()
                 log.warning(
                     "killer.producer_start_failed",
                     partition=partition.number,
@@ -243,7 +248,6 @@ class Killer:
                     retry_in_s=delay,
                 )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
                 if partition.released:
                     return
                 partition.producer = self._producer(partition.number)
