@@ -37,7 +37,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
-from core import decide
+from core import GlobalInputs, decide
 from schemas.config import ConfigSnapshot
 from schemas.topics import DEADLETTER
 from services.runtime.clock import ApiClock, Probe
@@ -129,6 +129,11 @@ class Killer:
     def config(self) -> ConfigSnapshot | None:
         """The newest configuration snapshot read."""
         return self.folder.globals.config
+
+    @property
+    def globals(self) -> GlobalInputs:
+        """Nodes and config as read, what new partition states are seeded with."""
+        return self.folder.globals
 
     def _client_id(self, suffix: str = "") -> str:
         return f"jobreaper-killer-{self.settings.identity}{suffix}"
