@@ -118,7 +118,7 @@ class Folder:
         for record in records:
             folded = self._fold(record)
             if isinstance(folded, DecodeError):
-                await self._dead_letter_once(record, folded.reason)
+                await self._poison(record, folded.reason)
             elif isinstance(folded, str):
                 await self._refuse(record, folded)
             elif folded:
@@ -170,6 +170,20 @@ class Folder:
         partition.dirty = True
         partition.folded_since_snapshot += 1
         return True
+
+    async def _poison(self, record: Record, reason: str) -> None:
+        """A record that does not decode: dead-lettered once, and skipped. If the dead
+        letter cannot be written (Kafka away, the producer fenced), the partition is
+        rebuilt, which meets the record again and tries again: the failure neither
+        escapes the loop (which would stop every partition's decisions) nor loses the
+        record."""
+        try:
+            await self._dead_letter_once(record, reason)
+        except KafkaError as exc:
+            log.error("killer.dead_letter_failed", source=source(record), error=str(exc))
+            partition = self.partitions.get(record.partition)
+            if partition is not None and partition.phase in FOLDING:
+                partition.enter(Phase.STALE)
 
     async def _refuse(self, record: Record, reason: str) -> None:
         """A record the core raised on. The core is total (its properties feed it

@@ -15,8 +15,8 @@ What it keeps of Kafka, because the shell depends on it:
   (:meth:`FakeKafka.rebalance`): revoked, then assigned, through the listener.
 
 Faults are injected by the test: ``fail_commits``, ``fail_end_offsets``,
-``fail_producer_starts``; and gates (``asyncio.Event``) hold a producer start,
-the end offsets, or fetching from some partitions.
+``fail_producer_starts``, ``fail_dead_letters``; and gates (``asyncio.Event``)
+hold a producer start, the end offsets, or fetching from some partitions.
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ class FakeKafka:
         self.fail_commits = 0
         self.fail_end_offsets = 0
         self.fail_producer_starts = 0
+        self.fail_dead_letters = 0
+        """Sends to the dead-letter topic that raise (Kafka away, say)."""
         self.producer_gate: asyncio.Event | None = None
         self.end_offsets_gate: asyncio.Event | None = None
         self.held: set[int] = set()
@@ -271,6 +273,9 @@ class FakeProducer:
         if self.fenced:
             raise ProducerFenced()
         assert self.txn is not None, "send outside a transaction"
+        if self.kafka.fail_dead_letters and topic.endswith(t.DEADLETTER):
+            self.kafka.fail_dead_letters -= 1
+            raise KafkaError("the dead letter could not be written")
         if partition is None:
             partition = (
                 0 if self.kafka.partitions_of(topic) == 1 else hash(key) % self.kafka.job_partitions

@@ -462,6 +462,26 @@ async def test_a_poison_record_is_dead_lettered_once_across_rebuilds() -> None:
     assert dead.value == b"not a message"
 
 
+async def test_a_dead_letter_that_cannot_be_written_rebuilds_the_partition_and_tries_again() -> (
+    None
+):
+    """The write of a poison record's dead letter fails (Kafka away): the killer goes
+    on, rebuilds that partition, meets the record again and dead-letters it then."""
+    kafka = FakeKafka()
+    job(kafka, "j", 1)
+    kafka.publish_raw(t.KILL_REQUESTS, b"not a message", 1)
+    kafka.fail_dead_letters = 1
+    k = killer(kafka)
+    async with running(k) as task:
+        await kafka.rebalance(await kafka.subscribed(), {1})
+        await eventually("dead-lettered", lambda: kafka.dead_letters(), task=task)
+        kill(kafka, "j", 1)
+        await eventually("the command", lambda: commands(kafka, 1), task=task)
+    assert kafka.fail_dead_letters == 0, "the first write failed"
+    (dead,) = kafka.dead_letters()
+    assert dead.value == b"not a message"
+
+
 # -- snapshots: freezing --------------------------------------------------------------
 
 
