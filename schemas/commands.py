@@ -1,22 +1,30 @@
 """Commands the killer decided, and what the executor got applying them.
 
-A command targets one pod and carries a UID precondition (``pod_uid``): a pod
-re-created under the same name is never touched by a stale command. Command
-ids are derived from (job uid, pod uid, step, attempt), so re-deciding after a
-crash reproduces the same ids and the executor drops duplicates.
+A pod step (``set-active-deadline``, ``delete``, ``force-delete``) targets one
+pod and carries a UID precondition (``pod_uid``): a pod re-created under the
+same name is never touched by a stale command. The Job step ``fail-job``
+targets the Job itself (``job_uid`` is its precondition; no pod): it writes a
+``FailureTarget`` condition so the Job controller stops creating pods and ends
+the Job ``Failed`` with jobreaper's reason (docs/design/job-level-kill.md).
+Command ids are derived from (job uid, pod uid or "", step, attempt), so
+re-deciding after a crash reproduces the same ids and the executor drops
+duplicates.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import NonNegativeInt, PositiveInt
+from pydantic import NonNegativeInt, PositiveInt, model_validator
 
 from .base import Message, UtcDatetime, job_key
 from .topics import KILL_COMMANDS, KILL_RESULTS
 
-Step = Literal["set-active-deadline", "delete", "force-delete"]
-"""A rung of the escalation ladder."""
+Step = Literal["set-active-deadline", "delete", "force-delete", "fail-job"]
+"""A rung of the per-pod escalation ladder, or ``fail-job``: the Job-level step."""
+
+JOB_STEPS: frozenset[str] = frozenset({"fail-job"})
+"""Steps that target the Job, not a pod: no ``pod_name``/``pod_uid``, ``job_uid`` required."""
 
 Trigger = Literal[
     "Killed",
@@ -39,33 +47,53 @@ Rule = Literal[
     "ladder.delete-after-timeout",
     "ladder.node-lost-delete",
     "ladder.force-delete",
+    "job.failure-target",
 ]
-"""Which ladder rule made a command due (see ``core``)."""
+"""Which rule made a command due (see ``core``): a ladder rule, or
+``job.failure-target`` for ``fail-job``."""
 
 Outcome = Literal["applied", "gone", "uid-mismatch", "forbidden", "failed", "refused"]
 """``applied``: the API accepted it; ``gone``: 404, the pod no longer exists;
 ``uid-mismatch``: 409 on the UID precondition, the name now belongs to another pod;
 ``forbidden``: 403; ``failed``: anything else (retried with backoff); ``refused``: the
 executor would not apply it and wrote nothing: a name that is not a valid Kubernetes
-name (no API call at all), or a pod not owned by the command's Job (``message`` says
-which). Final: the killer does not re-issue a refused step, nor counts the pod gone."""
+name (no API call at all), a pod not owned by the command's Job, or (``fail-job``) a
+Job managed by another controller (``spec.managedBy``) (``message`` says which).
+Final: the killer does not re-issue a refused step, nor counts the pod gone. For
+``fail-job``, ``gone`` and ``uid-mismatch`` are about the Job."""
+
+
+def _check_target(
+    step: str, job_uid: str | None, pod_name: str | None, pod_uid: str | None
+) -> None:
+    """A pod step names its pod; the Job step names no pod and pins the Job's uid."""
+    if step in JOB_STEPS:
+        if pod_name is not None or pod_uid is not None:
+            raise ValueError(f"{step} targets the Job: pod_name and pod_uid must be absent")
+        if not job_uid:
+            raise ValueError(f"{step} requires job_uid (its precondition)")
+    elif pod_name is None or pod_uid is None:
+        raise ValueError(f"{step} targets a pod: pod_name and pod_uid are required")
 
 
 class CommandIssued(Message):
-    """The killer decided one step against one pod."""
+    """The killer decided one step against one pod (or, ``fail-job``, its Job)."""
 
     CE_TYPE: ClassVar[str] = "io.jobreaper.command.issued.v1"
     TOPIC: ClassVar[str] = KILL_COMMANDS
 
     command_id: str
-    """Derived: a short sha256 hex of (job uid, pod uid, step, attempt)."""
+    """Derived: a short sha256 hex of (job uid, pod uid or "", step, attempt)."""
     step: Step
     namespace: str
     job_name: str
     job_uid: str | None = None
-    pod_name: str
-    pod_uid: str
-    """The UID precondition: the command applies to this pod object only."""
+    """Required for ``fail-job``: the UID precondition on the Job."""
+    pod_name: str | None = None
+    """Required for a pod step; absent for ``fail-job``."""
+    pod_uid: str | None = None
+    """The UID precondition: the command applies to this pod object only (a pod
+    step; absent for ``fail-job``)."""
     pod_resource_version: str | None = None
     """The pod's resourceVersion in the killer's newest observation of it, on
     ``set-active-deadline`` commands. The executor writes with it as a
@@ -90,6 +118,11 @@ class CommandIssued(Message):
     attempt: PositiveInt = 1
     """1 for the first try; a ``failed`` result may be retried with ``attempt + 1``."""
 
+    @model_validator(mode="after")
+    def _target(self) -> CommandIssued:
+        _check_target(self.step, self.job_uid, self.pod_name, self.pod_uid)
+        return self
+
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
 
@@ -105,8 +138,9 @@ class CommandApplied(Message):
     namespace: str
     job_name: str
     job_uid: str | None = None
-    pod_name: str
-    pod_uid: str
+    pod_name: str | None = None
+    """As in the command: absent for ``fail-job``."""
+    pod_uid: str | None = None
     attempt: PositiveInt = 1
     """The command's attempt this result is for."""
     outcome: Outcome
@@ -121,6 +155,11 @@ class CommandApplied(Message):
     effect was already there (nothing written) or the write was refused;
     ``None``: not recorded (results of executors older than this field)."""
 
+    @model_validator(mode="after")
+    def _target(self) -> CommandApplied:
+        _check_target(self.step, self.job_uid, self.pod_name, self.pod_uid)
+        return self
+
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
 
@@ -129,6 +168,7 @@ COMMANDS: tuple[type[Message], ...] = (CommandIssued, CommandApplied)
 
 __all__ = [
     "COMMANDS",
+    "JOB_STEPS",
     "CommandApplied",
     "CommandIssued",
     "Outcome",

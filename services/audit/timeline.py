@@ -272,8 +272,8 @@ class _Builder:
         elif isinstance(m, CommandIssued):
             self.steps[m.command_id] = Step(
                 command_id=m.command_id,
-                pod_name=m.pod_name,
-                pod_uid=m.pod_uid,
+                pod_name=m.pod_name or "",  # "": the Job-level step (fail-job)
+                pod_uid=m.pod_uid or "",
                 step=m.step,
                 attempt=m.attempt,
                 trigger=m.trigger,

@@ -35,6 +35,13 @@ harmless: if its effect is already there, no second write is sent.
   connection errors -> retried with capped exponential backoff (from the
   GET again) until the command's budget is spent -> ``failed``.
 
+``fail-job`` (the Job-level step, :mod:`.job`) reads the Job: 404 -> ``gone``;
+another uid -> ``uid-mismatch``; ``spec.managedBy`` naming another controller ->
+``refused``; a ``FailureTarget``, ``SuccessCriteriaMet``, ``Complete`` or
+``Failed`` condition already there -> ``applied`` without a write; else a merge
+patch of ``status`` adding ``FailureTarget``, conditional on the resourceVersion
+read; 409/422 -> read again and decide from what is there (bounded, as above).
+
 Commands come from Kafka, so nothing in one is trusted (docs/executor.md, "What
 the executor refuses"): a namespace, pod or Job name that is not a valid
 Kubernetes name is ``refused`` before any API call (:func:`invalid_names`), and
@@ -60,6 +67,15 @@ import orjson
 from schemas.commands import CommandIssued, Outcome, Step
 from services.runtime.retry import sleep_unless_stopped
 
+from .job import (
+    JSON_MERGE_PATCH,
+    BadJob,
+    JobView,
+    job_path,
+    managed_elsewhere,
+    parse_job,
+    plan_fail_job,
+)
 from .retry import RetryPolicy
 
 JSON = "application/json"
@@ -75,7 +91,12 @@ DNS1123_LABEL_MAX = 63
 DNS1123_SUBDOMAIN_MAX = 253
 
 Refusal = Literal[
-    "invalid-namespace", "invalid-pod-name", "invalid-job-name", "invalid-command", "not-owned"
+    "invalid-namespace",
+    "invalid-pod-name",
+    "invalid-job-name",
+    "invalid-command",
+    "not-owned",
+    "managed-elsewhere",
 ]
 """Why a command was ``refused`` (the label of ``jobreaper_executor_refused_total``)."""
 
@@ -109,7 +130,12 @@ def invalid_names(command: CommandIssued) -> tuple[Refusal, str] | None:
             "is not a DNS-1123 label "
             f"(at most {DNS1123_LABEL_MAX} of a-z, 0-9 and '-', alphanumeric at both ends)"
         )
-    if not is_dns1123_subdomain(command.pod_name):
+    if command.step == "fail-job":
+        if command.pod_name is not None or not command.job_uid:
+            return "invalid-command", "fail-job names a pod, or no Job uid"
+    elif command.pod_name is None or command.pod_uid is None:
+        return "invalid-command", f"{command.step} without pod_name and pod_uid"
+    elif not is_dns1123_subdomain(command.pod_name):
         return "invalid-pod-name", (
             f"pod name {_shown(command.pod_name, DNS1123_SUBDOMAIN_MAX)} "
             "is not a DNS-1123 subdomain "
@@ -171,6 +197,8 @@ def classify(status: int, *, step: Step, write: bool) -> Verdict:
         return "recheck"  # a precondition failed: another pod, or this one changed
     if write and step == "set-active-deadline" and status == 422:
         return "recheck"  # a patch ``test`` failed, or the value may not be raised
+    if write and step == "fail-job" and status == 422:
+        return "recheck"  # e.g. the Job completed meanwhile: its conditions tell
     return "failed"
 
 
@@ -354,8 +382,12 @@ class AlreadyDone:
 
 
 def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
-    """The write that applies ``command`` to ``pod`` (whose uid matched), if one is needed."""
+    """The write that applies a pod step ``command`` to ``pod`` (whose uid matched),
+    if one is needed."""
+    if command.pod_name is None or command.pod_uid is None or command.step == "fail-job":
+        raise ValueError(f"{command.step} is not a pod step with a pod")
     path = pod_path(command.namespace, command.pod_name)
+    pod_uid = command.pod_uid
     if command.step == "set-active-deadline":
         value = command.active_deadline_seconds
         if value is None:
@@ -366,9 +398,7 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
                 f"activeDeadlineSeconds is already {current} <= {value}: not written "
                 "(only ever set or lowered)"
             )
-        tests: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/uid", "value": command.pod_uid}
-        ]
+        tests: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": pod_uid}]
         if pod.resource_version is not None:
             tests.append(
                 {"op": "test", "path": "/metadata/resourceVersion", "value": pod.resource_version}
@@ -386,9 +416,7 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
                 f"already being deleted since {pod.deletion_timestamp} "
                 f"(grace {pod.deletion_grace_period_seconds}s): no second delete sent"
             )
-        options = delete_options(
-            command.pod_uid, pod.resource_version, command.grace_period_seconds
-        )
+        options = delete_options(pod_uid, pod.resource_version, command.grace_period_seconds)
         return Write("DELETE", path, options, JSON)
     # force-delete
     if pod.deletion_timestamp is not None and pod.deletion_grace_period_seconds == 0:
@@ -396,7 +424,7 @@ def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
             f"already force-deleted at {pod.deletion_timestamp} (grace 0), "
             "waiting on its finalizers: no second delete sent"
         )
-    return Write("DELETE", path, delete_options(command.pod_uid, pod.resource_version, 0), JSON)
+    return Write("DELETE", path, delete_options(pod_uid, pod.resource_version, 0), JSON)
 
 
 def owner_tests(command: CommandIssued, pod: PodView) -> list[dict[str, Any]]:
@@ -509,6 +537,10 @@ class Applier:
                 attempts=0,
                 refusal=reason,
             )
+        if command.step == "fail-job":
+            return await self._fail_job(command, stopping)
+        assert command.pod_name is not None and command.pod_uid is not None  # invalid_names
+        pod_uid = command.pod_uid
         started = self.monotonic()
         calls = retries = rechecks = 0
         step = command.step
@@ -567,7 +599,7 @@ class Applier:
         # and commands without one are always read first.
         believed = (
             PodView(
-                uid=command.pod_uid,
+                uid=pod_uid,
                 resource_version=command.pod_resource_version,
                 controller_index=0,
             )
@@ -639,8 +671,120 @@ class Applier:
                 return done("forbidden", answer, f"{verb} pods denied: {answer.message}")
             return done("failed", answer, describe(answer))
 
+    async def _fail_job(self, command: CommandIssued, stopping: asyncio.Event) -> Result:
+        """``fail-job``: read the Job, then write ``FailureTarget`` unless the Job's end
+        is already decided (module docstring; :mod:`.job`). Always read first: the
+        killer's view of a Job's status is not kept precise enough to write blind."""
+        started = self.monotonic()
+        calls = retries = rechecks = 0
+        where = f"Job {command.namespace}/{command.job_name}"
+        read = job_path(command.namespace, command.job_name)
+
+        def done(
+            outcome: Outcome,
+            answer: Answer,
+            message: str,
+            *,
+            wrote: bool = False,
+            refusal: Refusal | None = None,
+        ) -> Result:
+            return Result(
+                outcome=outcome,
+                applied_at=self._stamp(command),
+                http_status=answer.status or None,
+                message=message,
+                attempts=max(calls, 1),
+                wrote=wrote,
+                refusal=refusal,
+            )
+
+        async def call(verb: str, path: str, body: Any, content_type: str) -> Answer:
+            nonlocal calls
+            calls += 1
+            left = self.policy.budget_s - (self.monotonic() - started)
+            timeout = max(1.0, min(self.request_timeout_s, left))
+            return await self.transport(verb, path, body, content_type, timeout)
+
+        async def wait_or_give_up(answer: Answer) -> Result | None:
+            nonlocal retries
+            retries += 1
+            delay = self.policy.delay(retries, self.rand)
+            elapsed = self.monotonic() - started
+            if not self.policy.allows(elapsed, delay):
+                return done(
+                    "failed",
+                    answer,
+                    f"gave up after {calls} API calls in {elapsed:.1f}s: {describe(answer)}",
+                )
+            if self.on_retry is not None:
+                self.on_retry("fail-job", answer.status)
+            await self.sleep(stopping, delay)
+            return None
+
+        while True:
+            got = await call("GET", read, None, JSON)
+            verdict = classify(got.status, step="fail-job", write=False)
+            if verdict == "retry":
+                if (gave_up := await wait_or_give_up(got)) is not None:
+                    return gave_up
+                continue
+            if verdict == "gone":
+                return done("gone", got, f"{where} not found")
+            if verdict == "forbidden":
+                return done("forbidden", got, f"get jobs denied: {got.message}")
+            if verdict != "ok":
+                return done("failed", got, f"reading the Job: {describe(got)}")
+            try:
+                job: JobView = parse_job(got.body)
+            except BadJob as exc:
+                return done("failed", got, str(exc))
+            if job.uid != command.job_uid:
+                return done(
+                    "uid-mismatch",
+                    got,
+                    f"{where} is now uid {job.uid}, not {command.job_uid}: not touched",
+                )
+            if (elsewhere := managed_elsewhere(job)) is not None:
+                return done(
+                    "refused",
+                    got,
+                    f"refused, not written: {elsewhere}",
+                    refusal="managed-elsewhere",
+                )
+            action = plan_fail_job(command, job, self.now())
+            if isinstance(action, str):
+                return done("applied", got, action)
+            answer = await call("PATCH", action.path, action.body, JSON_MERGE_PATCH)
+            verdict = classify(answer.status, step="fail-job", write=True)
+            if verdict == "ok":
+                return done("applied", answer, applied_message(command), wrote=True)
+            if verdict == "retry":
+                if (gave_up := await wait_or_give_up(answer)) is not None:
+                    return gave_up
+                continue  # from the GET: a write whose answer was lost may have landed
+            if verdict == "recheck":
+                rechecks += 1
+                if rechecks > self.max_rechecks:
+                    return done("failed", answer, f"refused: {describe(answer)}")
+                continue
+            if verdict == "gone":
+                return done("gone", answer, answer.message or f"{where} not found")
+            if verdict == "forbidden":
+                return done(
+                    "forbidden",
+                    answer,
+                    f"patch jobs/status denied: {answer.message} "
+                    "(grant the executor patch on jobs/status in group batch)",
+                )
+            return done("failed", answer, describe(answer))
+
 
 def applied_message(command: CommandIssued) -> str:
+    if command.step == "fail-job":
+        return (
+            "FailureTarget written on the Job: the Job controller stops creating pods, "
+            "deletes the active ones and marks the Job Failed once none is terminating"
+        )
     if command.step == "set-active-deadline":
         return f"activeDeadlineSeconds set to {command.active_deadline_seconds}"
     if command.step == "delete":

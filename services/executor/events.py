@@ -29,6 +29,7 @@ REASONS = {
     "set-active-deadline": "JobreaperActiveDeadlineSet",
     "delete": "JobreaperDeleted",
     "force-delete": "JobreaperForceDeleted",
+    "fail-job": "JobreaperFailureTarget",
 }
 FAILED_REASON = "JobreaperKillFailed"
 FORBIDDEN_REASON = "JobreaperKillForbidden"
@@ -65,25 +66,20 @@ def note(command: CommandIssued, result: Result) -> str:
         f"{command.step} {result.outcome}: {result.message} "
         f"[trigger {command.trigger}, reason {command.reason}, rule {command.rule}, "
         f"config v{command.config_version}, command {command.command_id}, "
-        f"attempt {command.attempt}, pod {command.pod_name}]"
+        f"attempt {command.attempt}, "
+        + (f"pod {command.pod_name}]" if command.pod_name is not None else "Job-level]")
     )
     return text if len(text) <= NOTE_LIMIT else text[: NOTE_LIMIT - 3] + "..."
 
 
 def event_bodies(command: CommandIssued, result: Result, instance: str) -> list[dict[str, Any]]:
-    """The Events for one result: one on the pod, one on its Job."""
+    """The Events for one result: one on the pod, one on its Job (``fail-job``: one,
+    on the Job)."""
     kind = reason_for(command, result)
     if kind is None:
         return []
     reason, event_type = kind
     job_uid = command.job_uid or (result.pod.job_uid if result.pod else None)
-    pod_ref: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "namespace": command.namespace,
-        "name": command.pod_name,
-        "uid": command.pod_uid,
-    }
     job_ref: dict[str, Any] = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -103,6 +99,18 @@ def event_bodies(command: CommandIssued, result: Result, instance: str) -> list[
         "type": event_type,
         "note": note(command, result),
     }
+    targets: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = [
+        (command.job_name, job_ref, None)
+    ]
+    if command.pod_name is not None:
+        pod_ref: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "namespace": command.namespace,
+            "name": command.pod_name,
+            "uid": command.pod_uid,
+        }
+        targets = [(command.pod_name, pod_ref, job_ref), (command.job_name, job_ref, pod_ref)]
     return [
         {
             **common,
@@ -111,12 +119,9 @@ def event_bodies(command: CommandIssued, result: Result, instance: str) -> list[
                 "namespace": command.namespace,
             },
             "regarding": regarding,
-            "related": related,
+            **({"related": related} if related is not None else {}),
         }
-        for name, regarding, related in (
-            (command.pod_name, pod_ref, job_ref),
-            (command.job_name, job_ref, pod_ref),
-        )
+        for name, regarding, related in targets
     ]
 
 

@@ -87,8 +87,23 @@ KAFKA_AUTH_ERRORS = (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
-NEEDED = (("get", "pods", ""), ("patch", "pods", ""), ("delete", "pods", ""))
+NEEDED = (
+    ("get", "pods", ""),
+    ("patch", "pods", ""),
+    ("delete", "pods", ""),
+    ("get", "jobs", "batch"),
+    ("patch", "jobs/status", "batch"),
+)
+"""(verb, resource[/subresource], group): the pod ladder's, then ``fail-job``'s."""
 WANTED = (("create", "events", "events.k8s.io"),)
+
+
+def _attributes(verb: str, resource: str, group: str) -> dict[str, str]:
+    name, _, subresource = resource.partition("/")
+    attributes = {"verb": verb, "resource": name, "group": group}
+    if subresource:
+        attributes["subresource"] = subresource
+    return attributes
 
 
 def transactional_id_prefix(settings: ExecutorSettings, commands_topic: str) -> str:
@@ -418,9 +433,7 @@ class Executor:
             review: dict[str, Any] = {
                 "apiVersion": "authorization.k8s.io/v1",
                 "kind": "SelfSubjectAccessReview",
-                "spec": {
-                    "resourceAttributes": {"verb": verb, "resource": resource, "group": group}
-                },
+                "spec": {"resourceAttributes": _attributes(verb, resource, group)},
             }
             try:
                 answer = await self.transport(

@@ -264,11 +264,21 @@ class PartitionWorker:
     async def _apply_all(
         self, commands: list[tuple[int, CommandIssued]]
     ) -> dict[int, Result | None]:
-        """Apply commands: one pod's in order, distinct pods concurrently. None: abandoned."""
+        """Apply commands: one pod's in order, distinct pods concurrently. None: abandoned.
+
+        Job-level commands (``fail-job``) of the batch go first, all of them before
+        any pod's: once a Job has its ``FailureTarget`` the Job controller creates
+        no replacement for a pod we delete next."""
         results: dict[int, Result | None] = {}
+        jobs: dict[tuple[str, str], list[tuple[int, CommandIssued]]] = {}
         by_pod: dict[tuple[str, str], list[tuple[int, CommandIssued]]] = {}
         for index, command in commands:
-            by_pod.setdefault((command.namespace, command.pod_name), []).append((index, command))
+            if command.pod_name is None:
+                jobs.setdefault((command.namespace, command.job_name), []).append((index, command))
+            else:
+                by_pod.setdefault((command.namespace, command.pod_name), []).append(
+                    (index, command)
+                )
         slots = asyncio.Semaphore(self.concurrency)
 
         async def one_pod(queue: list[tuple[int, CommandIssued]]) -> None:
@@ -295,6 +305,8 @@ class PartitionWorker:
                         attempts=1,
                     )
 
+        if jobs:
+            await asyncio.gather(*(one_pod(queue) for queue in jobs.values()))
         await asyncio.gather(*(one_pod(queue) for queue in by_pod.values()))
         return results
 
@@ -327,7 +339,9 @@ class PartitionWorker:
         fields: dict[str, Any] = {
             "command_id": command.command_id,
             "step": command.step,
-            "pod": f"{command.namespace}/{command.pod_name}",
+            "pod" if command.pod_name is not None else "job": (
+                f"{command.namespace}/{command.pod_name or command.job_name}"
+            ),
             "outcome": result.outcome,
             "http_status": result.http_status,
             "attempts": result.attempts,
@@ -338,9 +352,14 @@ class PartitionWorker:
             verb = result.message.split(" ", 1)[0]
             log.error(
                 "executor.forbidden",
-                missing_permission=f"{verb} pods in namespace {command.namespace}",
+                missing_permission=(
+                    f"{verb} jobs/status (batch) in namespace {command.namespace}"
+                    if command.step == "fail-job"
+                    else f"{verb} pods in namespace {command.namespace}"
+                ),
                 hint=(
-                    "grant the executor's service account get, patch and delete on pods "
+                    "grant the executor's service account get, patch and delete on pods, "
+                    "get on jobs and patch on jobs/status in group batch "
                     "(and create on events.events.k8s.io)"
                 ),
                 **fields,

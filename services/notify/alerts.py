@@ -53,6 +53,11 @@ def _due(attempt: int, first: int, every: int) -> bool:
     return attempt >= first and (attempt - first) % every == 0
 
 
+def _of(pod_name: str | None) -> str:
+    """`` of pod P``; nothing for a Job-level step (``fail-job``)."""
+    return "" if pod_name is None else f" of pod {pod_name}"
+
+
 def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> Alert | None:
     m = envelope.message
     if isinstance(m, ForceDeletionForbidden):
@@ -62,7 +67,7 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
             return None
         kind = "forbidden"
         text = (
-            f"{m.namespace}/{m.job_name}: {m.step} of pod {m.pod_name} refused (HTTP "
+            f"{m.namespace}/{m.job_name}: {m.step}{_of(m.pod_name)} refused (HTTP "
             f"{m.http_status}, attempt {m.attempt}): jobreaper lacks a permission. {m.message}"
         )
     elif isinstance(m, CommandApplied) and m.outcome == "failed":
@@ -70,7 +75,7 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
             return None
         kind = "failing"
         text = (
-            f"{m.namespace}/{m.job_name}: {m.step} of pod {m.pod_name} keeps failing "
+            f"{m.namespace}/{m.job_name}: {m.step}{_of(m.pod_name)} keeps failing "
             f"(attempt {m.attempt}, last HTTP {m.http_status}): {m.message}"
         )
     else:
@@ -80,7 +85,7 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
         kind=kind,
         namespace=m.namespace,
         job=m.job_name,
-        pod=m.pod_name,
+        pod=m.pod_name or "",
         text=f":rotating_light: jobreaper: {text}",
         envelope=envelope,
     )

@@ -52,7 +52,7 @@ class Change:
 def _first(commands: Iterable[CommandIssued]) -> dict[StepKey, CommandIssued]:
     firsts: dict[StepKey, CommandIssued] = {}
     for cmd in commands:
-        key = (cmd.namespace, cmd.job_name, cmd.job_uid or "", cmd.pod_uid, cmd.step)
+        key = (cmd.namespace, cmd.job_name, cmd.job_uid or "", cmd.pod_uid or "", cmd.step)
         if key not in firsts or cmd.attempt < firsts[key].attempt:
             firsts[key] = cmd
     return firsts
@@ -67,7 +67,7 @@ def step_changes(
     for key in sorted(old.keys() | new.keys()):
         namespace, job, job_uid, _, step = key
         before, after = old.get(key), new.get(key)
-        pod = (before or after).pod_name  # type: ignore[union-attr]
+        pod = (before or after).pod_name or ""  # type: ignore[union-attr]  # "": the Job
         changes.append(
             Change(
                 namespace,

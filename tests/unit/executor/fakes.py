@@ -41,6 +41,8 @@ def command(step: str = "delete", **overrides: Any) -> CommandIssued:
     if step == "force-delete":
         fields["grace_period_seconds"] = 0
         fields["rule"] = "ladder.force-delete"
+    if step == "fail-job":
+        fields.update(pod_name=None, pod_uid=None, rule="job.failure-target")
     fields.update(overrides)
     return CommandIssued(**fields)
 
@@ -93,6 +95,31 @@ def pod(
     if "activeDeadlineSeconds" in fields:
         spec["activeDeadlineSeconds"] = fields["activeDeadlineSeconds"]
     return Answer(200, "OK", "", orjson.dumps({"metadata": meta, "spec": spec}))
+
+
+def job(
+    uid: str = "job-uid",
+    *,
+    conditions: list[dict[str, Any]] | None = None,
+    managed_by: str | None = None,
+    resource_version: str = "70",
+) -> Answer:
+    """The Job ``ns/job`` as the API server returns it (uid ``job-uid`` by default,
+    as :func:`command` names it)."""
+    spec: dict[str, Any] = {"backoffLimit": 6}
+    if managed_by is not None:
+        spec["managedBy"] = managed_by
+    body = {
+        "metadata": {
+            "name": "job",
+            "namespace": "ns",
+            "uid": uid,
+            "resourceVersion": resource_version,
+        },
+        "spec": spec,
+        "status": {"active": 3, "conditions": conditions or []},
+    }
+    return Answer(200, "OK", "", orjson.dumps(body))
 
 
 @dataclass

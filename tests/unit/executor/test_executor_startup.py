@@ -24,14 +24,22 @@ def executor(api: ScriptedApi) -> Executor:
 
 
 async def test_missing_permissions_are_named_in_error_logs() -> None:
-    api = ScriptedApi([review(True), review(False), review(True), review(False)])
+    answers = [True, False, True, True, False, False]
+    api = ScriptedApi([review(allowed) for allowed in answers])
     with structlog.testing.capture_logs() as logs:
         await executor(api)._check_permissions()
     missing = [e["missing_permission"] for e in logs if e["event"] == "executor.permission_missing"]
-    assert missing == ["patch pods", "create events.events.k8s.io"]
+    assert missing == ["patch pods", "patch jobs/status.batch", "create events.events.k8s.io"]
     assert all(e["log_level"] == "error" for e in logs if "missing_permission" in e)
     reviewed = [c.body["spec"]["resourceAttributes"] for c in api.calls]
     assert reviewed[0] == {"verb": "get", "resource": "pods", "group": ""}
+    assert reviewed[3] == {"verb": "get", "resource": "jobs", "group": "batch"}
+    assert reviewed[4] == {
+        "verb": "patch",
+        "resource": "jobs",
+        "subresource": "status",
+        "group": "batch",
+    }
 
 
 async def test_rejected_credentials_are_fatal() -> None:
