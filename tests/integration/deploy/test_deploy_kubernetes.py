@@ -124,7 +124,8 @@ Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, ve
 #: What each ServiceAccount is granted, derived from the API calls in services/:
 #: watcher stream.py (list, watch) + annotation_events.py (events.k8s.io POST)
 #: + runtime/lease.py (GET/PUT by name, POST);
-#: executor apply.py (GET, PATCH, DELETE a pod) + events.py (events.k8s.io POST);
+#: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status)
+#: + events.py (events.k8s.io POST);
 #: config sources.py (list/watch with fieldSelector metadata.name, core Events POST)
 #: + lease.py + runtime/kube_auth.py (TokenReview, SubjectAccessReview: cluster-scoped
 #: creates, for PUT /config with source=http); killer: GET /version only (its clock; no RBAC).
@@ -141,6 +142,8 @@ GRANTS: dict[str, set[Grant]] = {
     },
     "executor": {
         *(("cluster", "", "pods", v, None) for v in ("get", "patch", "delete")),
+        ("cluster", "batch", "jobs", "get", None),
+        ("cluster", "batch", "jobs/status", "patch", None),
         ("cluster", "events.k8s.io", "events", "create", None),
     },
     "config": {
@@ -173,8 +176,9 @@ def _allowed_checks(account: str) -> list[Check]:
             places.append("")  # all namespaces (or a cluster-scoped resource)
         if resource in CLUSTER_SCOPED:
             places = [""]
+        base, _, subresource = resource.partition("/")  # "jobs/status"
         for where in places:
-            checks.append((verb, group, resource, where, name or "", ""))
+            checks.append((verb, group, base, where, name or "", subresource))
     return checks
 
 
@@ -220,6 +224,11 @@ DENIED: dict[str, list[Check]] = {
         ("list", "", "nodes", "", "", ""),
         ("get", "coordination.k8s.io", "leases", "OWN", "jobreaper-watcher", ""),
         ("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""),
+        # fail-job writes the status only: never the spec, never the whole Job
+        ("patch", "batch", "jobs", "OWN", "x", ""),
+        ("update", "batch", "jobs", "OWN", "x", "status"),
+        ("get", "batch", "jobs", "OWN", "x", "status"),
+        ("list", "batch", "jobs", "", "", ""),
     ],
     "config": [
         ("list", "", "configmaps", "OWN", "", ""),  # only its own, by name
