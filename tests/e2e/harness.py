@@ -25,7 +25,13 @@ from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
-from tests.integration.helpers import eventually, messages, pod_writes
+from tests.integration.helpers import (
+    eventually,
+    job_status_writes,
+    messages,
+    pod_creations,
+    pod_writes,
+)
 
 PARTITIONS = 3
 
@@ -177,6 +183,14 @@ class System:
 
     def writes_of(self, verb: str, namespace: str | None = None) -> list[dict[str, Any]]:
         return [w for w in self.writes(namespace) if w["verb"] == verb]
+
+    def job_writes(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The executor's Job status writes (``fail-job``), from the audit log."""
+        return job_status_writes(self.stack.audit_log, namespace or self.namespace)
+
+    def pod_creations(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Every pod created in the namespace (by the Job controller), from the audit log."""
+        return pod_creations(self.stack.audit_log, namespace or self.namespace)
 
 
 async def _ready(service: Any, task: asyncio.Task[None]) -> bool:

@@ -55,6 +55,7 @@ def job_manifest(
     pod_labels: dict[str, str] | None = None,
     active_deadline_seconds: int | None = None,
     node: str | None = None,
+    backoff_limit: int = 0,
 ) -> client.V1Job:
     """A Job whose pods run ``run`` on kwok (a duration, or "never")."""
     pod_meta = {"pod-complete.stage.kwok.x-k8s.io/delay": run, **(pod_annotations or {})}
@@ -63,7 +64,7 @@ def job_manifest(
         spec=client.V1JobSpec(
             parallelism=parallelism,
             completions=parallelism,
-            backoff_limit=0,
+            backoff_limit=backoff_limit,
             active_deadline_seconds=active_deadline_seconds,
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(annotations=pod_meta, labels=pod_labels),
@@ -142,6 +143,36 @@ def pod_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
         and not e.get("objectRef", {}).get("subresource")
         and e.get("objectRef", {}).get("namespace") == namespace
         and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
+    ]
+
+
+def job_status_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
+    """Job status patches (``fail-job``) the executor sent, per the API server's audit log."""
+    assert audit_log is not None, "these tests need the stack's audit log"
+    return [
+        e
+        for e in read_audit_events(audit_log)
+        if e.get("verb") == "patch"
+        and e.get("stage") == "ResponseComplete"
+        and e.get("objectRef", {}).get("resource") == "jobs"
+        and e.get("objectRef", {}).get("subresource") == "status"
+        and e.get("objectRef", {}).get("namespace") == namespace
+        and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
+    ]
+
+
+def pod_creations(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
+    """Every accepted pod creation in ``namespace`` (the Job controller's), per the audit log."""
+    assert audit_log is not None, "these tests need the stack's audit log"
+    return [
+        e
+        for e in read_audit_events(audit_log)
+        if e.get("verb") == "create"
+        and e.get("stage") == "ResponseComplete"
+        and e.get("objectRef", {}).get("resource") == "pods"
+        and not e.get("objectRef", {}).get("subresource")
+        and e.get("objectRef", {}).get("namespace") == namespace
+        and 200 <= int(e.get("responseStatus", {}).get("code", 0)) < 300
     ]
 
 
