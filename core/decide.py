@@ -31,6 +31,7 @@ from schemas.events import (
     kill_started_parts,
 )
 
+from .fail_job import ENDS_JOB, FAIL_JOB, RULE_FAILURE_TARGET, fail_job_due
 from .ladder import (
     active_deadline,
     active_deadline_value,
@@ -274,6 +275,8 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
         latch = _fire(ctx, gen, eff, gen.pods if full else dirty_pods, level >= JOB_DIRTY)
         if latch is not None:
             full = True
+    if latch is not None:
+        _fail_job(ctx, gen, latch, eff)  # first: the Job stops before its pods go
 
     started: list[PodState] = []
     already_done: list[PodState] | None = None
@@ -416,6 +419,38 @@ def _remove(state: KillerState, gen: JobGen) -> None:
             del names[pod.name]
     if not ks.gens:
         del state.keys[gen.key]
+
+
+def _fail_job(ctx: _Ctx, gen: JobGen, latch: Latch, eff: Effective) -> None:
+    """Rule *job.failure-target*: issue the Job-level ``fail-job`` step once per
+    attempt, at or after its due time (the latch's), in the decision that starts
+    the kill; re-issue a failed one after its backoff (a Job timer)."""
+    due = fail_job_due(gen, latch, latch.trigger in ENDS_JOB)
+    if due is None:
+        return
+    attempt, at = due
+    if at > ctx.now_us:
+        if gen.timer_us != at:
+            _gen_timer(ctx, gen, at, gen.timer_us)
+        return
+    gen.fail_cmd = Cmd(attempt, ISSUED)
+    job_uid = gen.uid
+    ctx.commands.append(
+        CommandIssued(
+            command_id=command_id(job_uid, "", FAIL_JOB, attempt),
+            step=FAIL_JOB,
+            namespace=gen.namespace,
+            job_name=gen.name,
+            job_uid=job_uid,
+            trigger=_trigger(latch.trigger),
+            reason=latch.reason,
+            rule=_rule(RULE_FAILURE_TARGET),
+            config_version=eff.version,
+            due_at=from_us(latch.due_us),
+            decided_at=ctx.now,
+            attempt=attempt,
+        )
+    )
 
 
 # --- one pod: the ladder ----------------------------------------------------------

@@ -487,7 +487,17 @@ def _on_config(state: KillerState, ev: ConfigSnapshot) -> None:
 # --- our own output, folded back ----------------------------------------------
 
 
+def _job_of(state: KillerState, ev: CommandIssued | CommandApplied) -> JobGen:
+    key, ks = _key(state, ev.namespace, ev.job_name)
+    return _gen(ks, key, ev.job_uid or "")
+
+
 def _on_issued(state: KillerState, ev: CommandIssued) -> None:
+    if ev.pod_name is None or ev.pod_uid is None:  # fail-job: the Job-level step
+        gen = _job_of(state, ev)
+        if gen.fail_cmd is None or gen.fail_cmd.attempt < ev.attempt:
+            gen.fail_cmd = Cmd(ev.attempt, ISSUED)
+        return
     pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
     idx = STEP_INDEX[ev.step]
     cmds = pod.cmds
@@ -507,6 +517,9 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
 
 
 def _on_applied(state: KillerState, ev: CommandApplied) -> None:
+    if ev.pod_name is None or ev.pod_uid is None:
+        _on_job_applied(state, ev)
+        return
     # A placeholder, as for our own commands: a rebuild folds each topic in its own
     # order, and a result can come before the pod's observation and its command.
     pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
@@ -543,6 +556,25 @@ def _on_applied(state: KillerState, ev: CommandApplied) -> None:
             _unindex_node(state, pod)
         _done_at(pod, applied_us)
     mark_pod(state, pod)
+
+
+def _on_job_applied(state: KillerState, ev: CommandApplied) -> None:
+    """The result of ``fail-job``: ``failed``/``forbidden`` -> retried after the backoff
+    (a Job timer); anything else ends the step (``gone``/``uid-mismatch`` are about
+    the Job, not its pods: they end as the watcher sees them end)."""
+    gen = _job_of(state, ev)
+    rec = gen.fail_cmd
+    if rec is not None and (
+        ev.attempt < rec.attempt or (ev.attempt == rec.attempt and rec.status != ISSUED)
+    ):
+        return  # stale or duplicate result
+    if ev.outcome in ("failed", "forbidden"):
+        retry_us = to_us(ev.applied_at) + retry_backoff_us(ev.attempt, ev.outcome)
+        gen.fail_cmd = Cmd(ev.attempt, FAILED_RETRY, retry_us)
+        if gen.observed:  # a placeholder waits for its Job's observation
+            mark_gen(state, gen, JOB_DIRTY)
+        return
+    gen.fail_cmd = Cmd(ev.attempt, REFUSED if ev.outcome == "refused" else APPLIED)
 
 
 def _on_started(state: KillerState, ev: KillStarted) -> None:

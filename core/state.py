@@ -236,6 +236,8 @@ class JobGen:
     alive: int = 0
     """Observed pods of this generation not yet gone."""
     latch: Latch | None = None
+    fail_cmd: Cmd | None = None
+    """The newest attempt of the Job-level step ``fail-job`` (``core.fail_job``)."""
     episode: Episode | None = None
     episodes: int = 0
     eff: object = None

@@ -539,7 +539,8 @@ class Applier:
             )
         if command.step == "fail-job":
             return await self._fail_job(command, stopping)
-        assert command.pod_name is not None and command.pod_uid is not None  # invalid_names
+        if command.pod_name is None or command.pod_uid is None:  # refused by invalid_names
+            raise ValueError(f"{command.step} without a pod")
         pod_uid = command.pod_uid
         started = self.monotonic()
         calls = retries = rechecks = 0

@@ -182,7 +182,8 @@ CmdTuple = tuple[str, str, str, float]
 
 
 def cmd_tuple(c: CommandIssued) -> CmdTuple:
-    return (c.step, c.pod_name, c.rule, secs(c.due_at))
+    """``fail-job`` names no pod: ``""``."""
+    return (c.step, c.pod_name or "", c.rule, secs(c.due_at))
 
 
 class Harness:
@@ -211,9 +212,12 @@ class Harness:
         return d
 
     def last_command(self, pod: str, step: str) -> CommandIssued:
-        return next(c for c in reversed(self.commands) if c.pod_name == pod and c.step == step)
+        return next(
+            c for c in reversed(self.commands) if (c.pod_name or "") == pod and c.step == step
+        )
 
     def result(self, t: float, pod: str, step: str, outcome: Outcome = "applied") -> CommandApplied:
+        """The result of the newest ``step`` on ``pod`` (``fail-job``: pod ``""``)."""
         c = self.last_command(pod, step)
         ev = CommandApplied(
             command_id=c.command_id,

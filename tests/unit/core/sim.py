@@ -6,7 +6,10 @@
 * ``delete``: an unscheduled pod goes at once; on a healthy node the pod gets
   a deletionTimestamp and is gone 3 s later; on a lost node it stays
   terminating forever;
-* ``force-delete``: gone at once.
+* ``force-delete``: gone at once;
+* ``fail-job``: the Job gets ``FailureTarget`` (observed at once); ``gone`` once
+  the Job was deleted. (The real Job controller then deletes the pods too; here
+  the ladder alone removes them, the harder case for the properties.)
 
 The driver plays a script of actions against the cluster and the core like
 the killer's runtime would: fold observations, decide at every event and at
@@ -237,8 +240,21 @@ class Sim:
         return p.node is not None and self.nodes[p.node]
 
     def apply(self, c: CommandIssued) -> None:
-        p = self.pod_by_uid(c.pod_uid)
         index = len(self.commands) - 1
+        if c.step == "fail-job":
+            j = next(j for j in self.jobs if j.uid == c.job_uid)
+            if index < 16 and self.fail_mask >> index & 1 and not j.deleted:
+                self.result(c, "failed")
+            elif j.deleted:
+                self.result(c, "gone")
+            else:
+                self.result(c, "applied")
+                if not j.failed:
+                    j.failed = True
+                    self.observe_job(j)
+            return
+        assert c.pod_uid is not None
+        p = self.pod_by_uid(c.pod_uid)
         if index < 16 and self.fail_mask >> index & 1 and not p.gone:
             self.result(c, "failed")
             return

@@ -34,8 +34,10 @@ def test_decide_takes_a_naive_now_as_utc() -> None:
     h = Harness()
     h.feed(h.b.job(0, annotations={KILL_TIMESTAMP: iso(100)}), h.b.pod(0))
     naive = decide(h.state, datetime(2026, 1, 1, 0, 1, 40))
+    when = datetime(2026, 1, 1, 0, 1, 40, tzinfo=UTC)
     assert [(c.step, c.decided_at) for c in naive.commands] == [
-        ("set-active-deadline", datetime(2026, 1, 1, 0, 1, 40, tzinfo=UTC))
+        ("fail-job", when),
+        ("set-active-deadline", when),
     ]
 
 
@@ -53,7 +55,7 @@ def test_what_if_config_is_used_instead_of_the_folded_one() -> None:
     h.feed(snapshot(3), h.b.job(0, annotations={KILL_TIMESTAMP: iso(0)}), h.b.pod(0))
     what_if = snapshot(99, deleteKillingTasksTimeoutSeconds=0)
     d = decide(h.state, at(1), what_if)
-    assert [(c.step, c.config_version) for c in d.commands] == [("delete", 99)]
+    assert [(c.step, c.config_version) for c in d.commands] == [("fail-job", 99), ("delete", 99)]
 
 
 def test_config_rejects_both_force_delete_names() -> None:
@@ -151,7 +153,8 @@ def test_a_command_carries_the_pods_newest_resource_version() -> None:
     h = Harness()
     h.feed(h.b.job(0, annotations={KILL_TIMESTAMP: iso(5)}), h.b.pod(0, rv="40"))
     h.feed(h.b.pod(1, rv="41"), h.b.pod(2, rv="39"))  # the last one is stale: ignored
-    (command,) = h.decide(5).commands
+    fail_job, command = h.decide(5).commands
+    assert (fail_job.step, fail_job.pod_resource_version) == ("fail-job", None)
     assert (command.step, command.pod_resource_version) == ("set-active-deadline", "41")
     # Deletions are read first: a pod that outlived its deadline, or sits on a lost
     # node, changes in ways the killer does not see.

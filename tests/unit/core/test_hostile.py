@@ -349,7 +349,7 @@ def test_a_pod_forbidden_by_any_value_but_false_is_never_force_deleted(
         h.decide(t)
         for cmd in h.commands:
             if cmd.step != "force-delete":
-                h.result(t, cmd.pod_name, cmd.step)
+                h.result(t, cmd.pod_name or "", cmd.step)
     # the pod is being deleted and stays so (a lost kubelet)
     h.feed(
         b.pod(17, "p1", deletion=16, annotations=pod_ann, ads=1).model_copy(
@@ -386,7 +386,10 @@ def test_the_hostile_annotations_of_the_issue_do_not_stop_other_kills() -> None:
     assert not [c for c in h.commands if c.job_name == "good"]
     h.decide(30)
     good = [c for c in h.commands if c.job_name == "good"]
-    assert [(c.step, c.due_at) for c in good] == [("set-active-deadline", at(30))]
+    assert [(c.step, c.due_at) for c in good] == [
+        ("fail-job", at(30)),
+        ("set-active-deadline", at(30)),
+    ]
     # the hostile Jobs: an invalid kill time is no kill time; only the one value that
     # is valid seconds (" 30 ") set a running timeout, and it ran out
     others = {(c.job_name, c.trigger) for c in h.commands if c.job_name != "good"}

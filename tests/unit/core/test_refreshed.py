@@ -88,9 +88,18 @@ def test_after_its_own_output_expired_a_rebuilt_state_redoes_only_what_is_left()
         stuck_job,
         b.pod(1, "stuck-a", job="stuck", job_uid="job-s", annotations=None),
     )
-    continuous.decide(100)
+    killing = continuous.decide(100)
+    assert [(c.job_name, c.step) for c in killing.commands if c.step == "fail-job"] == [
+        ("done", "fail-job"),
+        ("stuck", "fail-job"),
+    ]
     continuous.result(101, "done-a", "set-active-deadline")
     continuous.result(101, "stuck-a", "set-active-deadline")
+    # fail-job wrote FailureTarget on both Jobs: the watcher sees it.
+    failure = [("FailureTarget", "True", "JobReaperKilled", 100.5)]
+    done_job = b.job(100.5, "done", "job-d", annotations=kill, conditions=failure, active=0)
+    stuck_job = b.job(100.5, "stuck", "job-s", annotations=kill, conditions=failure)
+    continuous.feed(done_job, stuck_job)
     # done-a stops; stuck-a ignores its deadline, is deleted later and hangs.
     done_pod = b.pod(
         102, "done-a", job="done", job_uid="job-d", phase="Failed", containers="terminated"

@@ -3,7 +3,12 @@ named after the rule it pins. A case is a script of steps: events folded
 (``J`` job, ``P`` pod, ``N`` node, ``Req`` kill request, ``Cfg`` config
 snapshot, ``R`` a command result) and decisions (``D``) with what they must
 produce: commands as ``(step, pod, rule, due seconds)``, event type names,
-and the next due time."""
+and the next due time.
+
+``D.cmds`` lists the pod steps; the Job-level ``fail-job`` is checked apart
+(``D.job``: its ``(trigger, due seconds, attempt)``s, or ``None`` to leave it to the
+checks every decision gets: ``fail-job`` only for a trigger that ends the Job, once
+per Job generation and attempt, first in its decision)."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from schemas.parts import MAX_PODS_PER_PART
 
-from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, snapshot
+from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, secs, snapshot
 
 Step = Callable[[Harness], Any]
 ANY: Any = object()
@@ -41,6 +46,9 @@ R_METHOD = "ladder.delete-method"
 R_TIMEOUT = "ladder.delete-after-timeout"
 R_LOST = "ladder.node-lost-delete"
 R_FORCE = "ladder.force-delete"
+FAIL = "fail-job"
+R_FAIL = "job.failure-target"
+ENDS_JOB = {"Killed", "PendingTimeout", "RunningTimeout"}
 
 PENDING_POD: dict[str, Any] = {
     "phase": "Pending",
@@ -83,11 +91,25 @@ class D:
     events: list[str] | None = None
     next_due: Any = ANY
     check: Callable[[Decision], None] | None = None
+    job: list[tuple[str, float, int]] | None = None
+    """The ``fail-job`` commands: (trigger, due seconds, attempt); None: not checked here."""
 
     def __call__(self, h: Harness) -> Decision:
         d = h.decide(self.t)
+        pod_cmds = [c for c in d.commands if c.step != FAIL]
+        job_cmds = [c for c in d.commands if c.step == FAIL]
         if self.cmds is not None:
-            assert [cmd_tuple(c) for c in d.commands] == self.cmds, f"at {self.t}"
+            assert [cmd_tuple(c) for c in pod_cmds] == self.cmds, f"at {self.t}"
+        if self.job is not None:
+            got = [(c.trigger, secs(c.due_at), c.attempt) for c in job_cmds]
+            assert got == self.job, f"at {self.t}"
+        for c in job_cmds:
+            assert c.trigger in ENDS_JOB, c
+            assert (c.rule, c.pod_name, c.pod_uid) == (R_FAIL, None, None)
+            assert c.job_uid
+        assert d.commands[: len(job_cmds)] == tuple(job_cmds), "fail-job before the pod steps"
+        issued = [(c.job_uid, c.attempt) for c in h.commands if c.step == FAIL]
+        assert len(issued) == len(set(issued)), "one fail-job per Job generation and attempt"
         if self.events is not None:
             assert [type(e).__name__ for e in d.kill_events] == self.events, f"at {self.t}"
         if self.next_due is not ANY:
@@ -115,8 +137,9 @@ def only(**expected: Any) -> Callable[[Decision], None]:
     """Every command of the decision has these attribute values."""
 
     def check(d: Decision) -> None:
-        assert d.commands
-        for c in d.commands:
+        pod_cmds = [c for c in d.commands if c.step != FAIL]
+        assert pod_cmds
+        for c in pod_cmds:
             for key, value in expected.items():
                 assert getattr(c, key) == value, (key, getattr(c, key), value)
 
@@ -973,6 +996,165 @@ CASES = [
             D(1, [], ["JobKilled"]),
             P(2, "p2", created=2, start=2),
             D(2, [(AD, "p2", R_AD, 2)], check=started(2, ["p2"], [])),
+        ],
+    ),
+    # --- rule job.failure-target: the Job-level step fail-job --------------------------
+    Case(
+        "fail-job-once-in-the-decision-that-starts-a-kill",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], job=[("Killed", 0, 1)], check=started(1, ["p1"])),
+            R(1, "", FAIL, "applied"),
+            D(2, [], [], job=[]),
+            # a pod that joins the kill later: the Job is not failed again
+            P(5, "p2"),
+            D(5, [(AD, "p2", R_AD, 5)], job=[], check=started(1, ["p2"])),
+            R(6, "p1", AD),
+            R(6, "p2", AD),
+            P(7, phase="Failed", containers="terminated"),
+            P(7, "p2", phase="Failed", containers="terminated"),
+            D(7, [], ["JobKilled"], job=[]),
+            # a replacement after the episode ended opens a new one: still not again
+            P(8, "p3"),
+            D(8, [(AD, "p3", R_AD, 8)], job=[], check=started(2, ["p3"])),
+        ],
+    ),
+    Case(
+        "fail-job-a-future-kill-waits-for-its-time",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(10)}),
+            P(0),
+            D(9.9, [], [], job=[], next_due=10),
+            D(10, [(AD, "p1", R_AD, 10)], job=[("Killed", 10, 1)]),
+        ],
+    ),
+    Case(
+        "fail-job-for-a-kill-request",
+        [J(0), P(0), Req(1, 3), D(3, [(AD, "p1", R_AD, 3)], job=[("Killed", 3, 1)])],
+    ),
+    Case(
+        "fail-job-for-a-pending-timeout",
+        [
+            J(0),
+            P(0, **PENDING_POD),
+            D(900, [(DEL, "p1", R_UNSCHED, 900)], job=[("PendingTimeout", 900, 1)]),
+        ],
+    ),
+    Case(
+        "fail-job-for-a-running-timeout",
+        [
+            J(0, annotations={RUNNING_TIMEOUT: "120"}),
+            P(10, start=10),
+            D(130, [(AD, "p1", R_AD, 130)], job=[("RunningTimeout", 130, 1)]),
+        ],
+    ),
+    Case(
+        "fail-job-even-with-no-pod-left-to-kill",
+        [J(0, active=0, **KILL_AT_0), D(0, [], [], job=[("Killed", 0, 1)])],
+    ),
+    Case(
+        "fail-job-not-for-the-jobs-own-deadline",
+        # the Job controller writes its own FailureTarget at the deadline
+        [
+            J(0, ads=10),
+            P(0),
+            D(10, [(AD, "p1", R_AD, 10)], job=[], check=only(trigger="DeadlineExceeded")),
+        ],
+    ),
+    Case(
+        "fail-job-not-for-a-finished-job",
+        [
+            J(0, conditions=[("Failed", "True", "BackoffLimitExceeded", 5)]),
+            P(0),
+            D(5, [(AD, "p1", R_AD, 5)], job=[], check=only(trigger="JobFinished")),
+        ],
+    ),
+    Case(
+        "fail-job-not-for-a-suspension",
+        [
+            J(0, suspend=True),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], job=[], check=only(trigger="Suspended")),
+        ],
+    ),
+    Case(
+        "fail-job-not-for-a-deleted-job-or-a-stuck-pod",
+        [
+            J(0),
+            P(0, deletion=0),
+            D(900, [(FORCE, "p1", R_FORCE, 900)], job=[], check=only(trigger="StuckTerminating")),
+            J(1000, change="deleted"),
+            P(1000, "p2"),
+            D(1000, job=[], check=only(trigger="JobDeleted")),
+        ],
+    ),
+    Case(
+        "fail-job-not-when-the-jobs-end-is-already-decided",
+        # A kill of a Job whose FailureTarget the controller wrote first (its own
+        # deadline, backoff limit): ours would replace its reason.
+        [
+            J(0, conditions=[("FailureTarget", "True", "DeadlineExceeded", 0)], **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], job=[], check=only(trigger="Killed")),
+        ],
+    ),
+    Case(
+        "fail-job-retry-after-failed-and-forbidden-with-backoff",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, job=[("Killed", 0, 1)]),
+            R(1, "", FAIL, "failed"),
+            D(1.5, [], [], job=[], next_due=2),
+            D(2, [], [], job=[("Killed", 0, 2)]),
+            R(3, "", FAIL, "forbidden"),
+            D(62.9, [], [], job=[]),
+            D(63, [], [], job=[("Killed", 0, 3)]),
+            R(64, "", FAIL, "applied"),
+            D(10_000, job=[]),
+        ],
+    ),
+    Case(
+        "fail-job-no-retry-once-the-job-shows-its-end",
+        # the write was accepted but its answer lost: the Job shows the condition
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, job=[("Killed", 0, 1)]),
+            R(1, "", FAIL, "failed"),
+            J(1.5, conditions=[("FailureTarget", "True", "JobReaperKilled", 1)], **KILL_AT_0),
+            D(2, [], [], job=[]),
+            D(10_000, job=[]),
+        ],
+    ),
+    *(
+        Case(
+            f"fail-job-final-after-{outcome}-and-the-pods-go-on",
+            [
+                J(0, **KILL_AT_0),
+                P(0),
+                D(0, [(AD, "p1", R_AD, 0)], job=[("Killed", 0, 1)]),
+                R(1, "", FAIL, outcome),
+                D(2, [], [], job=[], next_due=180),
+                D(180, [(DEL, "p1", R_TIMEOUT, 180)], job=[]),
+            ],
+        )
+        for outcome in ("gone", "uid-mismatch", "refused")
+    ),
+    Case(
+        "fail-job-a-stale-or-duplicate-result-is-ignored",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, job=[("Killed", 0, 1)]),
+            R(1, "", FAIL, "failed"),
+            D(2, job=[("Killed", 0, 2)]),
+            # attempt 2's result is still due; attempt 1's again changes nothing
+            lambda h: h.feed(
+                h.log[next(i for i, e in enumerate(h.log) if isinstance(e, CommandApplied))]
+            ),
+            D(100, job=[]),
         ],
     ),
 ]

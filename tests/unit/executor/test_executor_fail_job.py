@@ -135,7 +135,7 @@ async def test_a_conflict_is_decided_by_reading_again() -> None:
 
 async def test_a_422_on_a_completed_job_is_decided_by_reading_again() -> None:
     done = {"type": "Complete", "status": "True", "reason": "CompletionsReached"}
-    result, api, _ = await fail([job(), INVALID, job(conditions=[done])])
+    result, _, _ = await fail([job(), INVALID, job(conditions=[done])])
     assert (result.outcome, result.wrote) == ("applied", False)
 
 
