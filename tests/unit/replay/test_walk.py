@@ -49,11 +49,11 @@ def test_a_recorded_history_replays_without_divergence() -> None:
     rec, b = Recorder(), Builder()
     _lost_node_kill(rec, b)
     steps = [c.step for c in _commands(rec)]
-    assert steps == ["set-active-deadline", "delete", "force-delete"]
+    assert steps == ["fail-job", "set-active-deadline", "delete", "force-delete"]
     report = replay(rec.history)
     assert report.divergences == []
     assert report.total("decisions") == rec.decisions >= 4
-    assert report.total("commands") == 3
+    assert report.total("commands") == 4
     assert report.total("events") > 0
 
 
@@ -67,7 +67,7 @@ def test_a_changed_rule_is_reported_at_its_first_differing_event() -> None:
 
     report = replay(rec.history, decide_fn=changed_decide)
     first = report.divergences[0]
-    force = _commands(rec)[2]
+    force = _commands(rec)[3]
     assert (first.kind, first.expected_id, first.decided_at) == (
         "command",
         force.command_id,
@@ -125,7 +125,7 @@ def test_a_rebuild_replays_exactly_because_the_decision_records_name_the_state()
     assert delete.due_at == at(12), "the rebuilt state dates the node loss from its start"
     report = replay(rec.history)
     assert report.divergences == []
-    assert report.total("commands") == 2
+    assert report.total("commands") == 3  # fail-job, set-active-deadline, delete
     assert report.partitions[0].states == 2
 
 
@@ -140,7 +140,7 @@ def test_a_rebuilt_state_decides_what_a_continuous_state_decides() -> None:
     report = replay(rec.history)
     assert report.partitions[0].states == 1
     assert report.divergences == []
-    assert report.total("commands") == 2
+    assert report.total("commands") == 3  # fail-job, set-active-deadline, delete
 
 
 def test_a_new_killer_instance_is_a_new_state() -> None:
@@ -157,7 +157,7 @@ def test_a_new_killer_instance_is_a_new_state() -> None:
     report = replay(rec.history)
     assert report.divergences == []
     assert report.partitions[0].states == 2
-    assert report.total("commands") == 2
+    assert report.total("commands") == 3  # fail-job, set-active-deadline, delete
 
 
 def test_what_if_with_a_lower_force_timeout_force_deletes_earlier() -> None:
@@ -188,7 +188,7 @@ def test_what_if_with_the_same_config_changes_nothing() -> None:
     _lost_node_kill(rec, b, force=4)
     result = what_if(rec.history, snapshot(2, **FAST))
     (ns,) = result.namespaces
-    assert ns.commands.same == 3
+    assert ns.commands.same == 4  # fail-job and the three rungs
     assert ns.commands.added == ns.commands.removed == 0
     assert timedelta(0) == max(
         abs(c.what_if - c.recorded) for c in result.steps if c.what_if and c.recorded
@@ -246,11 +246,11 @@ def test_a_decision_written_in_parts_replays_as_one_decision() -> None:
     report = replay(rec.history)
     assert report.divergences == []
     assert report.total("decisions") == rec.decisions == 3
-    assert report.total("commands") == 12_000
+    assert report.total("commands") == 12_001  # and one fail-job
     assert report.total("events") == 12_012
     result = what_if(rec.history, snapshot(2, **FAST))
     (ns,) = result.namespaces
-    assert ns.commands.same == 12_000 and ns.commands.added == ns.commands.removed == 0
+    assert ns.commands.same == 12_001 and ns.commands.added == ns.commands.removed == 0
 
 
 def test_a_decision_with_a_part_missing_is_reported() -> None:
