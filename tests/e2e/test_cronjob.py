@@ -10,6 +10,8 @@ the next run (docs/design/job-level-kill.md, "CronJob, concurrencyPolicy: Forbid
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,3 +105,16 @@ async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
         f"{datetime.now(UTC):%H:%M:%S}"
     )
     assert gap <= FAST["forceDeleteTaskTimeoutSeconds"] + SCHEDULE_PERIOD_S + 5
+    if shutil.which("kubectl") and os.environ.get("KUBECONFIG"):
+        # What a user sees (docs/executor.md quotes it).
+        shown = await asyncio.create_subprocess_exec(
+            "kubectl",
+            "describe",
+            "job",
+            "-n",
+            namespace,
+            first.metadata.name,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await asyncio.wait_for(shown.communicate(), 30)
+        print(out.decode())
