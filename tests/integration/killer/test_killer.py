@@ -137,7 +137,13 @@ async def test_a_future_kill_timestamp_waits_then_acts_at_once(
     )
     await asyncio.sleep(3)
     assert await services.commands() == [], "nothing is decided before the kill time"
-    (command,) = await eventually("the first step", services.commands, timeout=30)
+
+    async def both() -> list[CommandIssued] | None:
+        found = await services.commands()
+        return found if len(found) >= 2 else None
+
+    fail_job, command = await eventually("the kill's first steps", both, timeout=30)
+    assert (fail_job.step, fail_job.due_at) == ("fail-job", command.due_at), "the Job, then its pod"
     assert command.step == "set-active-deadline"
     assert command.trigger == "Killed"
     assert (
@@ -160,7 +166,7 @@ async def test_a_restarted_killer_rebuilds_and_issues_nothing_twice(
 
     async def three() -> list[CommandIssued] | None:
         found = await services.commands()
-        return found if len(found) >= 3 else None
+        return found if len(found) >= 6 else None  # fail-job and a pod step each
 
     await eventually("a first step for each Job", three)
     await asyncio.sleep(2)
@@ -210,11 +216,13 @@ async def test_two_killers_split_the_partitions_and_issue_what_one_would(
     found = await eventually("a first step for every Job", all_jobs)
     await asyncio.sleep(2)
     found = await services.commands()
-    assert len(found) == len(names), [
+    assert len(found) == 2 * len(names), [
         (c.job_name, c.pod_name, c.step, c.rule, c.attempt, c.command_id[:6], str(c.decided_at))
         for c in found
     ]
-    assert all(c.step == "set-active-deadline" for c in found)
+    assert sorted((c.job_name, c.step) for c in found) == sorted(
+        (name, step) for name in names for step in ("fail-job", "set-active-deadline")
+    )
 
 
 async def test_a_poison_record_is_dead_lettered_and_deciding_goes_on(

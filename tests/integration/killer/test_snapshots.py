@@ -215,7 +215,7 @@ async def test_a_killer_restarted_from_snapshots_decides_what_a_full_replay_deci
 
     async def first_steps(log: Log) -> list[CommandIssued] | None:
         found = await log.commands()
-        return found if len(found) >= 8 else None
+        return found if len(found) >= 12 else None  # 4 Jobs: fail-job and 2 pod steps each
 
     issued = await eventually("first steps (snapshots)", lambda: first_steps(snap))
     await eventually("first steps (full)", lambda: first_steps(full))
@@ -353,7 +353,7 @@ async def test_a_killer_restarted_while_a_node_is_lost_dates_the_loss_from_its_s
     for log in logs:  # and the log replays exactly, the loaded state's decisions too
         report = replay(await read_history(log.kafka))
         assert report.divergences == [], render_replay(report)
-        assert report.total("commands") == 4
+        assert report.total("commands") == 5  # fail-job, 2 x set-active-deadline, 2 x delete
 
 
 async def _at_least(log: Log, step: str, count: int) -> list[CommandIssued] | None:
