@@ -393,7 +393,7 @@ async def test_a_truncated_or_altered_snapshot_falls_back_to_a_full_replay(
         store = SnapshotStore(tmp_path / "snapshots", topic_prefix)
 
         async def snapshotted() -> bool:
-            return len(await log.commands()) >= 10 and all(
+            return len(await log.commands()) >= 15 and all(  # 5 Jobs: fail-job, 2 pods
                 store.candidates(p) for p in range(PARTITIONS)
             )
 
