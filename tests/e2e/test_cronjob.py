@@ -2,10 +2,10 @@
 a run whose pod sits on a lost node.
 
 Plain Kubernetes: the pod on the lost node never goes away by itself, the Job stays
-active, and Forbid skips every later run. With jobreaper: the running timeout fires,
-``fail-job`` writes ``FailureTarget`` (no replacement pods), the ladder force-deletes
-the stuck pod, the Job controller writes ``Failed`` and the CronJob controller starts
-the next run (docs/design/job-level-kill.md, "CronJob, concurrencyPolicy: Forbid")."""
+active, and Forbid skips every later run. With jobreaper: the run is killed (a kill
+time set once its node is lost), ``fail-job`` writes ``FailureTarget`` (no replacement
+pods), the ladder force-deletes the stuck pod, the Job controller writes ``Failed``
+and the CronJob controller starts the next run (docs/design/job-level-kill.md, "CronJob, concurrencyPolicy: Forbid")."""
 
 from __future__ import annotations
 
@@ -19,16 +19,19 @@ import pytest
 from kubernetes_asyncio import client
 
 from devtools.stack.api import StackInfo
-from schemas.annotations import RUNNING_TIMEOUT
+from schemas.annotations import KILL_TIMESTAMP
 from schemas.events import KillStarted
-from tests.e2e.harness import System
+from tests.e2e.harness import System, rfc3339
 from tests.integration.helpers import eventually, job_manifest
 from tests.stack_fixtures import NodeLoss
 
 pytestmark = pytest.mark.stack
 
 FAST = {"deleteKillingTasksTimeoutSeconds": 3, "forceDeleteTaskTimeoutSeconds": 4}
-RUNNING_TIMEOUT_S = 5
+GRACE_S = 30
+"""The pod's own termination grace period (the default): a graceful delete sets
+``deletionTimestamp`` that far ahead, and the force deletion comes
+``forceDeleteTaskTimeoutSeconds`` after it."""
 SCHEDULE_PERIOD_S = 60
 
 
@@ -54,12 +57,7 @@ async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
             spec=client.V1CronJobSpec(
                 schedule="*/1 * * * *",
                 concurrency_policy="Forbid",
-                job_template=client.V1JobTemplateSpec(
-                    metadata=client.V1ObjectMeta(
-                        annotations={RUNNING_TIMEOUT: str(RUNNING_TIMEOUT_S)}
-                    ),
-                    spec=template.spec,
-                ),
+                job_template=client.V1JobTemplateSpec(spec=template.spec),
             ),
         ),
     )
@@ -76,24 +74,30 @@ async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
 
     first = await eventually("the first run's pod running", first_running, timeout=90)
     await asyncio.to_thread(node_loss.lose, node)
+    await client.BatchV1Api(kube_api).patch_namespaced_job(
+        first.metadata.name,
+        namespace,
+        {"metadata": {"annotations": {KILL_TIMESTAMP: rfc3339(datetime.now(UTC))}}},
+    )
 
     async def next_run() -> Any:
         jobs = await runs(kube_api, namespace)
         return jobs[1] if len(jobs) > 1 else None
 
-    budget = RUNNING_TIMEOUT_S + FAST["forceDeleteTaskTimeoutSeconds"] + SCHEDULE_PERIOD_S
+    ladder_s = GRACE_S + FAST["forceDeleteTaskTimeoutSeconds"]
+    budget = ladder_s + SCHEDULE_PERIOD_S
     second = await eventually("the next scheduled run", next_run, timeout=budget + 30)
     started = next(
         e
         for e in await system.kill_events()
         if isinstance(e, KillStarted) and e.job_name == first.metadata.name
     )
-    assert started.trigger == "RunningTimeout"
+    assert started.trigger == "Killed"
     steps = [c.step for c in await system.commands() if c.job_name == first.metadata.name]
     assert steps == ["fail-job", "delete", "force-delete"], steps
     done = await client.BatchV1Api(kube_api).read_namespaced_job(first.metadata.name, namespace)
     (failed,) = [c for c in done.status.conditions or [] if c.type == "Failed"]
-    assert failed.reason == "JobReaperRunningTimeout"
+    assert failed.reason == "JobReaperKilled"
     gap = (second.metadata.creation_timestamp - started.decided_at).total_seconds()
     since_failed = (
         second.metadata.creation_timestamp - failed.last_transition_time
@@ -104,7 +108,7 @@ async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
         f"{gap:.1f}s after KillStarted ({since_failed:.1f}s after Failed); now "
         f"{datetime.now(UTC):%H:%M:%S}"
     )
-    assert gap <= FAST["forceDeleteTaskTimeoutSeconds"] + SCHEDULE_PERIOD_S + 5
+    assert gap <= budget + 5, "the ladder's timeouts plus one schedule period"
     if shutil.which("kubectl") and os.environ.get("KUBECONFIG"):
         # What a user sees (docs/executor.md quotes it).
         shown = await asyncio.create_subprocess_exec(
