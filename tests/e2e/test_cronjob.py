@@ -5,7 +5,8 @@ Plain Kubernetes: the pod on the lost node never goes away by itself, the Job st
 active, and Forbid skips every later run. With jobreaper: the run is killed (a kill
 time set once its node is lost), ``fail-job`` writes ``FailureTarget`` (no replacement
 pods), the ladder force-deletes the stuck pod, the Job controller writes ``Failed``
-and the CronJob controller starts the next run (docs/design/job-level-kill.md, "CronJob, concurrencyPolicy: Forbid")."""
+and the CronJob controller starts the next run (docs/design/job-level-kill.md,
+"CronJob, concurrencyPolicy: Forbid")."""
 
 from __future__ import annotations
 
