@@ -43,13 +43,13 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
 ) -> None:
     history = await _force_deleted_history(system, kube_api, namespace, node_loss, stack.nodes[-1])
     recorded = await system.commands()
-    assert [c.step for c in recorded] == ["delete", "force-delete"]
+    assert [c.step for c in recorded] == ["fail-job", "delete", "force-delete"]
 
     # 1. The same core: no divergence, every command and kill event matched.
     report = replay(history)
     assert report.divergences == []
     assert report.total("decisions") >= 2
-    assert report.total("commands") == 2
+    assert report.total("commands") == 3
     assert report.total("events") == len(await system.kill_events())
 
     # 2. A changed rule (the force timeout, 4 s -> 1 s, same config version): the
@@ -66,7 +66,7 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
     diverged = replay(history, decide_fn=changed_decide)
     assert diverged.divergences, "a changed rule must be reported"
     first = diverged.divergences[0]
-    force = recorded[1]
+    force = recorded[2]
     assert first.kind == "command"
     assert first.expected_id == force.command_id
     assert first.problem in (
@@ -81,12 +81,14 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
     snapshot = changed.model_copy(update={"version": system.version + 1})
     result = what_if(history, snapshot)
     steps = {c.step: c for c in result.steps}
-    assert set(steps) == {"delete", "force-delete"}, result.steps
-    assert steps["delete"].recorded == recorded[0].decided_at
+    assert set(steps) == {"fail-job", "delete", "force-delete"}, result.steps
+    assert steps["fail-job"].what_if is not None
+    assert steps["fail-job"].what_if <= recorded[0].decided_at, "the kill does not move later"
+    assert steps["delete"].recorded == recorded[1].decided_at
     # Decided when the kill annotation arrived (its Kafka timestamp): not after the
     # real killer, which decided once it had read it.
     assert steps["delete"].what_if is not None
-    assert steps["delete"].what_if <= recorded[0].decided_at
+    assert steps["delete"].what_if <= recorded[1].decided_at
     assert steps["force-delete"].what_if == force.due_at - timedelta(seconds=3)
     (ns,) = result.namespaces
     assert ns.namespace == namespace
