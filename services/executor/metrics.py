@@ -26,7 +26,8 @@ class ExecutorMetrics:
             "jobreaper_executor_refused_total",
             "Commands refused with nothing written: invalid-namespace, invalid-pod-name, "
             "invalid-job-name, invalid-command (no API call), not-owned (the pod read is "
-            "not the command's Job's)",
+            "not the command's Job's), managed-elsewhere (fail-job: the Job's spec.managedBy "
+            "names another controller)",
             ["reason"],
             registry=registry,
         )
