@@ -142,7 +142,8 @@ class Committer:
             partition=number,
             # Bounded: a decision about a Job of 20,000 pods is one line, not 2 MB.
             commands=[
-                f"{c.step}:{c.namespace}/{c.pod_name or c.job_name}" for c in decision.commands[:LOGGED_COMMANDS]
+                f"{c.step}:{c.namespace}/{c.pod_name or c.job_name}"
+                for c in decision.commands[:LOGGED_COMMANDS]
             ],
             commands_total=len(decision.commands),
             events=events,
