@@ -263,11 +263,12 @@ async def test_a_kill_is_decided_once_in_one_transaction_with_its_decision_recor
         await kafka.rebalance(await kafka.subscribed(), {1})
         await eventually("the command", lambda: commands(kafka, 1), task=task)
         await asyncio.sleep(0.2)  # folding its own output back decides nothing more
-    (command,) = commands(kafka, 1)
+    fail_job, command = commands(kafka, 1)
+    assert (fail_job.step, fail_job.pod_name) == ("fail-job", None)
     assert (command.step, command.pod_name) == ("set-active-deadline", "j-0")
     (recorded,) = kafka.committed(t.KILL_DECISIONS, 1)
     assert isinstance(recorded, DecisionRecorded)
-    assert recorded.command_ids == (command.command_id,)
+    assert recorded.command_ids == (fail_job.command_id, command.command_id)
     inputs = {(i.topic, i.partition): i.offset for i in recorded.inputs}
     assert inputs[(t.K8S_OBJECTS, 1)] == 2 and inputs[(t.KILL_REQUESTS, 1)] == 1
     states = {e.txn.state for e in kafka.log(_tp(t.KILL_COMMANDS, 1)) if e.txn is not None}
@@ -328,12 +329,15 @@ async def test_a_failed_transaction_rebuilds_the_partition_and_decides_the_same_
             await eventually("the command", lambda: commands(kafka, 2), task=task)
             await asyncio.sleep(0.2)
     assert [e["event"] for e in logs].count("killer.transaction_failed") == 1
-    (command,) = commands(kafka, 2)
+    fail_job, command = commands(kafka, 2)
     log = kafka.log(_tp(t.KILL_COMMANDS, 2))
     aborted = [e.record for e in log if e.record is not None and e.txn and e.txn.state == "aborted"]
-    assert len(aborted) == 1
+    assert len(aborted) == 2  # the fail-job and the pod's step
     assert aborted[0].key == next(e.record.key for e in log if e.visible and e.record)
-    assert dict(aborted[0].headers)["ce_id"].decode() == command.command_id, "same derived id"
+    assert [dict(r.headers)["ce_id"].decode() for r in aborted] == [
+        fail_job.command_id,
+        command.command_id,
+    ], "same derived ids"
     p2 = path(transitions, 2)
     assert p2[p2.index(Phase.DECIDING) :][:4] == [
         Phase.DECIDING,
@@ -365,7 +369,7 @@ async def test_a_new_owner_fences_the_old_one_which_releases_the_partition() -> 
                 await eventually("the command", lambda: commands(kafka, 0), task=new_task)
                 await asyncio.sleep(0.2)
                 assert not old_task.done()
-    (command,) = commands(kafka, 0)
+    _fail_job, command = commands(kafka, 0)
     (recorded,) = kafka.committed(t.KILL_DECISIONS, 0)
     assert isinstance(recorded, DecisionRecorded) and recorded.killer == "new"
     assert command.command_id in recorded.command_ids
@@ -557,7 +561,9 @@ async def test_the_crash_points_fire_where_the_fault_tests_expect_them(
     assert set(crash_points[:first_after_fold]) == {"killer.rebuild"}
     commit = crash_points.index("killer.before-commit")
     assert crash_points[commit : commit + 2] == ["killer.before-commit", "killer.after-commit"]
-    assert seen_at_commit == [0, 2], "before: not yet readable; after: committed (two pods)"
+    assert seen_at_commit == [0, 3], (
+        "before: not yet readable; after: committed (the Job, two pods)"
+    )
     assert "killer.rebuild" not in crash_points[commit:], "its own output, folded caught up"
 
 
