@@ -263,17 +263,19 @@ async def test_a_killer_restarted_from_snapshots_decides_what_a_full_replay_deci
 
     killed = {f"job-{j}" for j in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13)}
 
-    # Every killed pod gets its first step, then (3 s later, no result) its delete.
+    # Every killed pod gets its first step, then (3 s later, no result) its delete;
+    # every killed Job its fail-job.
     expected = {
         (f"{name}-{k}", step)
         for name in killed
         for k in (0, 1)
         for step in ("set-active-deadline", "delete")
-    }
+    } | {(name, "fail-job") for name in killed}
 
     async def settled() -> bool:
         a, b = await snap.commands(), await full.commands()
-        return {(c.pod_name, c.step) for c in a} == expected and ladder(a) == ladder(b)
+        got = {(c.pod_name or c.job_name, c.step) for c in a}
+        return got == expected and ladder(a) == ladder(b)
 
     await eventually("both killers decided the same steps", settled)
     await asyncio.sleep(2)  # and nothing more on either side
