@@ -54,6 +54,10 @@ RUNNING_TIMEOUT: Final = "jobreaper.io/running-timeout-seconds"
 """Job annotation: running timeout for the Job's pods, in seconds (from the containers' start)."""
 FORBID_FORCE_DELETION: Final = "jobreaper.io/forbid-force-deletion"
 """Job or Pod annotation (or label): ``"true"`` forbids force deletion of the pod(s)."""
+ENFORCE: Final = "jobreaper.io/enforce"
+"""Job **label**: ``on``, ``shadow`` or ``off``, the Job opting in or out by itself (a
+label, so a CronJob's ``jobTemplate`` carries it and config selectors can match it)."""
+ENFORCE_VALUES: Final = ("off", "shadow", "on")
 
 MAX_TIMEOUT_SECONDS: Final = 366 * 24 * 3600
 """The largest pending or running timeout an annotation may set (a year and a day).
@@ -76,6 +80,7 @@ EXPECTED: Final[Mapping[str, str]] = {
     PENDING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     RUNNING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     FORBID_FORCE_DELETION: '"true" or "false" (any other value is read as "true")',
+    ENFORCE: '"on", "shadow" or "off" (any other value counts as absent)',
 }
 """What each annotation takes, in the words the user is told."""
 
@@ -161,6 +166,24 @@ def parse_flag(value: str) -> bool | None:
     return None
 
 
+def parse_enforce(value: str | None) -> str | None:
+    """A ``jobreaper.io/enforce`` value: ``"on"``, ``"shadow"`` or ``"off"`` in any ASCII
+    case (surrounding blanks ignored), else ``None`` (absent or invalid). Total."""
+    if value is None or len(value) > MAX_VALUE_LENGTH:
+        return None
+    text = value.strip(BLANKS)
+    text = text.lower() if text.isascii() else text
+    return text if text in ENFORCE_VALUES else None
+
+
+def invalid_enforce(labels: Mapping[str, str]) -> Invalid | None:
+    """The Job's ``jobreaper.io/enforce`` label if it is set to a value it does not take."""
+    raw = labels.get(ENFORCE)
+    if raw is None or parse_enforce(raw) is not None:
+        return None
+    return _invalid(ENFORCE, raw)
+
+
 @dataclass(frozen=True, slots=True)
 class JobAnnotations:
     """What a Job's jobreaper annotations say, parsed (absent or invalid: ``None``)."""
@@ -225,6 +248,8 @@ def forbids_force_deletion(
 __all__ = [
     "ANNOTATION_PREFIX",
     "BLANKS",
+    "ENFORCE",
+    "ENFORCE_VALUES",
     "EXPECTED",
     "FORBID_FORCE_DELETION",
     "KILL_TIMESTAMP",
@@ -234,7 +259,9 @@ __all__ = [
     "Invalid",
     "JobAnnotations",
     "forbids_force_deletion",
+    "invalid_enforce",
     "job_annotations",
+    "parse_enforce",
     "parse_flag",
     "parse_seconds",
     "parse_timestamp",

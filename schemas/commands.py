@@ -52,7 +52,9 @@ Rule = Literal[
 """Which rule made a command due (see ``core``): a ladder rule, or
 ``job.failure-target`` for ``fail-job``."""
 
-Outcome = Literal["applied", "gone", "uid-mismatch", "forbidden", "failed", "refused"]
+Outcome = Literal[
+    "applied", "gone", "uid-mismatch", "forbidden", "failed", "refused", "would-apply"
+]
 """``applied``: the API accepted it; ``gone``: 404, the pod no longer exists;
 ``uid-mismatch``: 409 on the UID precondition, the name now belongs to another pod;
 ``forbidden``: 403; ``failed``: anything else (retried with backoff); ``refused``: the
@@ -60,7 +62,10 @@ executor would not apply it and wrote nothing: a name that is not a valid Kubern
 name (no API call at all), a pod not owned by the command's Job, or (``fail-job``) a
 Job managed by another controller (``spec.managedBy``) (``message`` says which).
 Final: the killer does not re-issue a refused step, nor counts the pod gone. For
-``fail-job``, ``gone`` and ``uid-mismatch`` are about the Job."""
+``fail-job``, ``gone`` and ``uid-mismatch`` are about the Job.
+``would-apply``: a ``shadow`` command, not applied on purpose (no API call at all);
+the killer's ladder goes on by its clock as if it had been applied and the pod
+had not died."""
 
 
 def _check_target(
@@ -117,6 +122,9 @@ class CommandIssued(Message):
     """The ``now`` the core decided with (never earlier than ``due_at``)."""
     attempt: PositiveInt = 1
     """1 for the first try; a ``failed`` result may be retried with ``attempt + 1``."""
+    shadow: bool = False
+    """Decided for a Job under ``enforce: shadow``: the executor makes no API call and
+    records ``would-apply``. The id is the one a live run issues for the same step."""
 
     @model_validator(mode="after")
     def _target(self) -> CommandIssued:

@@ -8,6 +8,7 @@ the JSON names (aliases); the Python attribute names are snake_case::
       "deleteKillingTasksTimeoutSeconds": 180,
       "forceDeleteTaskTimeoutSeconds": 900,
       "defaultPendingTimeoutSeconds": 900,
+      "enforce": "off",
       "overrides": {
         "namespaces": {"batch": {"deleteKillingTasksTimeoutSeconds": 60}},
         "selectors": [
@@ -18,7 +19,9 @@ the JSON names (aliases); the Python attribute names are snake_case::
 
 Resolution for one Job, most specific last: defaults < namespace override <
 label-selector overrides (matching the Job's labels; fewer labels first, then
-list order) < the Job's own annotations (applied by the killer core). Only
+list order) < the Job's own annotations (applied by the killer core).
+``enforce`` (the scope) is the exception: the Job's ``jobreaper.io/enforce``
+label sits between the global value and the overrides (see ``core.settings``). Only
 basic validation lives here (types, no negatives, unknown keys, alias
 conflicts); the config service adds richer checks before publishing.
 """
@@ -32,6 +35,14 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt,
 
 from .base import Message, UtcDatetime
 from .topics import CONFIG
+
+Enforce = Literal["off", "shadow", "on"]
+"""Whether jobreaper acts on a Job: ``off`` (not at all: no trigger, no step, not
+even a stuck deletion's force deletion), ``shadow`` (decides as ``on`` but every
+command is marked ``shadow``: the executor writes nothing and records
+``would-apply``), ``on`` (acts)."""
+
+ENFORCE_ALIAS = "enforce"
 
 KillMethod = Literal["activeDeadline", "delete"]
 """``activeDeadline``: first lower the pod's ``activeDeadlineSeconds`` (the kubelet kills it,
@@ -78,6 +89,10 @@ class KillerSettings(_Body):
     deletion. The old name ``forceDeleteKillingTasksTimeoutSeconds`` is accepted."""
     default_pending_timeout_seconds: Seconds = Field(900, alias="defaultPendingTimeoutSeconds")
     """Pending timeout for Jobs that set none; 0 disables."""
+    enforce: Enforce = "off"
+    """Scope: ``off`` by default (opt-in). A Job's own ``jobreaper.io/enforce`` label
+    beats the global value but not a namespace or selector override that sets it
+    (the platform team's pin, e.g. ``kube-system: off``): see ``core.settings``."""
 
     _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)
 
@@ -99,6 +114,7 @@ class KillerSettingsPatch(_Body):
     default_pending_timeout_seconds: Seconds | None = Field(
         None, alias="defaultPendingTimeoutSeconds"
     )
+    enforce: Enforce | None = None
 
     _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)
 
@@ -148,6 +164,22 @@ class KillerConfig(KillerSettings):
         for _, _, sel in sorted(matching, key=lambda item: (item[0], item[1])):
             values.update(sel.settings.set_keys())
         return KillerSettings.model_validate(values)
+
+    def pinned_enforce(self, namespace: str, labels: Mapping[str, str]) -> Enforce | None:
+        """The ``enforce`` a namespace or selector override sets for this Job (the most
+        specific one, as :meth:`resolve` orders them), or None when none sets it."""
+        pinned: Enforce | None = None
+        ns_patch = self.overrides.namespaces.get(namespace)
+        if ns_patch is not None and ns_patch.enforce is not None:
+            pinned = ns_patch.enforce
+        matching = [
+            (len(sel.match_labels), index, sel)
+            for index, sel in enumerate(self.overrides.selectors)
+            if sel.settings.enforce is not None and sel.matches(labels)
+        ]
+        for _, _, sel in sorted(matching, key=lambda item: (item[0], item[1])):
+            pinned = sel.settings.enforce
+        return pinned
 
     def has_overrides(self) -> bool:
         return bool(self.overrides.namespaces or self.overrides.selectors)

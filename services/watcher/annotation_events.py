@@ -53,6 +53,7 @@ from schemas.annotations import (
     RUNNING_TIMEOUT,
     Invalid,
     forbids_force_deletion,
+    invalid_enforce,
     job_annotations,
 )
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
@@ -107,7 +108,7 @@ class AnnotationWarning:
 
 def warnings_for(observation: Observation) -> tuple[AnnotationWarning, ...]:
     """The invalid jobreaper values of one observed object (what the core reads:
-    a Job's annotations; a pod's forbid-force-deletion annotation and label).
+    a Job's annotations and its ``jobreaper.io/enforce`` label; a pod's forbid-force-deletion annotation and label).
 
     Nearly free for objects without jobreaper annotations, and for nodes."""
     if isinstance(observation, PodObserved):
@@ -119,9 +120,14 @@ def warnings_for(observation: Observation) -> tuple[AnnotationWarning, ...]:
         kind: Kind = "Pod"
         job_name, job_uid = observation.job_name, observation.job_uid
     elif isinstance(observation, JobObserved):
-        if not observation.annotations or observation.change in DELETED_CHANGES:
+        if observation.change in DELETED_CHANGES:
+            return ()
+        enforce = invalid_enforce(observation.labels)
+        if not observation.annotations and enforce is None:
             return ()
         invalid = job_annotations(observation.annotations).invalid
+        if enforce is not None:
+            invalid = (*invalid, enforce)
         kind, job_name, job_uid = "Job", None, None
     else:
         return ()
