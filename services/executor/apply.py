@@ -527,6 +527,15 @@ class Applier:
         """Apply ``command``; raises :class:`Abandoned` only if ``stopping`` is set."""
         if stopping.is_set():
             raise Abandoned
+        if command.shadow:
+            # Shadow mode: decided as a live run would, written by nobody.
+            return Result(
+                outcome="would-apply",
+                applied_at=self._stamp(command),
+                http_status=None,
+                message=f"shadow mode: {command.step} not applied, no API call",
+                attempts=0,
+            )
         if (bad := invalid_names(command)) is not None:
             reason, why = bad
             return Result(

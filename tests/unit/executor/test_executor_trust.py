@@ -360,3 +360,31 @@ async def test_a_refusal_is_counted_by_reason_and_logged(
     assert registry.get_sample_value("jobreaper_executor_writes_total", {"step": "delete"}) is None
     out = capsys.readouterr()
     assert "executor.refused" in out.out + out.err
+
+
+# -- shadow mode ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", STEPS)
+async def test_a_shadow_command_makes_no_api_call_and_would_apply(step: str) -> None:
+    """A command decided under ``enforce: shadow``: no read, no write, no Event; the
+    result keeps the command's id and says ``would-apply``."""
+    cmd = command(step, shadow=True)
+    result, api = await apply([], step=step, shadow=True)
+    assert api.calls == []
+    assert (result.outcome, result.attempts, result.wrote) == ("would-apply", 0, False)
+    assert (result.http_status, result.pod, result.refusal) == (None, None, None)
+    assert event_bodies(cmd, result, "x") == [], "no Event"
+    message = result_message(cmd, result)
+    assert (message.command_id, message.outcome, message.attempts, message.wrote) == (
+        cmd.command_id,
+        "would-apply",
+        0,
+        False,
+    )
+
+
+async def test_a_shadow_command_with_an_invalid_name_still_makes_no_api_call() -> None:
+    result, api = await apply([], shadow=True, pod_name="x%2F..")
+    assert api.calls == []
+    assert result.outcome == "would-apply"
