@@ -6,13 +6,26 @@ and are cached per generation and snapshot; the annotations
 (``jobreaper.io/pending-timeout-seconds``, ``jobreaper.io/running-timeout-seconds``,
 ``jobreaper.io/forbid-force-deletion``) are folded onto the generation by
 ``evolve`` and applied by :func:`pending_timeout_us` and the ladder.
+
+Scope (``enforce``: off, shadow, on) resolves differently, most specific last:
+
+    built-in ``off`` < global ``enforce`` < the Job's ``jobreaper.io/enforce`` label
+    < a namespace override that sets ``enforce`` < selector overrides that set it
+
+A Job opts in (or out) by itself where the platform team left the choice open
+(the global value), and a namespace or selector override that sets ``enforce``
+is the platform team's *pin*: the Job's label cannot beat it (``kube-system:
+{enforce: off}`` keeps jobreaper out whatever Jobs there say, and a selector on
+``tier: critical`` with ``enforce: on`` cannot be escaped by a label). An
+invalid label value counts as absent (the watcher warns about it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from schemas.annotations import ENFORCE, parse_enforce
 from schemas.config import KillerConfig, KillerSettings
 
 from .state import SECOND, JobGen
@@ -33,10 +46,19 @@ class Effective:
     """0: force deletion disabled."""
     pending_timeout_us: int
     """The configured default; 0: disabled."""
+    enforce: int = 0
+    """OFF, SHADOW or ON: the scope for this Job, its label applied."""
+
+
+OFF = 0
+SHADOW = 1
+ON = 2
+_ENFORCE = {"off": OFF, "shadow": SHADOW, "on": ON}
 
 
 def _effective(version: int, s: KillerSettings) -> Effective:
     return Effective(
+        enforce=_ENFORCE[s.enforce],
         version=version,
         delete_method=s.kill_method == "delete",
         delete_timeout_us=s.delete_killing_tasks_timeout_seconds * SECOND,
@@ -67,14 +89,23 @@ class Resolver:
             self.base = _effective(snapshot.version, snapshot.config)
 
     def for_gen(self, gen: JobGen) -> Effective:
-        """Defaults < namespace override < label-selector overrides, for ``gen``."""
+        """Defaults < namespace override < label-selector overrides, for ``gen``; the
+        scope as the module docstring says."""
         if gen.eff_key is self.key and isinstance(gen.eff, Effective):
             return gen.eff
-        if self.config.has_overrides():
+        overrides = self.config.has_overrides()
+        if overrides:
             eff = _effective(self.version, self.config.resolve(gen.namespace, gen.labels))
-            if eff == self.base:
-                eff = self.base
         else:
+            eff = self.base
+        label = parse_enforce(gen.labels.get(ENFORCE)) if gen.labels else None
+        if (
+            label is not None
+            and _ENFORCE[label] != eff.enforce
+            and (not overrides or self.config.pinned_enforce(gen.namespace, gen.labels) is None)
+        ):
+            eff = replace(eff, enforce=_ENFORCE[label])
+        if eff == self.base:
             eff = self.base
         gen.eff = eff
         gen.eff_key = self.key
