@@ -39,7 +39,7 @@ from .ladder import (
     force_delete,
     force_forbidden_by,
 )
-from .settings import Effective, Resolver
+from .settings import OFF, SHADOW, Effective, Resolver
 from .state import (
     ADS,
     CLEAN,
@@ -267,11 +267,17 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
             pod.timer_us = None
 
     latch = gen.latch
-    if latch is not None and latch.trigger == SUSPENDED and not gen.suspend:
+    enforcing = eff.enforce != OFF
+    if not enforcing:
+        # Rule *scope*: out of scope, no trigger fires and no pod gets a step (a kill
+        # latched while in scope waits; switched on, FULL_DIRTY looks at it again).
+        latch = None
+        gen.timer_us = None
+    elif latch is not None and latch.trigger == SUSPENDED and not gen.suspend:
         # Resumed: the kill stops for new pods (killed ones finish their ladder).
         latch = gen.latch = None
         full = True
-    if latch is None:
+    if enforcing and latch is None:
         latch = _fire(ctx, gen, eff, gen.pods if full else dirty_pods, level >= JOB_DIRTY)
         if latch is not None:
             full = True
@@ -297,6 +303,8 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
                 pod.counted = True
                 ep.open_count -= 1
             continue
+        if not enforcing or pod.released:
+            continue  # rule *scope*: out of scope, or orphaned on purpose
         if pod.ep is None:
             if latch is None:
                 if pod.deletion_us is not None:
@@ -363,7 +371,7 @@ def _fire(
     if gen.observed:
         check_running = gen.running_timeout_s is not None
         for pod in pods:
-            if pod.done_us is not None or pod.seen_us is None:
+            if pod.done_us is not None or pod.seen_us is None or pod.released:
                 continue
             if pod.run_start_us is None:
                 if pod.phase != PENDING:
@@ -479,7 +487,8 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
         _step(ctx, gen, pod, FORCE, due[0], due[1], trigger, reason, eff, steps)
     elif not pod.forbidden_emitted:
         pod.forbidden_emitted = True
-        assert pod.deletion_us is not None
+        since = pod.deletion_us if pod.deletion_us is not None else pod.would_delete_us
+        assert since is not None  # force_delete is due only after a (would-be) deletion
         steps.append(
             ForceDeletionForbidden(
                 namespace=gen.namespace,
@@ -490,7 +499,7 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
                 forbidden_by="job" if forbidden_by == "job" else "pod",
                 trigger=_trigger(trigger),
                 reason=reason,
-                since=from_us(pod.deletion_us),
+                since=from_us(since),
                 due_at=from_us(due[0]),
                 decided_at=ctx.now,
             )
@@ -555,6 +564,7 @@ def _step(
             due_at=due_at,
             decided_at=ctx.now,
             attempt=attempt,
+            shadow=eff.enforce == SHADOW,
         )
     )
     steps.append(

@@ -40,6 +40,7 @@ from schemas.requests import KillRequested
 from .ladder import is_done, retry_backoff_us
 from .state import (
     APPLIED,
+    DELETE,
     ENDED_ALREADY_DONE,
     FAILED_RETRY,
     FORCE,
@@ -253,6 +254,8 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     if deleted:
         _set_gone(state, pod, to_us(ev.observed_at))
         return
+    # No controlling Job any more (or never): orphaned on purpose, left alone.
+    pod.released = ev.job_uid is None
 
     phase = pod.phase = PHASES.get(ev.phase, UNKNOWN)
     # creationTimestamp and startTime never change once set: convert them once.
@@ -534,6 +537,14 @@ def _on_applied(state: KillerState, ev: CommandApplied) -> None:
         return  # stale or duplicate result
     applied_us = to_us(ev.applied_at)
     outcome = ev.outcome
+    if outcome == "would-apply":
+        # Shadow mode: the ladder goes on by its clock as if the step had been
+        # applied, but the pod did not die (never counted gone or done for it).
+        cmds[idx] = Cmd(ev.attempt, APPLIED)
+        if idx == DELETE and (pod.would_delete_us is None or applied_us < pod.would_delete_us):
+            pod.would_delete_us = applied_us
+        mark_pod(state, pod)
+        return
     if outcome in ("failed", "forbidden"):
         retry_us = applied_us + retry_backoff_us(ev.attempt, outcome)
         cmds[idx] = Cmd(ev.attempt, FAILED_RETRY, retry_us)

@@ -91,11 +91,13 @@ def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due |
 def force_delete(pod: PodState, eff: Effective) -> Due | None:
     """Rule *ladder.force-delete* (step 5): ``deletionTimestamp +
     forceDeleteTaskTimeoutSeconds``, for any tracked pod stuck in deletion
-    (whoever deleted it); 0 disables. Whether it is forbidden is decided by the
-    caller (:func:`force_forbidden_by`)."""
-    if pod.deletion_us is None or eff.force_timeout_us == 0:
+    (whoever deleted it); 0 disables. In shadow mode the pod is never deleted:
+    the timer runs from the ``would-apply`` of its ``delete``. Whether it is
+    forbidden is decided by the caller (:func:`force_forbidden_by`)."""
+    since = pod.deletion_us if pod.deletion_us is not None else pod.would_delete_us
+    if since is None or eff.force_timeout_us == 0:
         return None
-    return (pod.deletion_us + eff.force_timeout_us, RULE_FORCE_DELETE)
+    return (since + eff.force_timeout_us, RULE_FORCE_DELETE)
 
 
 def force_forbidden_by(pod: PodState) -> str | None:

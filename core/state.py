@@ -176,8 +176,15 @@ class PodState:
     running: bool = False
     """Some container is in state ``running``."""
     deletion_us: int | None = None
+    would_delete_us: int | None = None
+    """When a shadow ``delete`` was recorded ``would-apply``: the deletion a live run
+    would have made, from which the force step's timer runs (the pod is not deleted)."""
     ads: int | None = None
     forbid: bool = False
+    released: bool = False
+    """Its newest observation names no controlling Job (``ownerReferences`` removed,
+    e.g. ``kubectl delete job --cascade=orphan``, or a pod found by label only):
+    orphaned on purpose, left alone."""
     gone: bool = False
     done_us: int | None = None
     """When the pod was first seen done (gone, or terminal with no container running)."""

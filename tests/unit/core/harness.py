@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from core import Decision, Event, KillerState, decide, evolve, new_state
+from schemas.annotations import ENFORCE
 from schemas.commands import CommandApplied, CommandIssued, Outcome
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import JobKilled
@@ -22,6 +23,8 @@ from schemas.requests import KillRequested
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NS = "ns"
+IN_SCOPE = {ENFORCE: "on"}
+"""The labels of a Job by default: opted in (the built-in scope is ``off``)."""
 
 
 def at(seconds: float) -> datetime:
@@ -71,7 +74,7 @@ class Builder:
             uid=uid,
             namespace=NS,
             name=name,
-            labels=labels or {},
+            labels=IN_SCOPE if labels is None else labels,
             annotations=annotations or {},
             creation_timestamp=at(created),
             active_deadline_seconds=ads,

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from core import decide, evolve, new_state
-from schemas.annotations import FORBID_FORCE_DELETION
+from schemas.annotations import ENFORCE, FORBID_FORCE_DELETION
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import JobKilled
@@ -159,6 +159,7 @@ class Sim:
                 uid=j.uid,
                 namespace=NS,
                 name=j.name,
+                labels={ENFORCE: "on"},  # opted in: the properties are about acting
                 annotations={FORBID_FORCE_DELETION: "true"} if j.forbid else {},
                 creation_timestamp=at(j.created),
                 start_time=at(j.created),

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from core import Decision, event_id
+from core import Decision, command_id, event_id
 from schemas.annotations import (
+    ENFORCE,
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
@@ -32,7 +33,7 @@ from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from schemas.parts import MAX_PODS_PER_PART
 
-from .harness import CmdTuple, Harness, at, cmd_tuple, iso, request, secs, snapshot
+from .harness import IN_SCOPE, CmdTuple, Harness, at, cmd_tuple, iso, request, secs, snapshot
 
 Step = Callable[[Harness], Any]
 ANY: Any = object()
@@ -425,13 +426,16 @@ CASES = [
         ],
     ),
     Case(
-        "orphan-by-label-after-job-deleted",
+        # Was killed (JobDeleted, job_uid None) before opt-in scope: a pod found by its
+        # label only has no controlling Job, which is what orphaning on purpose leaves.
+        "orphan-by-label-after-job-deleted-is-left-alone",
         [
             J(0),
             P(0, job_uid=None),
             D(10, []),
             J(50, change="deleted"),
-            D(50, [(AD, "p1", R_AD, 50)], check=only(trigger="JobDeleted", job_uid=None)),
+            D(50, [], []),
+            D(100_000, [], []),
         ],
     ),
     Case(
@@ -898,7 +902,7 @@ CASES = [
                     ],
                 },
             ),
-            J(0, labels={"tier": "x"}, **KILL_AT_0),
+            J(0, labels={**IN_SCOPE, "tier": "x"}, **KILL_AT_0),
             P(0),
             D(0, next_due=30),
         ],
@@ -917,7 +921,7 @@ CASES = [
                     ]
                 },
             ),
-            J(0, labels={"tier": "x"}, annotations={PENDING_TIMEOUT: "20"}),
+            J(0, labels={**IN_SCOPE, "tier": "x"}, annotations={PENDING_TIMEOUT: "20"}),
             P(0, **PENDING_POD),
             D(20, [(DEL, "p1", R_UNSCHED, 20)]),
         ],
@@ -1155,6 +1159,210 @@ CASES = [
                 h.log[next(i for i, e in enumerate(h.log) if isinstance(e, CommandApplied))]
             ),
             D(100, job=[]),
+        ],
+    ),
+    # --- scope (enforce: off | shadow | on) -------------------------------------------
+    Case(
+        "scope-off-by-default-no-trigger-no-step-not-even-force-deletion",
+        [
+            J(0, labels={}, **KILL_AT_0),
+            P(0, deletion=10),
+            P(0, "p2", **PENDING_POD),
+            D(0, [], [], next_due=None),
+            D(100_000, [], [], next_due=None),
+        ],
+    ),
+    Case(
+        "scope-off-pods-of-a-deleted-job-are-left-alone",
+        [J(0, labels={}), P(0), J(50, change="deleted", labels={}), D(50, [], []), D(10_000, [])],
+    ),
+    Case(
+        "scope-invalid-label-counts-as-absent",
+        [J(0, labels={ENFORCE: "yes"}, **KILL_AT_0), P(0), D(0, [], [], next_due=None)],
+    ),
+    Case(
+        "scope-label-is-read-in-any-case-with-blanks",
+        [J(0, labels={ENFORCE: " ON "}, **KILL_AT_0), P(0), D(0, [(AD, "p1", R_AD, 0)])],
+    ),
+    Case(
+        "scope-global-on-without-label",
+        [
+            Cfg(1, enforce="on"),
+            J(0, labels={}, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], check=only(config_version=1, shadow=False)),
+        ],
+    ),
+    Case(
+        "scope-label-off-opts-out-of-global-on",
+        [
+            Cfg(1, enforce="on"),
+            J(0, labels={ENFORCE: "off"}, **KILL_AT_0),
+            P(0),
+            D(0, [], [], next_due=None),
+        ],
+    ),
+    Case(
+        "scope-namespace-off-beats-the-label",
+        [
+            Cfg(1, enforce="on", overrides={"namespaces": {"ns": {"enforce": "off"}}}),
+            J(0, **KILL_AT_0),
+            P(0, deletion=0),
+            D(0, [], [], next_due=None),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "scope-namespace-override-without-enforce-leaves-the-label-free",
+        [
+            Cfg(1, overrides={"namespaces": {"ns": {"killMethod": "delete"}}}),
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(DEL, "p1", R_METHOD, 0)]),
+        ],
+    ),
+    Case(
+        "scope-selector-on-beats-the-label-off",
+        [
+            Cfg(
+                1,
+                overrides={
+                    "selectors": [{"matchLabels": {"tier": "x"}, "settings": {"enforce": "on"}}]
+                },
+            ),
+            J(0, labels={ENFORCE: "off", "tier": "x"}, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+        ],
+    ),
+    Case(
+        "scope-selector-beats-namespace",
+        [
+            Cfg(
+                1,
+                overrides={
+                    "namespaces": {"ns": {"enforce": "off"}},
+                    "selectors": [{"matchLabels": {"tier": "x"}, "settings": {"enforce": "on"}}],
+                },
+            ),
+            J(0, labels={"tier": "x"}, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+        ],
+    ),
+    Case(
+        "scope-config-switched-on-starts-enforcement-from-then",
+        [
+            J(0, labels={}, **KILL_AT_0),
+            P(0),
+            D(10, [], [], next_due=None),
+            Cfg(1, enforce="on"),
+            # decided now; due since the kill time (a late opt-in shows as latency)
+            D(20, [(AD, "p1", R_AD, 0)], ["KillStarted", "KillStep"]),
+        ],
+    ),
+    Case(
+        "scope-label-added-later-starts-enforcement-from-then",
+        [
+            J(0, labels={}, **KILL_AT_0),
+            P(0),
+            D(10, [], [], next_due=None),
+            J(15, **KILL_AT_0),
+            # decided now; due since the kill time (a late opt-in shows as latency)
+            D(20, [(AD, "p1", R_AD, 0)], ["KillStarted", "KillStep"]),
+        ],
+    ),
+    Case(
+        "scope-switched-off-mid-ladder-stops-the-ladder",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            J(10, labels={}, **KILL_AT_0),
+            D(180, [], []),
+            D(10_000, [], []),
+        ],
+    ),
+    Case(
+        "scope-pod-of-an-unobserved-job-waits-for-the-job",
+        [
+            P(0, deletion=0),
+            D(100_000, [], []),
+            J(100_001),
+            D(100_001, [(FORCE, "p1", R_FORCE, 900)]),
+        ],
+    ),
+    Case(
+        "orphan-cascade-orphan-pod-released-before-the-job-is-deleted-is-left-alone",
+        [
+            J(0, **KILL_AT_0),  # opted in, even due to die
+            P(0, "p2"),
+            P(1, "p2", job_uid=None),  # the garbage collector removed its ownerReference
+            P(0, "p1", **PENDING_POD),
+            P(1, "p1", job_uid=None, **PENDING_POD),
+            J(2, change="deleted", **KILL_AT_0),
+            D(2, [], []),
+            P(3, "p2", job_uid=None, deletion=3),  # even deleted later by someone
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "orphan-released-pod-left-alone-while-its-sibling-is-killed",
+        [
+            J(0, **KILL_AT_0),
+            P(0, "p1"),
+            P(0, "p2"),
+            P(0, "p2", job_uid=None),
+            D(0, [(AD, "p1", R_AD, 0)]),
+        ],
+    ),
+    # --- shadow ---------------------------------------------------------------------
+    Case(
+        "shadow-decides-as-on-with-the-same-ids-marked-shadow",
+        [
+            J(0, labels={ENFORCE: "shadow"}, **KILL_AT_0),
+            P(0),
+            D(
+                0,
+                [(AD, "p1", R_AD, 0)],
+                ["KillStarted", "KillStep"],
+                check=only(shadow=True, command_id=command_id("job-1", "uid-p1", AD, 1)),
+            ),
+        ],
+    ),
+    Case(
+        "shadow-would-apply-goes-on-by-the-clock-and-never-counts-the-pod-gone",
+        [
+            J(0, labels={ENFORCE: "shadow"}, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            R(0.1, "p1", AD, "would-apply"),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)], check=only(shadow=True)),
+            R(180.5, "p1", DEL, "would-apply"),
+            # the force step's timer runs from the would-apply time of the delete
+            D(1080, [], [], next_due=1080.5),
+            D(1080.5, [(FORCE, "p1", R_FORCE, 1080.5)], check=only(shadow=True)),
+            R(1081, "p1", FORCE, "would-apply"),
+            D(100_000, [], [], next_due=None),  # no JobKilled: the pod did not die
+            P(100_001, "p1", change="deleted"),
+            D(100_001, [], ["JobKilled"]),
+        ],
+    ),
+    Case(
+        "shadow-stuck-terminating-force-deletion-would-apply",
+        [
+            J(0, labels={ENFORCE: "shadow"}),
+            P(0, deletion=100),
+            D(1000, [(FORCE, "p1", R_FORCE, 1000)], check=only(shadow=True)),
+        ],
+    ),
+    Case(
+        "shadow-namespace-override-beats-the-label-on",
+        [
+            Cfg(1, overrides={"namespaces": {"ns": {"enforce": "shadow"}}}),
+            J(0, **KILL_AT_0),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)], check=only(shadow=True)),
         ],
     ),
 ]
