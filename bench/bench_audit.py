@@ -24,6 +24,7 @@ from aiokafka import ConsumerRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from schemas.annotations import ENFORCE
 from schemas.observations import JobObserved, PodObserved
 from services.audit import load_timeline
 from services.audit.history import KEYED_BY_JOB, WRITTEN_BY_KILLER
@@ -55,6 +56,7 @@ async def publish(kafka: KafkaSettings, jobs: int, pods: int, updates: int) -> i
                 uid=f"job-{j}",
                 namespace="bench",
                 name=f"job-{j}",
+                labels={ENFORCE: "on"},
             )
             batch = [outgoing(names, job, source="/bench")]
             for p in range(pods):

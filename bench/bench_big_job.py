@@ -46,7 +46,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from schemas.annotations import KILL_TIMESTAMP
+from schemas.annotations import ENFORCE, KILL_TIMESTAMP
 from schemas.base import Message
 from schemas.events import JobKilled, KillStarted, PodEnding, PodRef
 from schemas.observations import ContainerSummary, JobObserved, PodObserved
@@ -91,6 +91,7 @@ class BigJob:
             uid=self.job_uid,
             namespace=NAMESPACE,
             name=JOB,
+            labels={ENFORCE: "on"},
             annotations={} if kill_at is None else {KILL_TIMESTAMP: _rfc3339(kill_at)},
             creation_timestamp=at,
             start_time=at,

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import decide, evolve, new_state
 from core.evolve import Event
+from schemas.annotations import ENFORCE
 from schemas.commands import CommandApplied
 from schemas.observations import (
     ContainerSummary,
@@ -79,7 +80,12 @@ class Workload:
             uid=f"job-uid-{i:08d}",
             namespace=f"team-{i % 50}",
             name=f"batch-{i:08d}",
-            labels={"app": "batch", "team": f"team-{i % 50}", "job-name": f"batch-{i:08d}"},
+            labels={
+                ENFORCE: "on",
+                "app": "batch",
+                "team": f"team-{i % 50}",
+                "job-name": f"batch-{i:08d}",
+            },
             annotations=ann,
             creation_timestamp=at(t),
             active_deadline_seconds=3600,

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer
 
+from schemas.annotations import ENFORCE
 from schemas.base import Message
 from schemas.observations import ContainerSummary, JobObserved, PodObserved
 from services.audit.history import partition_for
@@ -61,6 +62,7 @@ def observations(count: int, *, offset: int = 0, pods_per_job: int = 3) -> Itera
             uid=job_uid,
             namespace=ns,
             name=name,
+            labels={ENFORCE: "on"},
             start_time=T0,
             active=pods_per_job,
         )

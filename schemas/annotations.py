@@ -58,6 +58,9 @@ ENFORCE: Final = "jobreaper.io/enforce"
 """Job **label**: ``on``, ``shadow`` or ``off``, the Job opting in or out by itself (a
 label, so a CronJob's ``jobTemplate`` carries it and config selectors can match it)."""
 ENFORCE_VALUES: Final = ("off", "shadow", "on")
+ENFORCE_EXPECTED: Final = '"on", "shadow" or "off" (any other value counts as absent)'
+"""What the label takes (apart from :data:`EXPECTED`, the annotations the admission
+policy checks: it does not check this label yet)."""
 
 MAX_TIMEOUT_SECONDS: Final = 366 * 24 * 3600
 """The largest pending or running timeout an annotation may set (a year and a day).
@@ -80,7 +83,6 @@ EXPECTED: Final[Mapping[str, str]] = {
     PENDING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     RUNNING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     FORBID_FORCE_DELETION: '"true" or "false" (any other value is read as "true")',
-    ENFORCE: '"on", "shadow" or "off" (any other value counts as absent)',
 }
 """What each annotation takes, in the words the user is told."""
 
@@ -181,7 +183,7 @@ def invalid_enforce(labels: Mapping[str, str]) -> Invalid | None:
     raw = labels.get(ENFORCE)
     if raw is None or parse_enforce(raw) is not None:
         return None
-    return _invalid(ENFORCE, raw)
+    return Invalid(ENFORCE, raw, ENFORCE_EXPECTED)
 
 
 @dataclass(frozen=True, slots=True)

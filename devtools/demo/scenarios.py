@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from schemas.annotations import ENFORCE
+
 Expect = Literal["completes", "killed", "killed-at-time", "force-deleted"]
 
 IMAGE = "registry.invalid/jobreaper/demo:1"  # kwok never pulls images
@@ -96,7 +98,8 @@ def job_manifest(scenario: Scenario, node: str) -> dict[str, Any]:
         "kind": "Job",
         "metadata": {
             "name": scenario.job,
-            "labels": {"app.kubernetes.io/part-of": "jobreaper-demo"},
+            # Opted in, as a user does (the built-in scope is off).
+            "labels": {"app.kubernetes.io/part-of": "jobreaper-demo", ENFORCE: "on"},
         },
         "spec": {
             "backoffLimit": 0,

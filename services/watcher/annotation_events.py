@@ -108,7 +108,8 @@ class AnnotationWarning:
 
 def warnings_for(observation: Observation) -> tuple[AnnotationWarning, ...]:
     """The invalid jobreaper values of one observed object (what the core reads:
-    a Job's annotations and its ``jobreaper.io/enforce`` label; a pod's forbid-force-deletion annotation and label).
+    a Job's annotations and its ``jobreaper.io/enforce`` label; a pod's
+    forbid-force-deletion annotation and label).
 
     Nearly free for objects without jobreaper annotations, and for nodes."""
     if isinstance(observation, PodObserved):

@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
 
 from devtools.stack.api import StackInfo
+from schemas.annotations import ENFORCE
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
 from services.runtime.kafka import make_producer, read_topics_to_end
@@ -55,11 +56,17 @@ def job_manifest(
     active_deadline_seconds: int | None = None,
     node: str | None = None,
     backoff_limit: int = 0,
+    enforce: str | None = "on",
+    labels: dict[str, str] | None = None,
 ) -> client.V1Job:
-    """A Job whose pods run ``run`` on kwok (a duration, or "never")."""
+    """A Job whose pods run ``run`` on kwok (a duration, or "never").
+
+    Opted in by its ``jobreaper.io/enforce`` label (``enforce``; None: no label, the
+    Job is out of scope unless the config says otherwise), as users opt in."""
     pod_meta = {"pod-complete.stage.kwok.x-k8s.io/delay": run, **(pod_annotations or {})}
+    job_labels = {**({ENFORCE: enforce} if enforce is not None else {}), **(labels or {})}
     return client.V1Job(
-        metadata=client.V1ObjectMeta(name=name, annotations=annotations),
+        metadata=client.V1ObjectMeta(name=name, annotations=annotations, labels=job_labels or None),
         spec=client.V1JobSpec(
             parallelism=parallelism,
             completions=parallelism,

@@ -13,6 +13,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client
 
 from devtools.stack.api import StackInfo
+from schemas.annotations import ENFORCE
 from schemas.commands import CommandIssued
 from schemas.events import KillStarted
 from schemas.observations import JobObserved
@@ -269,6 +270,7 @@ async def test_a_killer_says_ready_only_once_it_has_folded_the_backlog(
             uid=f"j-{i}",
             namespace="team",
             name=f"job-{i}",
+            labels={ENFORCE: "on"},
         )
         for i in range(backlog)
     ]

@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 
 from core import decide
 from devtools.stack.api import StackInfo
+from schemas.annotations import ENFORCE
 from schemas.base import Message, job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
@@ -53,6 +54,7 @@ def job(j: int) -> list[Message]:
             uid=uid,
             namespace=NS,
             name=name,
+            labels={ENFORCE: "on"},
             creation_timestamp=BASE,
             start_time=BASE,
             active=2,
