@@ -390,29 +390,6 @@ async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
     assert_rungs_in_ladder_order(system)
 
 
-async def test_orphans_of_a_deleted_job_are_killed(
-    system: System, kube_api: client.ApiClient, namespace: str
-) -> None:
-    await system.start(**FAST)
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("abandoned", run="never", pod_labels=IGNORE_DEADLINE)
-    )
-    await running(kube_api, namespace, "abandoned")
-    # Orphan the pod: delete the Job but not its dependents.
-    await client.BatchV1Api(kube_api).delete_namespaced_job(
-        "abandoned", namespace, propagation_policy="Orphan"
-    )
-    killed = await system.job_killed("abandoned", timeout=60)
-    assert killed.trigger == "JobDeleted"
-    assert await pods(kube_api, namespace, "abandoned") == []
-    steps = [c.step for c in await system.commands()]
-    assert steps == ["set-active-deadline", "delete"], "no Job to fail: the ladder alone"
-    issued = {c.step: c for c in await system.commands()}
-    wait = (issued["delete"].due_at - issued["set-active-deadline"].decided_at).total_seconds()
-    assert wait == pytest.approx(3, abs=0.5), "API deletion deleteKillingTasksTimeoutSeconds later"
-    assert_rungs_in_ladder_order(system)
-
-
 async def test_a_pod_recreated_under_the_same_name_is_never_touched(
     system: System, kube_api: client.ApiClient, namespace: str
 ) -> None:
