@@ -323,11 +323,13 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
 
     ep = gen.episode
     if started and ep is not None:
-        ctx.events.extend(_kill_started(ctx, gen, ep, started, already_done or []))
+        ctx.events.extend(
+            _kill_started(ctx, gen, ep, started, already_done or [], eff.enforce == SHADOW)
+        )
     ctx.events.extend(steps)
     if ep is not None and ep.open and ep.open_count <= 0:
         ep.open = False
-        ctx.events.extend(_job_killed(ctx, gen, ep))
+        ctx.events.extend(_job_killed(ctx, gen, ep, eff.enforce == SHADOW))
     if (
         gen.alive <= 0
         and (ep is None or not ep.open)
@@ -583,6 +585,7 @@ def _step(
             config_version=version,
             due_at=due_at,
             decided_at=ctx.now,
+            shadow=eff.enforce == SHADOW,
         )
     )
 
@@ -591,7 +594,12 @@ def _step(
 
 
 def _kill_started(
-    ctx: _Ctx, gen: JobGen, ep: Episode, started: list[PodState], already: list[PodState]
+    ctx: _Ctx,
+    gen: JobGen,
+    ep: Episode,
+    started: list[PodState],
+    already: list[PodState],
+    shadow: bool,
 ) -> tuple[KillStarted, ...]:
     """One ``KillStarted``, in parts if it lists many pods (``schemas.parts``)."""
     event = KillStarted(
@@ -603,6 +611,7 @@ def _kill_started(
         reason=ep.reason,
         due_at=from_us(ep.due_us),
         decided_at=ctx.now,
+        shadow=shadow,
     )
     return kill_started_parts(
         event,
@@ -624,7 +633,7 @@ def pod_end(pod: PodState) -> PodEnd:
     return "exited"
 
 
-def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> tuple[JobKilled, ...]:
+def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode, shadow: bool) -> tuple[JobKilled, ...]:
     """One ``JobKilled``, in parts if it lists many pods (``schemas.parts``)."""
     endings: list[PodEnding] = []
     killed_us = ep.decided_us
@@ -643,6 +652,7 @@ def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode) -> tuple[JobKilled, ...]:
         reason=ep.reason,
         killed_at=from_us(killed_us),
         decided_at=ctx.now,
+        shadow=shadow,
     )
     return job_killed_parts(event, tuple(endings))
 

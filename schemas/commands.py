@@ -13,9 +13,9 @@ duplicates.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import NonNegativeInt, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from .base import Message, UtcDatetime, job_key
 from .topics import KILL_COMMANDS, KILL_RESULTS
@@ -51,6 +51,25 @@ Rule = Literal[
 ]
 """Which rule made a command due (see ``core``): a ladder rule, or
 ``job.failure-target`` for ``fail-job``."""
+
+
+def is_false(value: bool) -> bool:
+    """``exclude_if`` of ``shadow``: a live record is written as before shadow mode
+    existed (byte for byte, so a derived event id is unchanged)."""
+    return not value
+
+
+Shadow = Annotated[
+    bool,
+    Field(
+        exclude_if=is_false,
+        description=(
+            "Decided under enforce: shadow (absent: false). Nothing is written: the"
+            " executor records would-apply."
+        ),
+    ),
+]
+"""``shadow`` on commands and kill events."""
 
 Outcome = Literal[
     "applied", "gone", "uid-mismatch", "forbidden", "failed", "refused", "would-apply"
@@ -122,7 +141,7 @@ class CommandIssued(Message):
     """The ``now`` the core decided with (never earlier than ``due_at``)."""
     attempt: PositiveInt = 1
     """1 for the first try; a ``failed`` result may be retried with ``attempt + 1``."""
-    shadow: bool = False
+    shadow: Shadow = False
     """Decided for a Job under ``enforce: shadow``: the executor makes no API call and
     records ``would-apply``. The id is the one a live run issues for the same step."""
 
@@ -181,6 +200,7 @@ __all__ = [
     "CommandIssued",
     "Outcome",
     "Rule",
+    "Shadow",
     "Step",
     "Trigger",
 ]

@@ -22,7 +22,7 @@ from typing import Annotated, ClassVar, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from .base import Message, UtcDatetime, job_key
-from .commands import Rule, Step, Trigger
+from .commands import Rule, Shadow, Step, Trigger
 from .parts import (
     MAX_PODS_PER_PART,
     PART_TARGET_BYTES,
@@ -103,6 +103,7 @@ class KillStarted(Message):
     """Pods of the Job that had already finished when this episode started."""
     part: EventPart = 1
     parts: EventParts = 1
+    shadow: Shadow = False
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
@@ -128,6 +129,8 @@ class KillStep(Message):
     config_version: NonNegativeInt = 0
     due_at: UtcDatetime
     decided_at: UtcDatetime
+    shadow: Shadow = False
+    """Mirrors the command's: nothing will be written (shadow mode)."""
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
@@ -177,6 +180,7 @@ class JobKilled(Message):
     pods: tuple[PodEnding, ...] = ()
     part: EventPart = 1
     parts: EventParts = 1
+    shadow: Shadow = False
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)

@@ -107,6 +107,8 @@ class Row:
         last = max(self.steps.values(), key=lambda s: (s.decided_at, s.due_at))
         outcome = last.outcome or "issued"
         text = f"{last.step}: {outcome}"
+        if outcome == "would-apply":
+            text += " (shadow)"
         if self.forbidden:
             text += " (force delete forbidden)"
         return text
@@ -179,6 +181,8 @@ class Board:
                 )
             step.outcome, step.applied_at = message.outcome, message.applied_at
             status = f" HTTP {message.http_status}" if message.http_status else ""
+            if message.outcome == "would-apply":
+                status = " (shadow mode: nothing written)"
             self.note(now, job, f"step {message.step} {message.outcome}{status}")
         elif isinstance(message, ForceDeletionForbidden):
             row.forbidden = True

@@ -27,6 +27,7 @@ OUTCOME_COLOUR = {
     "forbidden": "#c62828",
     "failed": "#e65100",
     "refused": "#ad1457",
+    "would-apply": "#9e9e9e",
 }
 STEP_COLOUR = {"set-active-deadline": "#1565c0", "delete": "#6a1b9a", "force-delete": "#b71c1c"}
 

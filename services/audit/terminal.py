@@ -25,6 +25,7 @@ OUTCOME_STYLE = {
     "forbidden": "bold red",
     "failed": "red",
     "refused": "bold magenta",
+    "would-apply": "bold cyan",
 }
 
 

@@ -27,7 +27,13 @@ def part_of(message: KillStarted | JobKilled) -> str:
 
 
 def describe(message: Message) -> str:
-    """One line saying what a kill event means, for people (and Slack)."""
+    """One line saying what a kill event means, for people (and Slack); an event of
+    shadow mode says so first (nothing was or will be written)."""
+    line = _describe(message)
+    return f"[shadow, would-apply] {line}" if getattr(message, "shadow", False) else line
+
+
+def _describe(message: Message) -> str:
     job = f"{getattr(message, 'namespace', '?')}/{getattr(message, 'job_name', '?')}"
     if isinstance(message, KillStarted):
         pods = pod_list([p.name for p in message.pods]) or "no pods"

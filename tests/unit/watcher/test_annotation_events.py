@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from bench.sample_objects import job_pod
 from schemas.annotations import (
+    ENFORCE,
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
@@ -118,6 +119,15 @@ def test_only_what_the_core_reads_is_warned() -> None:
     assert sorted(w.invalid.value for w in both) == ["no", "yes"]
     assert both[0].job_name == "nightly-report-1"
     assert warnings_for(pod()) == ()
+
+
+def test_a_jobs_invalid_enforce_label_is_warned_and_valid_ones_not() -> None:
+    (found,) = warnings_for(job(labels={ENFORCE: "yes"}))
+    assert (found.kind, found.invalid.annotation, found.invalid.value) == ("Job", ENFORCE, "yes")
+    assert "counts as absent" in found.invalid.message()
+    for value in ("on", "shadow", "off", " Shadow "):
+        assert warnings_for(job(labels={ENFORCE: value})) == ()
+    assert warnings_for(job(labels={ENFORCE: "on"}, change="deleted")) == ()
 
 
 def test_deleted_objects_and_nodes_are_not_warned() -> None:
