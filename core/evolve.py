@@ -321,6 +321,9 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
         mark_gen(state, gen, level)
         return
 
+    if ev.deletion_timestamp is not None:
+        gen.deleting = True
+
     # One live Job per name: a different live uid means the older one is gone.
     current = find_gen(ks, ks.current) if ks.current is not None else None
     if current is not None and current is not gen and current.deleted_us is None:

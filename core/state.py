@@ -223,6 +223,11 @@ class JobGen:
     rv: int = -1
     created_us: int | None = None
     deleted_us: int | None = None
+    deleting: bool = False
+    """Its deletion was seen pending (``deletionTimestamp`` on a live Job): the
+    ``orphan`` or ``foreground`` propagation, never the default background one. Its
+    pods are then released by the garbage collector (orphan) or deleted before the
+    Job (foreground): none outlives it on purpose to be killed."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """The Job's labels that overrides may select on (Kubernetes' per-Job ones dropped)."""
     kill_ts_us: int | None = None

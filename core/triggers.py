@@ -102,9 +102,11 @@ def job_suspended(gen: JobGen) -> int | None:
 def job_deleted(gen: JobGen, key: KeyState) -> int | None:
     """Rule *job-deleted*: pods outliving their Job (orphans). The ownerless
     generation (pods found by label only) counts as orphaned once a Job of
-    this name was seen deleted."""
+    this name was seen deleted. Not for a Job whose deletion was seen pending
+    (``--cascade=orphan`` or foreground): its pods are orphaned on purpose, which
+    the pods' own released ownerReferences also say, maybe a little later."""
     if gen.uid:
-        return gen.deleted_us
+        return None if gen.deleting else gen.deleted_us
     return key.deleted_us
 
 

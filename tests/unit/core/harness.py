@@ -66,6 +66,7 @@ class Builder:
         terminating: int | None = None,
         created: float = 0.0,
         rv: str | None = None,
+        deletion: float | None = None,
     ) -> JobObserved:
         return JobObserved(
             change=change,  # type: ignore[arg-type]
@@ -77,6 +78,7 @@ class Builder:
             labels=IN_SCOPE if labels is None else labels,
             annotations=annotations or {},
             creation_timestamp=at(created),
+            deletion_timestamp=None if deletion is None else at(deletion),
             active_deadline_seconds=ads,
             suspend=suspend,
             start_time=None if start is None else at(start),

@@ -1307,6 +1307,20 @@ CASES = [
         ],
     ),
     Case(
+        # The watcher may publish the Job's deletion before the pods' ownerReference
+        # removal: the Job's pending deletion (the orphan finalizer) came first.
+        "orphan-cascade-orphan-job-deleted-before-its-pods-are-seen-released",
+        [
+            J(0),
+            P(0),
+            J(1, deletion=1),
+            J(2, change="deleted", deletion=1),
+            D(2, [], []),
+            P(3, job_uid=None),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
         "orphan-released-pod-left-alone-while-its-sibling-is-killed",
         [
             J(0, **KILL_AT_0),
