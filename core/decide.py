@@ -504,6 +504,7 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
                 since=from_us(since),
                 due_at=from_us(due[0]),
                 decided_at=ctx.now,
+                shadow=eff.enforce == SHADOW,
             )
         )
 

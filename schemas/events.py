@@ -157,6 +157,8 @@ class ForceDeletionForbidden(Message):
     due_at: UtcDatetime
     """When the force deletion would have been due."""
     decided_at: UtcDatetime
+    shadow: Shadow = False
+    """In shadow mode: the deletion it waited on was a would-apply one (nothing stuck)."""
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)

@@ -147,6 +147,12 @@ def only(**expected: Any) -> Callable[[Decision], None]:
     return check
 
 
+def _all_shadow(d: Decision, since: Any) -> None:
+    (event,) = d.kill_events
+    assert isinstance(event, ForceDeletionForbidden)
+    assert event.shadow and event.since == since
+
+
 def endings(**expected: str) -> Callable[[Decision], None]:
     def check(d: Decision) -> None:
         killed = [e for e in d.kill_events if isinstance(e, JobKilled)]
@@ -1368,6 +1374,27 @@ CASES = [
             J(0, labels={ENFORCE: "shadow"}),
             P(0, deletion=100),
             D(1000, [(FORCE, "p1", R_FORCE, 1000)], check=only(shadow=True)),
+        ],
+    ),
+    Case(
+        "shadow-forbidden-force-deletion-after-a-would-apply-delete-says-shadow",
+        [
+            J(
+                0,
+                labels={ENFORCE: "shadow"},
+                annotations={KILL_TIMESTAMP: iso(0), FORBID_FORCE_DELETION: "true"},
+            ),
+            P(0),
+            D(0, [(AD, "p1", R_AD, 0)]),
+            R(0, "p1", AD, "would-apply"),
+            D(180, [(DEL, "p1", R_TIMEOUT, 180)]),
+            R(180, "p1", DEL, "would-apply"),
+            D(
+                1080,
+                [],
+                ["ForceDeletionForbidden"],
+                check=lambda d: _all_shadow(d, since=at(180)),
+            ),
         ],
     ),
     Case(
