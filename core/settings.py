@@ -75,7 +75,7 @@ DEFAULTS = _effective(0, _DEFAULT_CONFIG)
 class Resolver:
     """Effective settings per generation for one snapshot, cached on the generation."""
 
-    __slots__ = ("base", "config", "key", "version")
+    __slots__ = ("base", "config", "key", "shared", "version")
 
     def __init__(self, snapshot: ConfigSnapshot | None) -> None:
         self.key: object = snapshot if snapshot is not None else _DEFAULT_CONFIG
@@ -87,6 +87,7 @@ class Resolver:
             self.version = snapshot.version
             self.config = snapshot.config
             self.base = _effective(snapshot.version, snapshot.config)
+        self.shared: dict[Effective, Effective] = {self.base: self.base}
 
     def for_gen(self, gen: JobGen) -> Effective:
         """Defaults < namespace override < label-selector overrides, for ``gen``; the
@@ -105,8 +106,9 @@ class Resolver:
             and (not overrides or self.config.pinned_enforce(gen.namespace, gen.labels) is None)
         ):
             eff = replace(eff, enforce=_ENFORCE[label])
-        if eff == self.base:
-            eff = self.base
+        # One object per distinct result (an opted-in Job differs from the base in
+        # ``enforce`` only): thousands of Jobs share a handful.
+        eff = self.shared.setdefault(eff, eff)
         gen.eff = eff
         gen.eff_key = self.key
         return eff
