@@ -459,6 +459,7 @@ def _fail_job(ctx: _Ctx, gen: JobGen, latch: Latch, eff: Effective) -> None:
             due_at=from_us(latch.due_us),
             decided_at=ctx.now,
             attempt=attempt,
+            shadow=eff.enforce == SHADOW,
         )
     )
 

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.stack
 
 
 def writes_to(system: System, names: set[str]) -> list[dict[str, Any]]:
-    return [w for w in system.writes() if w["objectRef"]["name"] in names]
+    """The executor's writes to these pods, and to these Jobs' status (fail-job)."""
+    return [w for w in system.writes() + system.job_writes() if w["objectRef"]["name"] in names]
 
 
 async def test_a_job_that_did_not_opt_in_gets_no_write(
@@ -52,7 +53,7 @@ async def test_a_job_that_did_not_opt_in_gets_no_write(
     # by then the outside pod's stuck deletion (4 s) was due too, had it been in scope.
     killed = await system.job_killed("inside", timeout=90)
     assert [p.ended for p in killed.pods] == ["force-deleted"]
-    assert writes_to(system, {stuck.metadata.name}) == []
+    assert writes_to(system, {stuck.metadata.name, "outside"}) == []
     assert not [c for c in await system.commands() if c.job_name == "outside"]
     left = await core.read_namespaced_pod(stuck.metadata.name, namespace)
     assert left.metadata.deletion_timestamp is not None, "still stuck Terminating"
@@ -77,7 +78,7 @@ async def test_pods_orphaned_on_purpose_are_left_alone(
 
     killed = await system.job_killed("control", timeout=60)  # kill time + 3 s delete
     assert killed.trigger == "Killed"
-    assert writes_to(system, {orphan.metadata.name}) == []
+    assert writes_to(system, {orphan.metadata.name, "orphaned"}) == []
     assert not [c for c in await system.commands() if c.job_name == "orphaned"]
     left = await client.CoreV1Api(kube_api).read_namespaced_pod(orphan.metadata.name, namespace)
     assert left.metadata.uid == orphan.metadata.uid
@@ -109,19 +110,25 @@ async def test_shadow_mode_writes_nothing_and_records_the_ids_a_live_run_issues(
     results = await eventually("the shadow Job's ladder recorded", shadow_results)
     commands = [c for c in await system.commands() if c.job_name == "shadowed"]
     live = [c for c in await system.commands() if c.job_name == "live"]
-    assert writes_to(system, {pod.metadata.name}) == []
-    assert writes_to(system, {c.pod_name for c in live}), "the live Job was written to"
+    assert writes_to(system, {pod.metadata.name, "shadowed"}) == []
+    assert writes_to(system, {c.pod_name or c.job_name for c in live}), "the live Job was"
     assert all(c.shadow for c in commands) and not any(c.shadow for c in live)
     assert {(r.outcome, r.attempts, r.wrote) for r in results} == {("would-apply", 0, False)}
     # The ids a live run issues for these steps (derived from Job uid, pod uid, step).
+    job_uid = pod.metadata.owner_references[0].uid
     expected = {
-        command_id(pod.metadata.owner_references[0].uid, pod.metadata.uid, c.step, c.attempt)
+        command_id(job_uid, pod.metadata.uid if c.pod_uid else "", c.step, c.attempt)
         for c in commands
     }
     assert {r.command_id for r in results} == {c.command_id for c in commands} == expected
     # The same rungs as the live Job, in the same order, then the force step.
     assert [(c.step, c.rule) for c in live] == [(c.step, c.rule) for c in commands][: len(live)]
-    assert [c.step for c in commands] == ["set-active-deadline", "delete", "force-delete"]
+    assert [c.step for c in commands] == [
+        "fail-job",
+        "set-active-deadline",
+        "delete",
+        "force-delete",
+    ]
     after = await client.CoreV1Api(kube_api).read_namespaced_pod(pod.metadata.name, namespace)
     assert after.metadata.deletion_timestamp is None
     assert after.spec.active_deadline_seconds is None
