@@ -503,6 +503,40 @@ async def _sleep_unless(stopping: asyncio.Event, delay: float) -> None:
         raise Abandoned
 
 
+class _Calls:
+    """One command's API calls: counted, each given what is left of the command's
+    time budget, and retried with capped backoff until that budget is spent."""
+
+    def __init__(self, applier: Applier, step: Step, stopping: asyncio.Event) -> None:
+        self.applier = applier
+        self.step = step
+        self.stopping = stopping
+        self.started = applier.monotonic()
+        self.made = 0
+        self.retries = 0
+
+    async def call(self, verb: str, path: str, body: Any, content_type: str) -> Answer:
+        a = self.applier
+        self.made += 1
+        left = a.policy.budget_s - (a.monotonic() - self.started)
+        timeout = max(1.0, min(a.request_timeout_s, left))
+        return await a.transport(verb, path, body, content_type, timeout)
+
+    async def backoff(self, answer: Answer) -> str | None:
+        """Wait before trying again; or, if the wait would spend the budget, why
+        the command gives up (the caller records it ``failed``)."""
+        a = self.applier
+        self.retries += 1
+        delay = a.policy.delay(self.retries, a.rand)
+        elapsed = a.monotonic() - self.started
+        if not a.policy.allows(elapsed, delay):
+            return f"gave up after {self.made} API calls in {elapsed:.1f}s: {describe(answer)}"
+        if a.on_retry is not None:
+            a.on_retry(self.step, answer.status)
+        await a.sleep(self.stopping, delay)
+        return None
+
+
 @dataclass
 class Applier:
     transport: Transport
@@ -551,8 +585,8 @@ class Applier:
         if command.pod_name is None or command.pod_uid is None:  # refused by invalid_names
             raise ValueError(f"{command.step} without a pod")
         pod_uid = command.pod_uid
-        started = self.monotonic()
-        calls = retries = rechecks = 0
+        calls = _Calls(self, command.step, stopping)
+        rechecks = 0
         step = command.step
         read = pod_path(command.namespace, command.pod_name)
         pod: PodView | None = None
@@ -570,34 +604,15 @@ class Applier:
                 applied_at=self._stamp(command),
                 http_status=answer.status or None,
                 message=message,
-                attempts=max(calls, 1),
+                attempts=max(calls.made, 1),
                 wrote=wrote,
                 pod=pod if outcome not in ("uid-mismatch", "refused") else None,
                 refusal=refusal,
             )
 
-        async def call(verb: str, path: str, body: Any, content_type: str) -> Answer:
-            nonlocal calls
-            calls += 1
-            left = self.policy.budget_s - (self.monotonic() - started)
-            timeout = max(1.0, min(self.request_timeout_s, left))
-            return await self.transport(verb, path, body, content_type, timeout)
-
         async def wait_or_give_up(answer: Answer) -> Result | None:
-            nonlocal retries
-            retries += 1
-            delay = self.policy.delay(retries, self.rand)
-            elapsed = self.monotonic() - started
-            if not self.policy.allows(elapsed, delay):
-                return done(
-                    "failed",
-                    answer,
-                    f"gave up after {calls} API calls in {elapsed:.1f}s: {describe(answer)}",
-                )
-            if self.on_retry is not None:
-                self.on_retry(step, answer.status)
-            await self.sleep(stopping, delay)
-            return None
+            gave_up = await calls.backoff(answer)
+            return None if gave_up is None else done("failed", answer, gave_up)
 
         # First, unless the killer did not know it, write without reading: its view
         # of the pod (uid and resourceVersion) and the command's Job (as the pod's
@@ -623,7 +638,7 @@ class Applier:
             if believed is not None:
                 pod, believed = believed, None
             else:
-                got = await call("GET", read, None, JSON)
+                got = await calls.call("GET", read, None, JSON)
                 verdict = classify(got.status, step=step, write=False)
                 if verdict == "retry":
                     if (gave_up := await wait_or_give_up(got)) is not None:
@@ -655,7 +670,7 @@ class Applier:
             action = plan(command, pod)
             if isinstance(action, AlreadyDone):
                 return done("applied", got, action.message)
-            answer = await call(action.verb, action.path, action.body, action.content_type)
+            answer = await calls.call(action.verb, action.path, action.body, action.content_type)
             verdict = classify(answer.status, step=step, write=True)
             if verdict == "ok":
                 if unread:  # the pod as written, for its Job's uid (a Status: keep ours)
@@ -685,8 +700,8 @@ class Applier:
         """``fail-job``: read the Job, then write ``FailureTarget`` unless the Job's end
         is already decided (module docstring; :mod:`.job`). Always read first: the
         killer's view of a Job's status is not kept precise enough to write blind."""
-        started = self.monotonic()
-        calls = retries = rechecks = 0
+        calls = _Calls(self, "fail-job", stopping)
+        rechecks = 0
         where = f"Job {command.namespace}/{command.job_name}"
         read = job_path(command.namespace, command.job_name)
 
@@ -703,36 +718,17 @@ class Applier:
                 applied_at=self._stamp(command),
                 http_status=answer.status or None,
                 message=message,
-                attempts=max(calls, 1),
+                attempts=max(calls.made, 1),
                 wrote=wrote,
                 refusal=refusal,
             )
 
-        async def call(verb: str, path: str, body: Any, content_type: str) -> Answer:
-            nonlocal calls
-            calls += 1
-            left = self.policy.budget_s - (self.monotonic() - started)
-            timeout = max(1.0, min(self.request_timeout_s, left))
-            return await self.transport(verb, path, body, content_type, timeout)
-
         async def wait_or_give_up(answer: Answer) -> Result | None:
-            nonlocal retries
-            retries += 1
-            delay = self.policy.delay(retries, self.rand)
-            elapsed = self.monotonic() - started
-            if not self.policy.allows(elapsed, delay):
-                return done(
-                    "failed",
-                    answer,
-                    f"gave up after {calls} API calls in {elapsed:.1f}s: {describe(answer)}",
-                )
-            if self.on_retry is not None:
-                self.on_retry("fail-job", answer.status)
-            await self.sleep(stopping, delay)
-            return None
+            gave_up = await calls.backoff(answer)
+            return None if gave_up is None else done("failed", answer, gave_up)
 
         while True:
-            got = await call("GET", read, None, JSON)
+            got = await calls.call("GET", read, None, JSON)
             verdict = classify(got.status, step="fail-job", write=False)
             if verdict == "retry":
                 if (gave_up := await wait_or_give_up(got)) is not None:
@@ -764,7 +760,7 @@ class Applier:
             action = plan_fail_job(command, job, self.now())
             if isinstance(action, str):
                 return done("applied", got, action)
-            answer = await call("PATCH", action.path, action.body, JSON_MERGE_PATCH)
+            answer = await calls.call("PATCH", action.path, action.body, JSON_MERGE_PATCH)
             verdict = classify(answer.status, step="fail-job", write=True)
             if verdict == "ok":
                 return done("applied", answer, applied_message(command), wrote=True)
