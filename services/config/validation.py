@@ -32,20 +32,28 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
-from schemas.config import FORCE_DELETE_ALIAS, FORCE_DELETE_ALIAS_OLD, KillerConfig, KillMethod
+from schemas.config import (
+    ENFORCE_ALIAS,
+    FORCE_DELETE_ALIAS,
+    FORCE_DELETE_ALIAS_OLD,
+    Enforce,
+    KillerConfig,
+    KillMethod,
+)
 
 MAX_SECONDS = 7 * 24 * 3600
 """The longest timeout accepted (7 days): anything longer is almost surely a typo
 (milliseconds for seconds) and would leave a stuck pod alone for a week."""
 
 KILL_METHODS: tuple[str, ...] = get_args(KillMethod)
+ENFORCE_VALUES: tuple[str, ...] = get_args(Enforce)
 SECONDS_KEYS: tuple[str, ...] = (
     "deleteKillingTasksTimeoutSeconds",
     FORCE_DELETE_ALIAS,
     FORCE_DELETE_ALIAS_OLD,
     "defaultPendingTimeoutSeconds",
 )
-SETTING_KEYS: tuple[str, ...] = ("killMethod", *SECONDS_KEYS)
+SETTING_KEYS: tuple[str, ...] = ("killMethod", ENFORCE_ALIAS, *SECONDS_KEYS)
 TOP_KEYS: tuple[str, ...] = (*SETTING_KEYS, "overrides")
 OVERRIDE_KEYS: tuple[str, ...] = ("namespaces", "selectors")
 SELECTOR_KEYS: tuple[str, ...] = ("matchLabels", "settings")
@@ -309,16 +317,18 @@ class _Walk:
 
     def setting(self, key: str, value: Any, path: list[PathPart]) -> None:
         if key == "killMethod":
-            self.kill_method(value, path)
+            self.choice(value, path, KILL_METHODS)
+        elif key == ENFORCE_ALIAS:
+            self.choice(value, path, ENFORCE_VALUES)
         else:
             self.seconds(value, path)
 
-    def kill_method(self, value: Any, path: list[PathPart]) -> None:
-        allowed = " or ".join(_quote(m) for m in KILL_METHODS)
+    def choice(self, value: Any, path: list[PathPart], choices: tuple[str, ...]) -> None:
+        allowed = " or ".join(_quote(m) for m in choices)
         if not isinstance(value, str):
             self.error(path, "type", f"must be {allowed}, got {_kind(value)}")
-        elif value not in KILL_METHODS:
-            guess = suggest(value, KILL_METHODS)
+        elif value not in choices:
+            guess = suggest(value, choices)
             hint = f"; did you mean {_quote(guess)}?" if guess else ""
             self.error(path, "enum", f"must be {allowed}, got {_quote(value)}{hint}")
 

@@ -160,14 +160,19 @@ async def _stubborn_victim_running(kube_api: client.ApiClient, namespace: str) -
 
 
 async def _assert_each_step_written_once(system: System) -> None:
-    """Per the API server's audit log: one deadline patch, one graceful delete and one
-    force delete were accepted, each exactly once."""
+    """Per the API server's audit log, each step jobreaper took was accepted exactly
+    once: the Job's ``FailureTarget`` (fail-job) once, the stuck pod's force deletion
+    once, and its deadline patch and graceful delete at most once each. (At most: once
+    the Job has its FailureTarget the Job controller deletes the pod itself, usually
+    before our delete is due, which then has nothing to write; the deadline patch, a
+    few ms after fail-job, lands before that deletion unless the machine stalls.)"""
     await asyncio.sleep(1)  # the audit log is written just after each response
     done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
-    kinds = sorted((w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done)
-    assert kinds == [("delete", False), ("delete", True), ("patch", False)], (
-        "one deadline patch, one graceful delete, one force delete: each exactly once"
-    )
+    kinds = [(w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done]
+    assert len(kinds) == len(set(kinds)), f"a pod step written twice: {sorted(kinds)}"
+    assert ("delete", True) in kinds, f"no force deletion: {sorted(kinds)}"
+    failed = [w for w in system.job_writes() if w["responseStatus"]["code"] < 400]
+    assert len(failed) == 1, f"fail-job accepted {len(failed)} times, not once"
 
 
 @pytest.mark.parametrize(("victim", "crash_at"), CRASH_POINTS, ids=[c for _, c in CRASH_POINTS])

@@ -251,7 +251,7 @@ def test_did_you_mean(document: Any, path: str, hint: str) -> None:
 def test_an_unknown_key_far_from_any_lists_the_allowed_ones() -> None:
     text = message({"zzz": 1}, "$.zzz")
     assert "did you mean" not in text
-    assert "expected one of killMethod, deleteKillingTasksTimeoutSeconds" in text
+    assert "expected one of killMethod, enforce, deleteKillingTasksTimeoutSeconds" in text
 
 
 def test_messages_say_how_to_fix() -> None:
@@ -290,3 +290,30 @@ def test_a_rejected_report_has_no_config_and_a_one_line_summary() -> None:
         report.summary()
         == '1 problem: $.killMethod: must be "activeDeadline" or "delete", got a number'
     )
+
+
+def test_enforce_is_a_setting_everywhere_a_setting_goes() -> None:
+    """The shipped configs say ``enforce`` explicitly: the config service must accept
+    them (it refused the key while only the model knew it)."""
+    document = {
+        "enforce": "off",
+        "overrides": {
+            "namespaces": {"batch": {"enforce": "on"}},
+            "selectors": [{"matchLabels": {"tier": "x"}, "settings": {"enforce": "shadow"}}],
+        },
+    }
+    report = validate_text(json.dumps(document))
+    assert report.ok and not report.errors, report.errors
+    assert report.config == KillerConfig.model_validate(document)
+    bad = validate_text(json.dumps({"enforce": "shadw"}))
+    assert [(e.path, e.code) for e in bad.errors] == [("$.enforce", "enum")]
+    assert 'did you mean "shadow"' in bad.errors[0].message
+
+
+@pytest.mark.parametrize("name", ["deploy/compose/config.json"])
+def test_the_shipped_config_is_valid(name: str) -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[3] / name).read_text()
+    report = validate_text(text)
+    assert report.ok and not report.errors, report.errors
