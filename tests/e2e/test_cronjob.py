@@ -58,7 +58,11 @@ async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
             spec=client.V1CronJobSpec(
                 schedule="*/1 * * * *",
                 concurrency_policy="Forbid",
-                job_template=client.V1JobTemplateSpec(spec=template.spec),
+                # The template's labels too: they opt the runs in (jobreaper.io/enforce).
+                job_template=client.V1JobTemplateSpec(
+                    metadata=client.V1ObjectMeta(labels=template.metadata.labels),
+                    spec=template.spec,
+                ),
             ),
         ),
     )
