@@ -54,8 +54,9 @@ async def test_disabling_force_deletion_for_one_namespace_spares_only_its_pods(
         for command in await system.commands():
             assert isinstance(command, CommandIssued)
             by_ns[command.namespace].append(command.step)
-        assert by_ns[other] == ["delete", "force-delete"]
-        assert by_ns[namespace] == ["delete"], "force deletion disabled by the override"
+        # Each Job's FailureTarget first (fail-job), then its pod's rungs.
+        assert by_ns[other] == ["fail-job", "delete", "force-delete"]
+        assert by_ns[namespace] == ["fail-job", "delete"], "force deletion disabled there"
         assert {c.config_version for c in await system.commands()} == {1}
         (spared,) = await pods(kube_api, namespace, "stranded")
         assert spared.metadata.deletion_timestamp is not None
