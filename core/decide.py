@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
-from schemas.commands import CommandIssued, Rule, Step, Trigger
+from schemas.commands import CommandIssued, Rule, Trigger
 from schemas.events import (
     ForceDeletionForbidden,
     JobKilled,
@@ -31,7 +31,7 @@ from schemas.events import (
     kill_started_parts,
 )
 
-from .fail_job import ENDS_JOB, FAIL_JOB, RULE_FAILURE_TARGET, fail_job_due
+from .fail_job import FAIL_JOB, RULE_FAILURE_TARGET, fail_job_due
 from .ladder import (
     active_deadline,
     active_deadline_value,
@@ -50,7 +50,6 @@ from .state import (
     FULL_DIRTY,
     ISSUED,
     JOB_DIRTY,
-    PENDING,
     STEP_NAMES,
     Cmd,
     Episode,
@@ -65,15 +64,13 @@ from .state import (
     to_us,
 )
 from .triggers import (
-    PENDING_TIMEOUT,
-    PRIORITY,
-    RUNNING_TIMEOUT,
+    ENDS_JOB,
+    JOB_TRIGGERS,
+    LIFTED,
+    PENDING_POD_TRIGGERS,
+    RUNNING_POD_TRIGGERS,
     STUCK_TERMINATING,
-    SUSPENDED,
     Candidate,
-    job_candidates,
-    pending_timeout,
-    running_timeout,
 )
 
 if TYPE_CHECKING:
@@ -273,8 +270,8 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
         # latched while in scope waits; switched on, FULL_DIRTY looks at it again).
         latch = None
         gen.timer_us = None
-    elif latch is not None and latch.trigger == SUSPENDED and not gen.suspend:
-        # Resumed: the kill stops for new pods (killed ones finish their ladder).
+    elif latch is not None and (lifted := LIFTED.get(latch.trigger)) is not None and lifted(gen):
+        # E.g. resumed: the kill stops for new pods (killed ones finish their ladder).
         latch = gen.latch = None
         full = True
     if enforcing and latch is None:
@@ -341,58 +338,49 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
 def _fire(
     ctx: _Ctx, gen: JobGen, eff: Effective, pods: Iterable[PodState], job_level: bool
 ) -> Latch | None:
-    """Rule *trigger selection*: the earliest due trigger (Job-level or from a
-    pod), ties by priority; timers for the ones still in the future. Job-level
-    triggers are looked at only when Job-level facts changed (``job_level``) or
-    their timer fired: when only pods changed they are as they were."""
+    """Rule *trigger selection*: the earliest due trigger of ``triggers.TRIGGERS``
+    (Job-level or from a pod), ties by priority; timers for the ones still in the
+    future. Job triggers are looked at only when Job-level facts changed
+    (``job_level``) or their timer fired: when only pods changed they are as they
+    were."""
     now_us = ctx.now_us
     best: Candidate | None = None
-    next_due: int | None = None
-    # Cheap guards first: most Jobs have no Job-level trigger at all.
-    if job_level and (
-        gen.kill_ts_us is not None
-        or gen.ads is not None
-        or gen.finished_us is not None
-        or gen.suspend
-        or gen.deleted_us is not None
-        or not gen.uid
-        or ctx.state.keys[gen.key].requests
-    ):
-        for cand in job_candidates(gen, ctx.state.keys[gen.key]):
-            if cand.due_us <= now_us:
-                if best is None or cand[:2] < best[:2]:
-                    best = cand
-            elif next_due is None or cand.due_us < next_due:
-                next_due = cand.due_us
+    if job_level:
+        key = ctx.state.keys[gen.key]
+        next_due: int | None = None
+        for priority, job_trigger in JOB_TRIGGERS:
+            due = job_trigger.due(gen, key)
+            if due is None:
+                continue
+            if due > now_us:
+                if next_due is None or due < next_due:
+                    next_due = due
+            elif best is None or (due, priority) < best[:2]:
+                reason = job_trigger.reason
+                best = Candidate(
+                    due,
+                    priority,
+                    job_trigger.name,
+                    job_trigger.name if reason is None else reason(gen),
+                )
         prev = gen.timer_us
         gen.timer_us = None
         if next_due is not None:
             _gen_timer(ctx, gen, next_due, prev)
-    elif job_level:
-        gen.timer_us = None  # no Job-level trigger left
-    if gen.observed:
-        check_running = gen.running_timeout_s is not None
-        for pod in pods:
-            if pod.done_us is not None or pod.seen_us is None or pod.released:
-                continue
-            if pod.run_start_us is None:
-                if pod.phase != PENDING:
-                    continue
-                due = pending_timeout(pod, gen, eff)
-                trigger = PENDING_TIMEOUT
-            elif check_running:
-                due = running_timeout(pod, gen)
-                trigger = RUNNING_TIMEOUT
-            else:
-                continue
+    for pod in pods:
+        if pod.done_us is not None or pod.seen_us is None or pod.released:
+            continue
+        # The pod triggers of the pod's phase (triggers.PodPhase): pending until a
+        # container started, running from then on.
+        rows = PENDING_POD_TRIGGERS if pod.run_start_us is None else RUNNING_POD_TRIGGERS
+        for priority, pod_trigger in rows:
+            due = pod_trigger.due(pod, gen, eff)
             if due is None:
                 continue
             if due > now_us:
                 _pod_timer(ctx, pod, due)
-                continue
-            cand = Candidate(due, PRIORITY[trigger], trigger, trigger)
-            if best is None or cand[:2] < best[:2]:
-                best = cand
+            elif best is None or (due, priority) < best[:2]:
+                best = Candidate(due, priority, pod_trigger.name, pod_trigger.name)
     if best is None:
         return None
     gen.timer_us = None  # latched: Job-level triggers no longer matter
@@ -452,9 +440,9 @@ def _fail_job(ctx: _Ctx, gen: JobGen, latch: Latch, eff: Effective) -> None:
             namespace=gen.namespace,
             job_name=gen.name,
             job_uid=job_uid,
-            trigger=_trigger(latch.trigger),
+            trigger=latch.trigger,
             reason=latch.reason,
-            rule=_rule(RULE_FAILURE_TARGET),
+            rule=RULE_FAILURE_TARGET,
             config_version=eff.version,
             due_at=from_us(latch.due_us),
             decided_at=ctx.now,
@@ -481,7 +469,11 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
     due = force_delete(pod, eff)
     if due is None:
         return
-    trigger, reason = (ep.trigger, ep.reason) if ep is not None else (STUCK_TERMINATING,) * 2
+    if ep is not None:
+        trigger, reason = ep.trigger, ep.reason
+    else:
+        trigger = STUCK_TERMINATING.name
+        reason = trigger
     if due[0] > ctx.now_us:
         _pod_timer(ctx, pod, due[0])
         return
@@ -500,7 +492,7 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
                 pod_name=pod.name,
                 pod_uid=pod.uid,
                 forbidden_by="job" if forbidden_by == "job" else "pod",
-                trigger=_trigger(trigger),
+                trigger=trigger,
                 reason=reason,
                 since=from_us(since),
                 due_at=from_us(due[0]),
@@ -516,8 +508,8 @@ def _step(
     pod: PodState,
     idx: int,
     due_us: int,
-    rule: str,
-    trigger: str,
+    rule: Rule,
+    trigger: Trigger,
     reason: str,
     eff: Effective,
     steps: list[KillEvent],
@@ -538,7 +530,7 @@ def _step(
     if cmds is None:
         cmds = pod.cmds = [None, None, None]
     cmds[idx] = Cmd(attempt, ISSUED)
-    step: Step = _step_name(idx)
+    step = STEP_NAMES[idx]
     job_uid = gen.uid or None
     cid = command_id(job_uid, pod.uid, step, attempt)
     ads = active_deadline_value(pod, ctx.now_us) if idx == ADS else None
@@ -561,9 +553,9 @@ def _step(
             pod_resource_version=str(pod.rv) if idx == ADS and pod.rv >= 0 else None,
             active_deadline_seconds=ads,
             grace_period_seconds=grace,
-            trigger=_trigger(trigger),
+            trigger=trigger,
             reason=reason,
-            rule=_rule(rule),
+            rule=rule,
             config_version=version,
             due_at=due_at,
             decided_at=ctx.now,
@@ -581,9 +573,9 @@ def _step(
             command_id=cid,
             step=step,
             attempt=attempt,
-            trigger=_trigger(trigger),
+            trigger=trigger,
             reason=reason,
-            rule=_rule(rule),
+            rule=rule,
             config_version=version,
             due_at=due_at,
             decided_at=ctx.now,
@@ -609,7 +601,7 @@ def _kill_started(
         job_name=gen.name,
         job_uid=gen.uid or None,
         episode=ep.number,
-        trigger=_trigger(ep.trigger),
+        trigger=ep.trigger,
         reason=ep.reason,
         due_at=from_us(ep.due_us),
         decided_at=ctx.now,
@@ -650,25 +642,10 @@ def _job_killed(ctx: _Ctx, gen: JobGen, ep: Episode, shadow: bool) -> tuple[JobK
         job_name=gen.name,
         job_uid=gen.uid or None,
         episode=ep.number,
-        trigger=_trigger(ep.trigger),
+        trigger=ep.trigger,
         reason=ep.reason,
         killed_at=from_us(killed_us),
         decided_at=ctx.now,
         shadow=shadow,
     )
     return job_killed_parts(event, tuple(endings))
-
-
-# --- typing helpers (the names are validated by the models) -------------------------
-
-
-def _trigger(name: str) -> Trigger:
-    return name  # type: ignore[return-value]
-
-
-def _rule(name: str) -> Rule:
-    return name  # type: ignore[return-value]
-
-
-def _step_name(idx: int) -> Step:
-    return STEP_NAMES[idx]

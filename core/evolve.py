@@ -20,9 +20,10 @@ changed dirty for the next ``decide``. It never raises on odd input:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from schemas.annotations import forbids_force_deletion, job_annotations
 from schemas.base import job_key
@@ -37,7 +38,7 @@ from schemas.observations import (
 )
 from schemas.requests import KillRequested
 
-from .ladder import is_done, retry_backoff_us
+from .ladder import LADDER_FACTS, RULE_DELETE_AFTER_TIMEOUT, is_done, retry_backoff_us
 from .state import (
     APPLIED,
     DELETE,
@@ -67,7 +68,7 @@ from .state import (
     parse_rv,
     to_us,
 )
-from .triggers import STUCK_TERMINATING, TERMINAL_CONDITIONS
+from .triggers import JOB_FACTS, POD_FACTS, STUCK_TERMINATING, TERMINAL_CONDITIONS
 
 Event = (
     PodObserved
@@ -342,25 +343,13 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
         gen.labels = _selectable_labels(ev.labels)
         gen.eff_key = None
         level = FULL_DIRTY
-    # What the Job-level triggers read, before: a status-only update (counts moving)
-    # that changes none of it needs no new decision.
-    before = _trigger_facts(gen)
+    # What the triggers (``triggers.TRIGGERS``) and the ladder read of the Job, before:
+    # a status-only update (counts moving) that changes none of it needs no new decision.
+    before = _facts(gen)
     # Parsed at the edge, totally: an invalid value counts as absent (the watcher
     # tells the user), except forbid-force-deletion, which an invalid value sets.
     ann = job_annotations(ev.annotations)
-    gen.kill_ts_us = None if ann.kill_at is None else to_us(ann.kill_at)
-    pending, running, forbid = (
-        ann.pending_timeout_s,
-        ann.running_timeout_s,
-        ann.forbid_force_deletion,
-    )
-    if (
-        pending != gen.pending_override_s
-        or running != gen.running_timeout_s
-        or forbid != gen.forbid
-    ):
-        gen.pending_override_s, gen.running_timeout_s, gen.forbid = pending, running, forbid
-        level = FULL_DIRTY
+    gen.ann = dataclasses.replace(ann, invalid=()) if ann.invalid else ann
 
     gen.ads = ev.active_deadline_seconds
     gen.start_us = None if ev.start_time is None else to_us(ev.start_time)
@@ -393,22 +382,42 @@ def _on_job(state: KillerState, ev: JobObserved) -> None:
     else:
         gen.finished_us, gen.finished_reason = finished
     gen.has_active = ev.active > 0 or (ev.terminating or 0) > 0
-    if level == FULL_DIRTY or _trigger_facts(gen) != before:
+    after = _facts(gen)
+    if after != before:
+        if after[_EVERY_POD:] != before[_EVERY_POD:]:
+            level = FULL_DIRTY
+        mark_gen(state, gen, level)
+    elif level == FULL_DIRTY:
         mark_gen(state, gen, level)
 
 
-def _trigger_facts(gen: JobGen) -> tuple[object, ...]:
-    return (
-        gen.kill_ts_us,
-        gen.ads,
-        gen.start_us,
-        gen.suspend,
-        gen.suspended_cond,
-        gen.suspended_since_us,
-        gen.finished_us,
-        gen.finished_reason,
-        gen.has_active,
+_EVERY_POD_FACTS: Final = tuple(dict.fromkeys(POD_FACTS + LADDER_FACTS))
+"""What the pod triggers and the ladder read of the Job: a change makes ``decide``
+look at every pod again."""
+_JOB_ONLY_FACTS: Final = tuple(f for f in JOB_FACTS if f not in _EVERY_POD_FACTS)
+"""What only the Job triggers read: a change makes ``decide`` look at them again."""
+_EVERY_POD: Final = len(_JOB_ONLY_FACTS)
+"""Where the facts read for every pod start in :data:`_facts`' tuple."""
+
+
+def _getter(paths: tuple[str, ...]) -> Callable[[JobGen], tuple[object, ...]]:
+    """``lambda gen: (gen.<path>, ...)``, compiled from ``paths`` (constants of the
+    trigger table, checked to be dotted names) as ``namedtuple`` and ``dataclasses``
+    compile theirs: plain attribute loads, which the interpreter specializes, take
+    half the time of ``operator.attrgetter``'s generic lookups (measured: 200 ns
+    against 460 ns for the 16 facts; ``evolve`` takes it twice per Job observation)."""
+    for path in paths:
+        if not all(part.isidentifier() for part in path.split(".")):
+            raise ValueError(f"not a field path: {path!r}")
+    getter: Callable[[JobGen], tuple[object, ...]] = eval(
+        "lambda gen: (" + "".join(f"gen.{path}, " for path in paths) + ")", {}
     )
+    return getter
+
+
+_facts: Final = _getter(_JOB_ONLY_FACTS + _EVERY_POD_FACTS)
+"""Every fact a trigger or the ladder reads of a generation, in one tuple (taken
+before and after folding a Job observation), the Job-only ones first."""
 
 
 def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> None:
@@ -514,9 +523,10 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
     if rec is None or rec.attempt < ev.attempt:
         cmds[idx] = Cmd(ev.attempt, ISSUED)
         changed = True
-    if pod.k_us is None and ev.trigger != STUCK_TERMINATING:
+    if pod.k_us is None and ev.trigger != STUCK_TERMINATING.name:
+        # A step of a kill (not one taken for a pod outside any kill): K is its decision.
         pod.k_us = to_us(ev.decided_at)
-        pod.kdue_us = pod.k_us if ev.rule == "ladder.delete-after-timeout" else to_us(ev.due_at)
+        pod.kdue_us = pod.k_us if ev.rule == RULE_DELETE_AFTER_TIMEOUT else to_us(ev.due_at)
         changed = True
     if changed:
         mark_pod(state, pod)

@@ -17,31 +17,25 @@ from __future__ import annotations
 
 from typing import Final
 
+from schemas.commands import Rule, Step
+
 from .state import FAILED_RETRY, JobGen, Latch
-from .triggers import KILLED, PENDING_TIMEOUT, RUNNING_TIMEOUT
 
-RULE_FAILURE_TARGET: Final = "job.failure-target"
-FAIL_JOB: Final = "fail-job"
-
-ENDS_JOB: Final = frozenset({KILLED, PENDING_TIMEOUT, RUNNING_TIMEOUT})
-"""The triggers by which jobreaper itself decides a Job must die. Not
-``DeadlineExceeded`` (the Job controller writes its own ``FailureTarget`` at the
-deadline: ours would race it and, merged, replace its reason), ``JobFinished``
-(the Job's end is decided already), ``Suspended`` (a pause, not an end: resuming
-lifts it), ``JobDeleted`` (no Job left) nor ``StuckTerminating`` (one pod, not its
-Job)."""
+RULE_FAILURE_TARGET: Final[Rule] = "job.failure-target"
+FAIL_JOB: Final[Step] = "fail-job"
 
 
 def fail_job_due(gen: JobGen, latch: Latch, ends_job: bool) -> tuple[int, int] | None:
     """``(attempt, due_us)`` of the ``fail-job`` step to issue for ``gen``, or None.
 
-    Only for a trigger that ends the Job (``ends_job``: the trigger table says
-    which), on a Job seen live with a uid (the step's precondition), whose end is
-    not decided yet: a ``FailureTarget``, ``Failed``, ``SuccessCriteriaMet`` or
-    ``Complete`` condition already there is the Job's own end, and writing over it
-    would replace the controller's reason. Once (attempt 1, at the trigger's due
-    time); after a ``failed``/``forbidden`` result again (attempt + 1) after its
-    backoff; never after ``applied``, ``gone``, ``uid-mismatch`` or ``refused``."""
+    Only for a trigger that ends the Job (``ends_job``: its row in
+    ``triggers.TRIGGERS`` says so), on a Job seen live with a uid (the step's
+    precondition), whose end is not decided yet: a ``FailureTarget``, ``Failed``,
+    ``SuccessCriteriaMet`` or ``Complete`` condition already there is the Job's own
+    end, and writing over it would replace the controller's reason. Once (attempt
+    1, at the trigger's due time); after a ``failed``/``forbidden`` result again
+    (attempt + 1) after its backoff; never after ``applied``, ``gone``,
+    ``uid-mismatch`` or ``refused``."""
     if not ends_job or not gen.uid or not gen.observed or gen.deleted_us is not None:
         return None
     if gen.finished_us is not None:

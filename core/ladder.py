@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from typing import Final
 
+from schemas.commands import Rule
+
 from .settings import Effective
 from .state import DELETE, FAILED, FAILED_RETRY, FORCE, SECOND, SUCCEEDED, Cmd, PodState
 
-RULE_ACTIVE_DEADLINE: Final = "ladder.active-deadline"
-RULE_UNSCHEDULED_DELETE: Final = "ladder.unscheduled-delete"
-RULE_DELETE_METHOD: Final = "ladder.delete-method"
-RULE_DELETE_AFTER_TIMEOUT: Final = "ladder.delete-after-timeout"
-RULE_NODE_LOST_DELETE: Final = "ladder.node-lost-delete"
-RULE_FORCE_DELETE: Final = "ladder.force-delete"
+RULE_ACTIVE_DEADLINE: Final[Rule] = "ladder.active-deadline"
+RULE_UNSCHEDULED_DELETE: Final[Rule] = "ladder.unscheduled-delete"
+RULE_DELETE_METHOD: Final[Rule] = "ladder.delete-method"
+RULE_DELETE_AFTER_TIMEOUT: Final[Rule] = "ladder.delete-after-timeout"
+RULE_NODE_LOST_DELETE: Final[Rule] = "ladder.node-lost-delete"
+RULE_FORCE_DELETE: Final[Rule] = "ladder.force-delete"
 
-Due = tuple[int, str]
+Due = tuple[int, Rule]
+
+LADDER_FACTS: Final = ("ann.forbid_force_deletion",)
+"""The fields of a Job generation the ladder reads (:func:`force_forbidden_by`):
+``evolve`` looks at every pod of the Job again when one changes."""
 
 
 def is_done(phase: int, running: bool, gone: bool) -> bool:
@@ -103,7 +109,7 @@ def force_delete(pod: PodState, eff: Effective) -> Due | None:
 def force_forbidden_by(pod: PodState) -> str | None:
     """``"job"`` / ``"pod"`` when ``jobreaper.io/forbid-force-deletion: "true"`` is
     set on the Job / the pod, else None."""
-    if pod.gen.forbid:
+    if pod.gen.ann.forbid_force_deletion:
         return "job"
     if pod.forbid:
         return "pod"

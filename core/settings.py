@@ -4,8 +4,9 @@ defaults < namespace override < label-selector overrides < the Job's own
 annotations. The first three come from :meth:`schemas.config.KillerConfig.resolve`
 and are cached per generation and snapshot; the annotations
 (``jobreaper.io/pending-timeout-seconds``, ``jobreaper.io/running-timeout-seconds``,
-``jobreaper.io/forbid-force-deletion``) are folded onto the generation by
-``evolve`` and applied by :func:`pending_timeout_us` and the ladder.
+``jobreaper.io/forbid-force-deletion``) are kept parsed on the generation
+(``JobGen.ann``) by ``evolve`` and applied by :func:`pending_timeout_us`, the
+triggers and the ladder.
 
 Scope (``enforce``: off, shadow, on) resolves differently, most specific last:
 
@@ -44,8 +45,9 @@ class Effective:
     delete_timeout_us: int
     force_timeout_us: int
     """0: force deletion disabled."""
-    pending_timeout_us: int
-    """The configured default; 0: disabled."""
+    default_pending_timeout_us: int
+    """The configured pending timeout (a Job's annotation wins: :func:`pending_timeout_us`);
+    0: disabled."""
     enforce: int = 0
     """OFF, SHADOW or ON: the scope for this Job, its label applied."""
 
@@ -63,7 +65,7 @@ def _effective(version: int, s: KillerSettings) -> Effective:
         delete_method=s.kill_method == "delete",
         delete_timeout_us=s.delete_killing_tasks_timeout_seconds * SECOND,
         force_timeout_us=s.force_delete_task_timeout_seconds * SECOND,
-        pending_timeout_us=s.default_pending_timeout_seconds * SECOND,
+        default_pending_timeout_us=s.default_pending_timeout_seconds * SECOND,
     )
 
 
@@ -115,7 +117,9 @@ class Resolver:
 
 
 def pending_timeout_us(gen: JobGen, eff: Effective) -> int:
-    """The Job annotation wins over the configured default; 0 disables."""
-    if gen.pending_override_s is not None:
-        return gen.pending_override_s * SECOND
-    return eff.pending_timeout_us
+    """The pending timeout of ``gen``'s pods: the Job's annotation wins over the
+    configured default; 0 disables."""
+    seconds = gen.ann.pending_timeout_s
+    if seconds is not None:
+        return seconds * SECOND
+    return eff.default_pending_timeout_us

@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
+from schemas.annotations import NO_JOB_ANNOTATIONS, JobAnnotations
+
 if TYPE_CHECKING:
+    from schemas.commands import Step, Trigger
     from schemas.config import ConfigSnapshot
 
 SECOND: Final = 1_000_000
@@ -96,8 +99,8 @@ PHASES: Final[Mapping[str, int]] = {
 ADS: Final = 0
 DELETE: Final = 1
 FORCE: Final = 2
-STEP_NAMES: Final = ("set-active-deadline", "delete", "force-delete")
-STEP_INDEX: Final[Mapping[str, int]] = {name: i for i, name in enumerate(STEP_NAMES)}
+STEP_NAMES: Final[tuple[Step, Step, Step]] = ("set-active-deadline", "delete", "force-delete")
+STEP_INDEX: Final[Mapping[Step, int]] = {name: i for i, name in enumerate(STEP_NAMES)}
 
 # Command record status.
 ISSUED: Final = 0
@@ -138,7 +141,7 @@ class Latch:
     """A Job-level kill trigger that fired (kept: a kill is not undone, except
     ``Suspended``, which lifts when the Job is resumed)."""
 
-    trigger: str
+    trigger: Trigger
     reason: str
     due_us: int
 
@@ -148,7 +151,7 @@ class Episode:
     """One kill of one Job generation: from ``KillStarted`` to ``JobKilled``."""
 
     number: int
-    trigger: str
+    trigger: Trigger
     reason: str
     due_us: int
     decided_us: int
@@ -230,10 +233,10 @@ class JobGen:
     Job (foreground): none outlives it on purpose to be killed."""
     labels: Mapping[str, str] = field(default_factory=dict)
     """The Job's labels that overrides may select on (Kubernetes' per-Job ones dropped)."""
-    kill_ts_us: int | None = None
-    pending_override_s: int | None = None
-    running_timeout_s: int | None = None
-    forbid: bool = False
+    ann: JobAnnotations = NO_JOB_ANNOTATIONS
+    """The Job's jobreaper annotations, parsed (their ``invalid`` list dropped: the
+    watcher tells the user). Kept whole, so a trigger read from a new annotation
+    needs nothing here."""
     ads: int | None = None
     start_us: int | None = None
     suspend: bool = False

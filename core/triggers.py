@@ -1,49 +1,101 @@
-"""Kill triggers: when a Job (generation) must be killed, and why.
+"""Kill triggers: when a Job (generation) must be killed, and why; and the one
+table of them, :data:`TRIGGERS`, that ``decide`` and ``evolve`` read.
 
-Each function returns when its trigger is (or will be) due, in microseconds,
-or ``None`` when it does not apply. ``decide`` fires the earliest due
-trigger (ties broken by :data:`PRIORITY`) and schedules a timer for the
-earliest future one: a trigger in the future waits and becomes due exactly
-then, never earlier.
+A trigger is one row of the table and its due function. ``decide`` asks every
+Job trigger once per look at the generation and every pod trigger of the pod's
+phase once per pod looked at, fires the earliest due one (ties: the row listed
+first) and schedules a timer for the earliest future one (a trigger in the
+future waits and becomes due exactly then, never earlier); ``evolve`` looks
+again at a generation when one of the facts a row declares changes. Neither
+names a trigger: a row missing from the table is a trigger that does not
+exist, and ``tests/unit/core/test_triggers.py`` fails if a value of
+:data:`schemas.commands.Trigger` has no row, or a due function reads a fact its
+row does not declare. Adding a trigger: docs/core.md, "Adding a trigger".
+
+Every due function returns when its trigger is (or will be) due, in
+microseconds, or ``None`` when it does not apply: its guard is its own first
+lines, cheapest test first (most Jobs have no Job trigger at all), so no list
+of guards elsewhere can forget it. Each is total.
 """
 
 from __future__ import annotations
 
-from typing import Final, NamedTuple
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, NamedTuple
 
+from schemas.commands import Rule, Trigger
+
+from .ladder import RULE_FORCE_DELETE
 from .settings import Effective, pending_timeout_us
-from .state import PENDING, SECOND, JobGen, KeyState, PodState, Request
-
-KILLED: Final = "Killed"
-DEADLINE_EXCEEDED: Final = "DeadlineExceeded"
-PENDING_TIMEOUT: Final = "PendingTimeout"
-RUNNING_TIMEOUT: Final = "RunningTimeout"
-JOB_FINISHED: Final = "JobFinished"
-SUSPENDED: Final = "Suspended"
-JOB_DELETED: Final = "JobDeleted"
-STUCK_TERMINATING: Final = "StuckTerminating"
-
-PRIORITY: Final = {
-    KILLED: 0,
-    DEADLINE_EXCEEDED: 1,
-    JOB_FINISHED: 2,
-    SUSPENDED: 3,
-    JOB_DELETED: 4,
-    PENDING_TIMEOUT: 5,
-    RUNNING_TIMEOUT: 6,
-}
-"""Tie-break when two triggers are due at the same instant."""
+from .state import PENDING, SECOND, JobGen, KeyState, PodState, Request, to_us
 
 TERMINAL_CONDITIONS: Final = frozenset(
     {"FailureTarget", "Failed", "SuccessCriteriaMet", "Complete"}
 )
+"""Job conditions that finish it (rule *job-finished*; ``evolve`` folds them)."""
+
+PodPhase = Literal["pending", "running"]
+"""The part of a pod's life a pod trigger watches: ``pending`` until a container
+has started (a pod in phase Pending pulling its image counts), ``running`` from
+then on. Every pod is in exactly one."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobTrigger:
+    """A trigger on the Job generation's own facts, whatever its pods do."""
+
+    name: Trigger
+    due: Callable[[JobGen, KeyState], int | None]
+    facts: tuple[str, ...]
+    """The fields of the generation ``due`` reads (dotted for the parsed annotations,
+    ``ann.kill_at``): ``evolve`` looks at the Job again when one of them changes. The
+    key's kill requests and Job deletions always make it look again."""
+    ends_job: bool = False
+    """jobreaper itself decides the Job must die: the kill also fails the Job
+    (``fail_job``, rule *job.failure-target*). See :data:`ENDS_JOB`."""
+    reason: Callable[[JobGen], str] | None = None
+    """The result reason; ``None``: the trigger's name."""
+    lifted: Callable[[JobGen], bool] | None = None
+    """When a fired trigger stops killing (pods already killed finish their ladder,
+    new ones are left alone); ``None``: a kill is never undone."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodTrigger:
+    """A trigger on one pod of an observed Job, in one phase of the pod's life; it
+    kills the whole Job."""
+
+    name: Trigger
+    phase: PodPhase
+    due: Callable[[PodState, JobGen, Effective], int | None]
+    facts: tuple[str, ...]
+    """The fields of the generation ``due`` reads: ``evolve`` looks at every pod of
+    the Job again when one changes (settings changes always do)."""
+    ends_job: bool = False
+    """As :attr:`JobTrigger.ends_job`."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepTrigger:
+    """Starts no kill: the name of the trigger on a ladder step taken for a pod
+    outside any kill (the ladder's ``rule`` says when)."""
+
+    name: Trigger
+    rule: Rule
+
+
+TriggerSpec = JobTrigger | PodTrigger | StepTrigger
 
 
 class Candidate(NamedTuple):
     due_us: int
     priority: int
-    trigger: str
+    trigger: Trigger
     reason: str
+
+
+# --- the due functions -----------------------------------------------------------
 
 
 def request_matches(request: Request, gen: JobGen) -> bool:
@@ -60,15 +112,19 @@ def request_matches(request: Request, gen: JobGen) -> bool:
 
 def kill_timestamp(gen: JobGen, key: KeyState) -> int | None:
     """Rule *kill-timestamp*: the ``jobreaper.io/kill-timestamp`` annotation or a
-    ``KillRequested``; the earliest wins."""
-    due = gen.kill_ts_us
-    for request in key.requests or ():
+    ``KillRequested``; the earliest wins. For a Job observed or known by uid."""
+    kill_at = gen.ann.kill_at
+    requests = key.requests
+    if (kill_at is None and not requests) or not (gen.observed or gen.uid):
+        return None
+    due = None if kill_at is None else to_us(kill_at)
+    for request in requests or ():
         if request_matches(request, gen) and (due is None or request.kill_us < due):
             due = request.kill_us
     return due
 
 
-def job_deadline(gen: JobGen) -> int | None:
+def job_deadline(gen: JobGen, key: KeyState) -> int | None:
     """Rule *job-deadline*: ``spec.activeDeadlineSeconds`` from ``status.startTime``.
 
     Kubernetes resets ``startTime`` when it resumes a suspended Job and flips the
@@ -78,25 +134,35 @@ def job_deadline(gen: JobGen) -> int | None:
     """
     if gen.ads is None or gen.start_us is None or gen.suspend or gen.suspended_cond:
         return None
-    if gen.finished_us is not None:
+    if gen.finished_us is not None or not gen.observed:
         return None
     return gen.start_us + gen.ads * SECOND
 
 
-def job_finished(gen: JobGen) -> int | None:
+def job_finished(gen: JobGen, key: KeyState) -> int | None:
     """Rule *job-finished*: a terminal condition (FailureTarget, Failed,
     SuccessCriteriaMet, Complete) while the Job's own status still counts active
-    or terminating pods. The reason is the Job's (``gen.finished_reason``)."""
-    if gen.finished_us is None or not gen.has_active:
+    or terminating pods. The reason is the Job's (:func:`finished_reason`)."""
+    if gen.finished_us is None or not gen.has_active or not gen.observed:
         return None
     return gen.finished_us
 
 
-def job_suspended(gen: JobGen) -> int | None:
+def finished_reason(gen: JobGen) -> str:
+    """The Job's own reason for finishing (e.g. ``BackoffLimitExceeded``)."""
+    return gen.finished_reason
+
+
+def job_suspended(gen: JobGen, key: KeyState) -> int | None:
     """Rule *job-suspended*: ``spec.suspend: true`` with pods active or terminating."""
     if not gen.suspend or not gen.has_active or gen.suspended_since_us is None:
         return None
-    return gen.suspended_since_us
+    return gen.suspended_since_us if gen.observed else None
+
+
+def resumed(gen: JobGen) -> bool:
+    """A suspended Job resumed: its kill stops for new pods."""
+    return not gen.suspend
 
 
 def job_deleted(gen: JobGen, key: KeyState) -> int | None:
@@ -108,31 +174,6 @@ def job_deleted(gen: JobGen, key: KeyState) -> int | None:
     if gen.uid:
         return None if gen.deleting else gen.deleted_us
     return key.deleted_us
-
-
-def job_candidates(gen: JobGen, key: KeyState) -> list[Candidate]:
-    """Every Job-level trigger that applies, due or not."""
-    out: list[Candidate] = []
-    if gen.observed or gen.uid:
-        due = kill_timestamp(gen, key)
-        if due is not None:
-            out.append(Candidate(due, PRIORITY[KILLED], KILLED, KILLED))
-    if gen.observed:
-        due = job_deadline(gen)
-        if due is not None:
-            out.append(
-                Candidate(due, PRIORITY[DEADLINE_EXCEEDED], DEADLINE_EXCEEDED, DEADLINE_EXCEEDED)
-            )
-        due = job_finished(gen)
-        if due is not None:
-            out.append(Candidate(due, PRIORITY[JOB_FINISHED], JOB_FINISHED, gen.finished_reason))
-        due = job_suspended(gen)
-        if due is not None:
-            out.append(Candidate(due, PRIORITY[SUSPENDED], SUSPENDED, SUSPENDED))
-    due = job_deleted(gen, key)
-    if due is not None:
-        out.append(Candidate(due, PRIORITY[JOB_DELETED], JOB_DELETED, JOB_DELETED))
-    return out
 
 
 def pending_timeout(pod: PodState, gen: JobGen, eff: Effective) -> int | None:
@@ -148,9 +189,108 @@ def pending_timeout(pod: PodState, gen: JobGen, eff: Effective) -> int | None:
     return None if since is None else since + timeout
 
 
-def running_timeout(pod: PodState, gen: JobGen) -> int | None:
+def running_timeout(pod: PodState, gen: JobGen, eff: Effective) -> int | None:
     """Rule *running-timeout*: ``jobreaper.io/running-timeout-seconds`` after the
     pod's first container started (0 or absent: no timeout)."""
-    if not gen.observed or not gen.running_timeout_s or pod.run_start_us is None:
+    seconds = gen.ann.running_timeout_s
+    if not seconds or pod.run_start_us is None or not gen.observed:
         return None
-    return pod.run_start_us + gen.running_timeout_s * SECOND
+    return pod.run_start_us + seconds * SECOND
+
+
+# --- the table --------------------------------------------------------------------
+
+STUCK_TERMINATING: Final = StepTrigger("StuckTerminating", RULE_FORCE_DELETE)
+"""Rule *stuck deletion*: a pod stuck in deletion, whoever deleted it, is force
+deleted (``ladder.force_delete``) without killing its Job."""
+
+TRIGGERS: Final[tuple[TriggerSpec, ...]] = (
+    JobTrigger(
+        "Killed",
+        kill_timestamp,
+        facts=("observed", "uid", "ann.kill_at", "created_us", "deleted_us"),
+        ends_job=True,
+    ),
+    JobTrigger(
+        "DeadlineExceeded",
+        job_deadline,
+        facts=("observed", "ads", "start_us", "suspend", "suspended_cond", "finished_us"),
+    ),
+    JobTrigger(
+        "JobFinished",
+        job_finished,
+        facts=("observed", "finished_us", "has_active", "finished_reason"),
+        reason=finished_reason,
+    ),
+    JobTrigger(
+        "Suspended",
+        job_suspended,
+        facts=("observed", "suspend", "has_active", "suspended_since_us"),
+        lifted=resumed,
+    ),
+    JobTrigger("JobDeleted", job_deleted, facts=("uid", "deleted_us", "deleting")),
+    PodTrigger(
+        "PendingTimeout",
+        "pending",
+        pending_timeout,
+        facts=("observed", "ann.pending_timeout_s"),
+        ends_job=True,
+    ),
+    PodTrigger(
+        "RunningTimeout",
+        "running",
+        running_timeout,
+        facts=("observed", "ann.running_timeout_s"),
+        ends_job=True,
+    ),
+    STUCK_TERMINATING,
+)
+"""Every trigger, in priority order: when two are due at the same instant, the one
+listed first fires."""
+
+PRIORITY: Final[Mapping[Trigger, int]] = {spec.name: i for i, spec in enumerate(TRIGGERS)}
+"""Tie-break when two triggers are due at the same instant (lower wins)."""
+
+JOB_TRIGGERS: Final = tuple(
+    (PRIORITY[spec.name], spec) for spec in TRIGGERS if isinstance(spec, JobTrigger)
+)
+"""``(priority, row)`` of the Job triggers, for ``decide``."""
+
+POD_TRIGGERS: Final = tuple(
+    (PRIORITY[spec.name], spec) for spec in TRIGGERS if isinstance(spec, PodTrigger)
+)
+"""``(priority, row)`` of the pod triggers."""
+PENDING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[1].phase == "pending")
+"""``(priority, row)`` of the pod triggers ``decide`` asks about a pending pod."""
+RUNNING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[1].phase == "running")
+"""``(priority, row)`` of the pod triggers ``decide`` asks about a running pod."""
+
+ENDS_JOB: Final[frozenset[Trigger]] = frozenset(
+    spec.name for spec in TRIGGERS if not isinstance(spec, StepTrigger) and spec.ends_job
+)
+"""The triggers by which jobreaper itself decides a Job must die (``Killed``, the
+pending and running timeouts). Not ``DeadlineExceeded`` (the Job controller writes
+its own ``FailureTarget`` at the deadline: ours would race it and, merged, replace
+its reason), ``JobFinished`` (the Job's end is decided already), ``Suspended`` (a
+pause, not an end: resuming lifts it), ``JobDeleted`` (no Job left) nor
+``StuckTerminating`` (one pod, not its Job)."""
+
+LIFTED: Final[Mapping[Trigger, Callable[[JobGen], bool]]] = {
+    spec.name: spec.lifted
+    for spec in TRIGGERS
+    if isinstance(spec, JobTrigger) and spec.lifted is not None
+}
+"""For the triggers whose kill can stop: when it does."""
+
+
+def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(fact for group in groups for fact in group))
+
+
+JOB_FACTS: Final = _union(*(spec.facts for _, spec in JOB_TRIGGERS))
+"""What ``evolve`` compares before and after folding a Job observation: a change
+makes ``decide`` look at the Job triggers again."""
+
+POD_FACTS: Final = _union(*(spec.facts for _, spec in POD_TRIGGERS))
+"""What ``evolve`` compares before and after folding a Job observation: a change
+makes ``decide`` look at every pod of the Job again."""

@@ -291,7 +291,9 @@ def _check(h: Harness, now: datetime) -> None:
         assert cmd.due_at <= now, f"{cmd.step} issued before it was due"
         if cmd.step == "force-delete":
             pod = h.state.pods[cmd.pod_uid]
-            assert not pod.forbid and not pod.gen.forbid, "forbidden pod force-deleted"
+            assert not pod.forbid and not pod.gen.ann.forbid_force_deletion, (
+                "forbidden pod force-deleted"
+            )
     assert decision.next_due_at is None or decision.next_due_at > now or to_us(now) >= MAX_US
     h.commands.extend(decision.commands)
     h.feed(*decision.commands, *decision.kill_events)
