@@ -348,8 +348,8 @@ def _fire(
     if job_level:
         key = ctx.state.keys[gen.key]
         next_due: int | None = None
-        for priority, job_trigger in JOB_TRIGGERS:
-            due = job_trigger.due(gen, key)
+        for priority, due_of, job_trigger in JOB_TRIGGERS:
+            due = due_of(gen, key)
             if due is None:
                 continue
             if due > now_us:
@@ -373,8 +373,8 @@ def _fire(
         # The pod triggers of the pod's phase (triggers.PodPhase): pending until a
         # container started, running from then on.
         rows = PENDING_POD_TRIGGERS if pod.run_start_us is None else RUNNING_POD_TRIGGERS
-        for priority, pod_trigger in rows:
-            due = pod_trigger.due(pod, gen, eff)
+        for priority, pod_due, pod_trigger in rows:
+            due = pod_due(pod, gen, eff)
             if due is None:
                 continue
             if due > now_us:

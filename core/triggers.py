@@ -251,19 +251,20 @@ listed first fires."""
 PRIORITY: Final[Mapping[Trigger, int]] = {spec.name: i for i, spec in enumerate(TRIGGERS)}
 """Tie-break when two triggers are due at the same instant (lower wins)."""
 
+# What decide loops over: (priority, due function, row), the function unpacked so that
+# calling it costs a plain call (``row.due(...)`` is a generic method lookup each time).
 JOB_TRIGGERS: Final = tuple(
-    (PRIORITY[spec.name], spec) for spec in TRIGGERS if isinstance(spec, JobTrigger)
+    (PRIORITY[spec.name], spec.due, spec) for spec in TRIGGERS if isinstance(spec, JobTrigger)
 )
-"""``(priority, row)`` of the Job triggers, for ``decide``."""
-
+"""``(priority, due, row)`` of the Job triggers, for ``decide``."""
 POD_TRIGGERS: Final = tuple(
-    (PRIORITY[spec.name], spec) for spec in TRIGGERS if isinstance(spec, PodTrigger)
+    (PRIORITY[spec.name], spec.due, spec) for spec in TRIGGERS if isinstance(spec, PodTrigger)
 )
-"""``(priority, row)`` of the pod triggers."""
-PENDING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[1].phase == "pending")
-"""``(priority, row)`` of the pod triggers ``decide`` asks about a pending pod."""
-RUNNING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[1].phase == "running")
-"""``(priority, row)`` of the pod triggers ``decide`` asks about a running pod."""
+"""``(priority, due, row)`` of the pod triggers."""
+PENDING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[2].phase == "pending")
+"""``(priority, due, row)`` of the pod triggers ``decide`` asks about a pending pod."""
+RUNNING_POD_TRIGGERS: Final = tuple(row for row in POD_TRIGGERS if row[2].phase == "running")
+"""``(priority, due, row)`` of the pod triggers ``decide`` asks about a running pod."""
 
 ENDS_JOB: Final[frozenset[Trigger]] = frozenset(
     spec.name for spec in TRIGGERS if not isinstance(spec, StepTrigger) and spec.ends_job
@@ -287,10 +288,10 @@ def _union(*groups: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(fact for group in groups for fact in group))
 
 
-JOB_FACTS: Final = _union(*(spec.facts for _, spec in JOB_TRIGGERS))
+JOB_FACTS: Final = _union(*(spec.facts for _, _, spec in JOB_TRIGGERS))
 """What ``evolve`` compares before and after folding a Job observation: a change
 makes ``decide`` look at the Job triggers again."""
 
-POD_FACTS: Final = _union(*(spec.facts for _, spec in POD_TRIGGERS))
+POD_FACTS: Final = _union(*(spec.facts for _, _, spec in POD_TRIGGERS))
 """What ``evolve`` compares before and after folding a Job observation: a change
 makes ``decide`` look at every pod of the Job again."""
