@@ -54,7 +54,7 @@ from schemas.requests import KillRequested
 from services.executor.service import Executor
 from services.runtime.kafka import ensure_topics
 from tests.e2e.harness import PARTITIONS, System
-from tests.integration.helpers import job_manifest, publish
+from tests.integration.helpers import create_namespace, job_manifest, publish
 
 BUCKETS_MS = (25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
 
@@ -148,11 +148,7 @@ async def main() -> None:
     system = System(stack, namespace, f"{namespace}.")
     api = await system._api()
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    for _ in range(100):  # pods need the namespace's default ServiceAccount
-        if (await core.list_namespaced_service_account(namespace)).items:
-            break
-        await asyncio.sleep(0.2)
+    await create_namespace(core, namespace)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-kill-latency-"))
     services: list[ServiceProcess] = []
     try:

@@ -46,7 +46,7 @@ from kubernetes_asyncio import client, watch
 
 from devtools.stack.api import stack_from_env
 from tests.e2e.harness import System, rfc3339
-from tests.integration.helpers import EXECUTOR_USER_AGENT, job_manifest
+from tests.integration.helpers import EXECUTOR_USER_AGENT, create_namespace, job_manifest
 
 KILL_TIMESTAMP = "jobreaper.io/kill-timestamp"
 PEER, OURS = "peer", "jobreaper"
@@ -279,11 +279,7 @@ async def main() -> None:
     system = System(stack, namespace, f"{namespace}.")
     api = await system._api()
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
-    for _ in range(100):  # pods need the namespace's default ServiceAccount
-        if (await core.list_namespaced_service_account(namespace)).items:
-            break
-        await asyncio.sleep(0.2)
+    await create_namespace(core, namespace)
     try:
         await system.start()
         t0 = time.monotonic()

@@ -195,6 +195,17 @@ def pod_creations(audit_log: Path | None, namespace: str) -> list[dict[str, Any]
     ]
 
 
+async def create_namespace(core: client.CoreV1Api, name: str, *, timeout: float = 30) -> None:
+    """Create namespace ``name`` and wait for its ``default`` ServiceAccount (pods
+    cannot be created before it exists)."""
+    await core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + timeout
+    while not (await core.list_namespaced_service_account(name)).items:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {name}: no default ServiceAccount after {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+
+
 async def service_account_kubeconfig(
     kube_api: client.ApiClient, stack: StackInfo, namespace: str, account: str, path: Path
 ) -> Path:
