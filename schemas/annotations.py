@@ -59,8 +59,8 @@ ENFORCE: Final = "jobreaper.io/enforce"
 label, so a CronJob's ``jobTemplate`` carries it and config selectors can match it)."""
 ENFORCE_VALUES: Final = ("off", "shadow", "on")
 ENFORCE_EXPECTED: Final = '"on", "shadow" or "off" (any other value counts as absent)'
-"""What the label takes (apart from :data:`EXPECTED`, the annotations the admission
-policy checks: it does not check this label yet)."""
+"""What the label takes, in the admission policy's words too (apart from
+:data:`EXPECTED`, which is about annotations)."""
 
 MAX_TIMEOUT_SECONDS: Final = 366 * 24 * 3600
 """The largest pending or running timeout an annotation may set (a year and a day).

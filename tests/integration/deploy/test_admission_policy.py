@@ -29,6 +29,8 @@ import pytest
 from kubernetes_asyncio import client
 
 from schemas.annotations import (
+    ENFORCE,
+    ENFORCE_EXPECTED,
     EXPECTED,
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
@@ -37,6 +39,7 @@ from schemas.annotations import (
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
     forbids_force_deletion,
+    invalid_enforce,
     job_annotations,
 )
 from services.runtime.kube import KubeApiError, raw_request, request_json
@@ -245,13 +248,14 @@ def job(
     name: str | None = None,
     pod_annotations: dict[str, str] | None = None,
     pod_labels: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Obj:
     """A suspended Job (no pods are made)."""
     meta: Obj = {"name": name} if name else {"generateName": "adm-"}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {**meta, "annotations": annotations or {}},
+        "metadata": {**meta, "annotations": annotations or {}, "labels": labels or {}},
         "spec": {
             "suspend": True,
             "template": {
@@ -266,6 +270,7 @@ def cronjob(
     annotations: dict[str, str] | None = None,
     *,
     job_template_annotations: dict[str, str] | None = None,
+    job_template_labels: dict[str, str] | None = None,
     pod_labels: dict[str, str] | None = None,
 ) -> Obj:
     """A suspended CronJob; ``job_template_annotations`` are its Jobs' annotations."""
@@ -277,7 +282,10 @@ def cronjob(
             "schedule": "0 0 1 1 *",
             "suspend": True,
             "jobTemplate": {
-                "metadata": {"annotations": job_template_annotations or {}},
+                "metadata": {
+                    "annotations": job_template_annotations or {},
+                    "labels": job_template_labels or {},
+                },
                 "spec": {
                     "template": {"metadata": {"labels": pod_labels or {}}, "spec": pod_spec()}
                 },
@@ -371,7 +379,8 @@ def cel_quote(value: str) -> str:
 
 def expected_message(key: str, where: str, value: str) -> str:
     shown = value if len(value) <= MAX_VALUE_LENGTH else value[:40] + "..."
-    return f"{key} ({where}): {cel_quote(shown)} is not valid; expected {EXPECTED[key]}"
+    expected = ENFORCE_EXPECTED if key == ENFORCE else EXPECTED[key]
+    return f"{key} ({where}): {cel_quote(shown)} is not valid; expected {expected}"
 
 
 def assert_refused_for(result: Verdict, policy: str, key: str, where: str, value: str) -> None:
@@ -572,3 +581,51 @@ async def test_updates_are_refused_only_for_the_values_they_set(
         # Removing a value is always possible.
         patch = {"metadata": {"annotations": {KILL_TIMESTAMP: None}}}
         assert (await merge_patch(api, ns, "old", patch)).accepted
+
+
+# Label values the API server itself accepts (at most 63 characters of [A-Za-z0-9-_.],
+# alphanumeric at both ends, or empty): only these reach the policy.
+ENFORCE_VALUES = ["on", "ON", "On", "shadow", "SHADOW", "Shadow", "off", "OFF", "oFf", "",
+                  "yes", "true", "1", "0", "onn", "of", "shadows", "enabled", "on_1", "on.off",
+                  "o" * 63]  # fmt: skip
+
+
+async def test_the_enforce_label_on_jobs_and_cronjob_templates(
+    kube_api: client.ApiClient, shipped: tuple[Obj, Obj], namespace: str
+) -> None:
+    """``jobreaper.io/enforce`` where jobreaper reads it (a Job's labels, a CronJob's
+    ``spec.jobTemplate.metadata.labels``): the API server refuses exactly the values
+    the parser counts as absent; a value kept through an update is not checked again."""
+    api, ns = kube_api, namespace
+    before = await create(api, ns, job(labels={ENFORCE: "yes"}, name="old"), dry_run=False)
+    assert before.accepted
+    async with policy_in_force(api, shipped, ns) as name:
+        verdicts = []
+        for value in ENFORCE_VALUES:
+            valid = invalid_enforce({ENFORCE: value}) is None
+            for obj, where in (
+                (job(labels={ENFORCE: value}), "metadata.labels"),
+                (cronjob(job_template_labels={ENFORCE: value}), "spec.jobTemplate.metadata.labels"),
+            ):
+                result = await create(api, ns, obj)
+                verdicts.append(result.accepted)
+                if valid:
+                    assert result.accepted, (value, where, result.message)
+                else:
+                    assert_refused_for(result, name, ENFORCE, where, value)
+        assert set(verdicts) == {True, False}
+        # The pod's own label is not read (the Job's is): not checked.
+        assert (await create(api, ns, pod(labels={ENFORCE: "yes"}))).accepted
+        # A Job that had an invalid value before the policy keeps it through updates...
+        assert (await merge_patch(api, ns, "old", {"metadata": {"labels": {"a": "b"}}})).accepted
+        # ... but setting a new value is checked, and removing it always passes.
+        patch: Obj = {"metadata": {"labels": {ENFORCE: "maybe"}}}
+        assert_refused_for(
+            await merge_patch(api, ns, "old", patch), name, ENFORCE, "metadata.labels", "maybe"
+        )
+        assert (
+            await merge_patch(api, ns, "old", {"metadata": {"labels": {ENFORCE: "on"}}})
+        ).accepted
+        assert (
+            await merge_patch(api, ns, "old", {"metadata": {"labels": {ENFORCE: None}}})
+        ).accepted
