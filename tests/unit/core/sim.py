@@ -82,6 +82,8 @@ class SimJob:
     suspended: bool = False
     failed: bool = False
     """The Job controller marked it ``FailureTarget`` (e.g. its own deadline)."""
+    shadow: bool = False
+    """Labelled ``jobreaper.io/enforce: shadow``: decided on, never written to."""
     created: float = 0.0
     pods: list[SimPod] = field(default_factory=list)
 
@@ -159,7 +161,8 @@ class Sim:
                 uid=j.uid,
                 namespace=NS,
                 name=j.name,
-                labels={ENFORCE: "on"},  # opted in: the properties are about acting
+                # opted in: the properties are about acting (or about shadowing)
+                labels={ENFORCE: "shadow" if j.shadow else "on"},
                 annotations={FORBID_FORCE_DELETION: "true"} if j.forbid else {},
                 creation_timestamp=at(j.created),
                 start_time=at(j.created),
@@ -242,6 +245,10 @@ class Sim:
 
     def apply(self, c: CommandIssued) -> None:
         index = len(self.commands) - 1
+        if c.shadow:
+            # The executor makes no call: nothing changes in the cluster.
+            self.result(c, "would-apply")
+            return
         if c.step == "fail-job":
             j = next(j for j in self.jobs if j.uid == c.job_uid)
             if index < 16 and self.fail_mask >> index & 1 and not j.deleted:
@@ -446,13 +453,16 @@ stubborn)."""
 
 
 def make_sim(
-    shape: list[tuple[bool, list[PodShape]]], fold_back: bool = True, fail_mask: int = 0
+    shape: list[tuple[bool, list[PodShape]]] | list[tuple[bool, list[PodShape], bool]],
+    fold_back: bool = True,
+    fail_mask: int = 0,
 ) -> Sim:
-    """``shape``: per Job, (forbid on the Job, its pods). Scheduled pods start running at 0."""
+    """``shape``: per Job, (forbid on the Job, its pods[, shadow]). Scheduled pods start
+    running at 0."""
     nodes = {"n1": True, "n2": True}
     jobs: list[SimJob] = []
-    for i, (forbid, pods) in enumerate(shape):
-        j = SimJob(name=f"job{i}", uid=f"job-uid-{i}", forbid=forbid)
+    for i, (forbid, pods, *shadow) in enumerate(shape):
+        j = SimJob(name=f"job{i}", uid=f"job-uid-{i}", forbid=forbid, shadow=any(shadow))
         for k, (pod_forbid, ads, node, stubborn) in enumerate(pods):
             p = SimPod(
                 name=f"job{i}-p{k}",

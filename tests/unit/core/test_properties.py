@@ -68,7 +68,8 @@ pod_shapes = st.tuples(
     _rarely,
 )
 shapes = st.lists(
-    st.tuples(_rarely, st.lists(pod_shapes, min_size=1, max_size=3)),
+    # (forbid force deletion on the Job, its pods, shadow)
+    st.tuples(_rarely, st.lists(pod_shapes, min_size=1, max_size=3), _rarely),
     min_size=1,
     max_size=3,
 )
@@ -245,8 +246,16 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
         assert not pod.forbid and not pod.job.forbid
         timeout = sim.config.force_delete_task_timeout_seconds
         assert timeout > 0
-        assert pod.deletion is not None
-        assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
+        if pod.deletion is not None:
+            assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
+        else:
+            # Shadowed, so never deleted: the timer runs from the would-apply of its
+            # delete (the simulated executor answers when the delete is decided).
+            assert c.shadow
+            deleted = [
+                d.decided_at for d in sim.commands if d.pod_uid == c.pod_uid and d.step == "delete"
+            ]
+            assert deleted and c.due_at >= min(deleted) + timedelta(seconds=timeout)
         assert c.grace_period_seconds == 0
 
     shape, steps, fail_mask = script
@@ -270,8 +279,8 @@ def test_every_pod_of_a_killed_job_ends_done(script: tuple[Any, ...]) -> None:
     # Every pod of a killed Job.
     killed_jobs = {(e.job_name, e.job_uid) for e in sim.events if isinstance(e, KillStarted)}
     for job in sim.jobs:
-        if (job.name, job.uid) not in killed_jobs:
-            continue
+        if (job.name, job.uid) not in killed_jobs or job.shadow:
+            continue  # (a shadowed Job's pods end only if they end by themselves)
         for pod in job.pods:
             _check_ends_done(sim, pod, force_off)
     # Every episode whose pods are all done was reported killed, exactly once (each
@@ -318,6 +327,45 @@ def test_with_one_pod_per_part_the_properties_still_hold(
         sim = play(script)
     started = [e for e in sim.events if isinstance(e, KillStarted)]
     assert all(len(e.pods) + len(e.already_done) <= 1 for e in started)
+
+
+LADDER = ("set-active-deadline", "delete", "force-delete")
+
+
+@FAST
+@given(scripts)
+def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
+    script: tuple[Any, ...],
+) -> None:
+    """Shadow mode (``jobreaper.io/enforce: shadow`` on some Jobs): every command and
+    kill event of a shadowed Job says ``shadow`` and those of the others do not (the
+    simulated executor writes nothing for them, ``would-apply``); per pod its steps
+    come in ladder order, each once; and a shadowed pod that never ends goes on to a
+    (would-apply) force deletion, as the live ladder would, unless force deletion is
+    forbidden or off."""
+    sim = play(script)
+    jobs = {j.uid: j for j in sim.jobs}
+    for c in sim.commands:
+        assert c.shadow == jobs[c.job_uid].shadow, c
+    for e in sim.events:
+        uid = getattr(e, "job_uid", None)
+        if uid in jobs:
+            assert e.shadow == jobs[uid].shadow, e
+    steps: dict[str, list[str]] = {}
+    for c in sim.commands:
+        if c.pod_uid is not None and jobs[c.job_uid].shadow:
+            steps.setdefault(c.pod_uid, []).append(c.step)
+    for pod_uid, taken in steps.items():
+        assert taken == sorted(set(taken), key=LADDER.index), (pod_uid, taken)
+    force_off = sim.config.force_delete_task_timeout_seconds == 0
+    started = {
+        ref.uid for e in sim.events if isinstance(e, KillStarted) and e.shadow for ref in e.pods
+    }
+    for uid in started:
+        pod = sim.pod_by_uid(uid)
+        if pod.done or force_off or pod.forbid or pod.job.forbid:
+            continue
+        assert "force-delete" in steps.get(uid, []), (uid, steps.get(uid))
 
 
 def _check_ends_done(sim: Sim, pod: Any, force_off: bool) -> None:
