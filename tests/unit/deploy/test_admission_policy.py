@@ -22,6 +22,9 @@ from schemas.annotations import (
     ANNOTATION_PREFIX,
     BLANKS,
     EARLIEST,
+    ENFORCE,
+    ENFORCE_EXPECTED,
+    ENFORCE_VALUES,
     EXPECTED,
     FORBID_FORCE_DELETION,
     KILL_TIMESTAMP,
@@ -136,9 +139,9 @@ def test_every_annotation_is_checked_with_the_parsers_words(policy: Obj) -> None
         FORBID_FORCE_DELETION,
     }
     # Where each is read: the Job's annotations; forbid-force-deletion also on its
-    # pods (annotation and label).
+    # pods (annotation and label); and the Job's enforce label.
     expected_count = {FORBID_FORCE_DELETION: 3}
-    for key, words in EXPECTED.items():
+    for key, words in {**EXPECTED, ENFORCE: ENFORCE_EXPECTED}.items():
         validations = _validations_about(policy, key)
         assert len(validations) == expected_count.get(key, 1), key
         for validation in validations:
@@ -150,7 +153,7 @@ def test_every_annotation_is_checked_with_the_parsers_words(policy: Obj) -> None
             assert f"size() <= {MAX_VALUE_LENGTH} ?" in message
             assert ".substring(0, 40) + '...'" in message
     keys = set(re.findall(r"'(jobreaper\.io/[a-z-]+)", "\n".join(_expressions(policy))))
-    assert keys == set(EXPECTED), "a jobreaper.io/ key the parser does not know"
+    assert keys == {*EXPECTED, ENFORCE}, "a jobreaper.io/ key the parser does not know"
 
 
 def _blanks_class() -> str:
@@ -185,6 +188,8 @@ def test_the_policys_rules_are_the_parsers(policy: Obj) -> None:
             f"(?:{_RFC3339.pattern})",  # kill-timestamp
             *[_DIGITS.pattern] * 2,  # the two timeouts
             *["(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])"] * 3,  # forbid: Job, pod, label
+            # enforce: the values the parser takes, ASCII letters in any case
+            "(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in v) for v in ENFORCE_VALUES) + ")",
         ]
     )
     text = "\n".join(_expressions(policy))
