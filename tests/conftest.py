@@ -10,7 +10,10 @@
 - ``node_loss`` (per test): ``node_loss.lose(node)``; lost nodes come back
   after the test.
 
-Mark tests that use them with ``@pytest.mark.stack``.
+Mark tests that use them with ``@pytest.mark.stack``, and those that must have the
+stack to themselves with ``@pytest.mark.exclusive("why")`` too (every user of
+``node_loss`` must be: a lost node stalls every pod on it, whoever's). ``./dev test``
+runs the others concurrently (pytest-xdist), then these alone; docs/stack.md.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from devtools.stack.api import StackError, StackInfo, attach, build_stack, ensure_stack
 from tests.stack_fixtures import NodeLoss
+from tests.integration.helpers import one_process_at_a_time
 
 TEST_STACK_NAME = os.environ.get("JOBREAPER_TEST_STACK", "test")
 
@@ -63,6 +67,21 @@ def _stack_from_env() -> StackInfo | None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that loses a node among concurrent tests would strand their pods."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "node_loss" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("exclusive") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that lose a node must be marked @pytest.mark.exclusive(...): "
+            + ", ".join(unmarked)
+        )
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the stack (minutes, the first time) before any test's timeout runs."""
     if _stack_from_env() is not None or session.config.option.collectonly:
@@ -70,7 +89,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.get_closest_marker("stack") for item in session.items):
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+    with (
+        capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
+        one_process_at_a_time("build-stack"),
+    ):
         try:
             build_stack()
         except StackError as e:

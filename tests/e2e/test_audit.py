@@ -24,7 +24,7 @@ from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
 from tests.stack_fixtures import NodeLoss
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
 
 
 def step_of(write: dict[str, Any]) -> str:

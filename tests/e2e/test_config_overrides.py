@@ -16,7 +16,7 @@ from tests.e2e.test_ladder import kill_now, pods, running
 from tests.integration.helpers import job_manifest
 from tests.stack_fixtures import NodeLoss
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
 
 
 async def test_disabling_force_deletion_for_one_namespace_spares_only_its_pods(

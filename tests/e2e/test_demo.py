@@ -13,7 +13,7 @@ import pytest
 
 from devtools.stack.api import StackInfo
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.exclusive("the demo loses a node")]
 
 OUTCOMES = {
     "finishes": "completed by itself; jobreaper issued no command",

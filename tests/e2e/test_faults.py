@@ -221,6 +221,7 @@ async def test_the_ladder_completes_once_whoever_dies_wherever(
 SLOW_LADDER = {"deleteKillingTasksTimeoutSeconds": 6, "forceDeleteTaskTimeoutSeconds": 6}
 
 
+@pytest.mark.exclusive("restarts the stack's Kafka")
 async def test_a_broker_restart_mid_ladder_loses_nothing_and_repeats_nothing(
     stack: StackInfo, system: System, kube_api: client.ApiClient, namespace: str
 ) -> None:

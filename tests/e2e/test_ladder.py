@@ -254,6 +254,7 @@ async def test_a_pod_that_ignores_its_deadline_is_deleted(
     await assert_the_kill_ended_the_job(system, kube_api, namespace, "stubborn")
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
     system: System,
     kube_api: client.ApiClient,
@@ -283,6 +284,7 @@ async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
     await assert_the_kill_ended_the_job(system, kube_api, namespace, "stranded")
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_forbidden_force_deletion_alerts_once_and_leaves_the_pod(
     system: System,
     kube_api: client.ApiClient,
@@ -341,6 +343,7 @@ async def test_pending_timeout_deletes_an_unschedulable_pod(
     )
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     system: System,
     kube_api: client.ApiClient,
@@ -367,6 +370,7 @@ async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     assert_rungs_in_ladder_order(system)
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
     system: System,
     kube_api: client.ApiClient,

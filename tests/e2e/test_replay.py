@@ -18,7 +18,7 @@ from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
 from tests.stack_fixtures import NodeLoss
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
 
 
 async def _force_deleted_history(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,19 @@ from services.runtime.topics import TopicNames
 
 T = TypeVar("T")
 IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images
+
+
+@contextlib.contextmanager
+def one_process_at_a_time(what: str) -> Iterator[None]:
+    """The block, in one test process at a time on this machine: pytest-xdist's
+    workers each collect, so each would otherwise build the same tool at once."""
+    path = Path(tempfile.gettempdir()) / f"jobreaper-tests-{what}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def eventually(

@@ -13,7 +13,7 @@ from kubernetes_asyncio import client
 from devtools.stack.api import StackError, StackInfo, restart_component
 from tests.integration.helpers import read_topic
 
-pytestmark = pytest.mark.stack
+pytestmark = [pytest.mark.stack, pytest.mark.exclusive("restarts the stack's Kafka and API server")]
 
 
 @pytest.fixture

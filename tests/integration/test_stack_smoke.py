@@ -148,6 +148,7 @@ async def test_job_runs_to_complete_on_a_kwok_node(
     assert (finished - started).total_seconds() >= 2
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_graceful_delete_on_a_lost_node_never_completes(
     stack: StackInfo, kube_api: client.ApiClient, namespace: str, node_loss: NodeLoss
 ) -> None:

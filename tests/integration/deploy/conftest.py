@@ -14,6 +14,7 @@ import pytest
 from devtools.stack import build
 from devtools.stack.errors import StackError
 from devtools.stack.util import say_stderr
+from tests.integration.helpers import one_process_at_a_time
 
 HERE = Path(__file__).parent
 
@@ -28,5 +29,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     with (
         capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
         contextlib.suppress(StackError),
+        one_process_at_a_time("build-kustomize"),
     ):
         build.ensure_tool("kustomize", say_stderr)

@@ -91,6 +91,9 @@ async def test_the_topics_service_creates_every_topic_as_designed_and_is_idempot
     assert output.count("exists ") == len(TOPIC_SPECS), output
 
 
+@pytest.mark.exclusive(
+    "its services watch every namespace, and its killer and executor act on what they see"
+)
 @pytest.mark.stack
 async def test_the_services_with_the_compose_settings_become_ready(
     stack: StackInfo, namespace: str, topic_prefix: str, tmp_path: Path

@@ -388,6 +388,9 @@ async def test_each_service_account_is_allowed_what_it_needs_and_denied_the_rest
 # -- the services become ready with the manifests' settings --------------------------------
 
 
+@pytest.mark.exclusive(
+    "its services watch every namespace, and its killer and executor act on what they see"
+)
 async def test_services_with_the_manifests_settings_become_ready(
     stack: StackInfo,
     kube_api: client.ApiClient,

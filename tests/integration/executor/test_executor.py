@@ -436,6 +436,7 @@ async def _gone(kube_api: client.ApiClient, namespace: str, pod: str) -> bool:
     return await read_pod(kube_api, namespace, pod) is None
 
 
+@pytest.mark.exclusive("loses a node")
 async def test_force_delete_removes_a_pod_stuck_on_a_lost_node(
     stack: StackInfo,
     kube_api: client.ApiClient,

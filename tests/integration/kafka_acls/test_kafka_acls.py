@@ -97,7 +97,11 @@ from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest
 from tests.integration.kafka_acls.broker import ADMIN, SecureBroker, start_secure_broker
 
-pytestmark = pytest.mark.stack
+pytestmark = [
+    pytest.mark.stack,
+    # One broker of its own for the module (a JVM, ~20 s): one worker runs them all.
+    pytest.mark.xdist_group("kafka-acls"),
+]
 
 INTRUDER = Principal("jobreaper-intruder", "an authenticated user with no ACL at all")
 ALL = (*PRINCIPALS, INTRUDER)

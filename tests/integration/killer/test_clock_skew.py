@@ -29,7 +29,10 @@ from tests.stack_fixtures import NodeLoss
 
 __all__ = ["services"]
 
-pytestmark = pytest.mark.stack
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.exclusive("bounds how late a step is (3 s); one test loses a node"),
+]
 
 SKEWS = [pytest.param(30, id="killer-30s-ahead"), pytest.param(-30, id="killer-30s-behind")]
 

@@ -137,6 +137,7 @@ async def _log_start(kafka: KafkaSettings, topic: str) -> dict[int, int]:
     return {tp.partition: offset for tp, offset in starts.items()}
 
 
+@pytest.mark.exclusive("bounds how late a step is (2 s)")
 async def test_a_killer_rebuilt_after_the_jobs_records_expired_still_kills_on_time(
     retention_kafka: str,
     stack: StackInfo,

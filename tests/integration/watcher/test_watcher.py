@@ -187,6 +187,7 @@ async def test_a_restarted_watcher_publishes_what_it_missed(
     await eventually("synthetic deletions and the new Job on the topic", converged)
 
 
+@pytest.mark.exclusive("pauses the stack's Kafka for 30 s")
 async def test_nothing_is_lost_when_kafka_stops_for_30_s_during_a_burst(
     stack: StackInfo,
     kube_api: client.ApiClient,
@@ -329,6 +330,7 @@ async def _metric(port: int, name: str) -> float:
     )
 
 
+@pytest.mark.exclusive("restarts the API server and compacts etcd")
 async def test_a_watch_resumed_after_compaction_gets_410_and_the_relist_converges(
     stack: StackInfo, kube_api: client.ApiClient, namespace: str, topic_prefix: str, replicas: Any
 ) -> None:
