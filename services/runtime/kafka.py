@@ -173,9 +173,32 @@ async def ensure_topics(
         # Another process may win the race; the topics then exist, which is all we want.
         with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(wanted)
+        await _until_served(admin, [topic.name for topic in wanted])
         return [topic.name for topic in wanted]
     finally:
         await admin.close()
+
+
+async def _until_served(
+    admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float = 30
+) -> None:
+    """Wait until the broker describes every topic with its partitions.
+
+    KRaft answers CreateTopics once the controller has committed the topics; the
+    broker serves their metadata a moment later (seconds on a loaded machine). A
+    caller reading the partitions at once (the config service) found none and
+    took its topic for missing."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        described = await admin.describe_topics(topics)
+        waiting = sorted(
+            d["topic"] for d in described if d.get("error_code", 0) != 0 or not d["partitions"]
+        )
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise KafkaError(f"topics created but not served after {timeout_s:.0f} s: {waiting}")
+        await asyncio.sleep(0.1)
 
 
 @dataclass(frozen=True)
