@@ -7,13 +7,13 @@
 - ``kube_api`` (session, async): a kubernetes-asyncio ApiClient on it.
 - ``namespace`` (per test): a fresh namespace, deleted afterwards.
 - ``topic_prefix`` (per test): a unique Kafka topic prefix ``t-<hex>.``.
-- ``node_loss`` (per test): ``node_loss.lose(node)``; lost nodes come back
-  after the test.
+- ``node_loss`` (per test): ``node_loss.lose()`` makes the node reserved for the
+  test (``node_loss.reserved``, one of the lossy nodes: tests/integration/lossy_nodes.py)
+  lost; it comes back after the test, and other tests' pods are never on it.
 
 Mark tests that use them with ``@pytest.mark.stack``, and those that must have the
-stack to themselves with ``@pytest.mark.exclusive("why")`` too (every user of
-``node_loss`` must be: a lost node stalls every pod on it, whoever's). ``./dev test``
-runs the others concurrently (pytest-xdist), then these alone; docs/stack.md.
+stack to themselves with ``@pytest.mark.exclusive("why")`` too. ``./dev test`` runs
+the others concurrently (pytest-xdist), then these alone; docs/stack.md.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -32,8 +33,13 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.rest import ApiException
 
 from devtools.stack.api import StackError, StackInfo, attach, build_stack, ensure_stack
-from tests.stack_fixtures import NodeLoss
 from tests.integration.helpers import one_process_at_a_time
+from tests.integration.lossy_nodes import (
+    ReservedNodeLoss,
+    label_lossy_nodes,
+    lossy_nodes,
+    reserved,
+)
 
 TEST_STACK_NAME = os.environ.get("JOBREAPER_TEST_STACK", "test")
 
@@ -67,19 +73,25 @@ def _stack_from_env() -> StackInfo | None:
     )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test that loses a node among concurrent tests would strand their pods."""
-    unmarked = [
-        item.nodeid
-        for item in items
-        if "node_loss" in getattr(item, "fixturenames", ())
-        and item.get_closest_marker("exclusive") is None
-    ]
-    if unmarked:
-        raise pytest.UsageError(
-            "tests that lose a node must be marked @pytest.mark.exclusive(...): "
-            + ", ".join(unmarked)
-        )
+# Modules whose tests share a costly module-scoped fixture: under pytest-xdist, one
+# worker runs each of them whole, so the fixture starts once, not once per worker.
+ONE_WORKER_MODULES = ("tests/integration/kafka_acls/test_kafka_acls.py",)  # its own broker
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup``, grouping ONE_WORKER_MODULES by module: xdist 3.8 groups by
+    its ``xdist_group`` mark by rewriting node ids, which pytest 9.2 no longer reads
+    (pytest-dev/pytest-xdist#1386), so the mark alone groups nothing."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class ModulesTogether(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in ONE_WORKER_MODULES else str(super()._split_scope(nodeid))
+
+    return ModulesTogether(config, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -124,9 +136,20 @@ def topic_prefix() -> str:
     return f"t-{uuid.uuid4().hex[:12]}."
 
 
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def lossy_nodes_labelled(stack: StackInfo, kube_api: client.ApiClient) -> tuple[str, ...]:
+    """The nodes tests may lose, labelled so that other tests' pods avoid them."""
+    if stack.stack_dir is not None:
+        await label_lossy_nodes(kube_api, stack)
+    return lossy_nodes(stack)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
-async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
-    """A new namespace whose ``default`` ServiceAccount exists (pods can be created)."""
+async def namespace(
+    kube_api: client.ApiClient, lossy_nodes_labelled: tuple[str, ...]
+) -> AsyncIterator[str]:
+    """A new namespace whose ``default`` ServiceAccount exists (pods can be created),
+    once the lossy nodes are labelled (its pods must avoid them)."""
     core = client.CoreV1Api(kube_api)
     name = f"jr-{uuid.uuid4().hex[:10]}"
     await core.create_namespace(
@@ -154,12 +177,20 @@ async def namespace(kube_api: client.ApiClient) -> AsyncIterator[str]:
                 raise
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def lossy_node(
+    stack: StackInfo, kube_api: client.ApiClient, lossy_nodes_labelled: tuple[str, ...]
+) -> AsyncIterator[str]:
+    """A lossy node reserved for this test: no other test process loses it meanwhile."""
+    async with reserved(kube_api, stack) as node:
+        yield node
+
+
 @pytest.fixture
-def node_loss(stack: StackInfo) -> Iterator[NodeLoss]:
-    """``node_loss.lose(node)`` makes a node lost (waits for NotReady); restored after."""
-    if stack.stack_dir is None or not stack.nodes:
-        pytest.skip("losing a node needs a stack started by devtools.stack")
-    loss = NodeLoss(stack)
+def node_loss(stack: StackInfo, lossy_node: str) -> Iterator[ReservedNodeLoss]:
+    """``node_loss.lose()`` makes the test's node lost (waits for NotReady); restored
+    after the test, before the node is free for another."""
+    loss = ReservedNodeLoss(stack, reserved=lossy_node)
     try:
         yield loss
     finally:

@@ -22,9 +22,9 @@ from services.audit import load_timeline
 from services.audit.history import JobNotFound
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
-pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
+pytestmark = pytest.mark.stack
 
 
 def step_of(write: dict[str, Any]) -> str:
@@ -81,7 +81,7 @@ async def test_the_audit_of_a_force_deleted_pod_matches_the_api_servers_audit_lo
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
     tmp_path: Path,
 ) -> None:
@@ -101,7 +101,7 @@ async def test_the_audit_of_a_force_deleted_pod_matches_the_api_servers_audit_lo
     try:
         assert tail.stdout is not None and tail.stderr is not None
         await read_until(tail.stderr, "following")
-        await stranded(kube_api, namespace, "stranded", node_loss, stack.nodes[-1])
+        await stranded(kube_api, namespace, "stranded", node_loss, node_loss.reserved)
         await kill_now(kube_api, namespace, "stranded")
         await system.job_killed("stranded", timeout=60)
         printed = await read_until(tail.stdout, "killed at")
@@ -137,7 +137,7 @@ async def test_the_audit_of_a_force_deleted_pod_matches_the_api_servers_audit_lo
         assert step.decide_latency_s >= 0
         assert step.apply_latency_s is not None and step.apply_latency_s >= 0
     (pod,) = timeline.pods
-    assert pod.ended == "force-deleted" and pod.node == stack.nodes[-1]
+    assert pod.ended == "force-deleted" and pod.node == node_loss.reserved
     assert pod.gone_at is not None and pod.deletion_timestamp is not None
     kinds = {e.kind for e in timeline.entries}
     assert kinds >= {"job", "pod", "decision", "command", "result", "event"}

@@ -14,16 +14,16 @@ from schemas.commands import CommandIssued
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import kill_now, pods, running
 from tests.integration.helpers import job_manifest
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
-pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
+pytestmark = pytest.mark.stack
 
 
 async def test_disabling_force_deletion_for_one_namespace_spares_only_its_pods(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     core = client.CoreV1Api(kube_api)
@@ -36,7 +36,7 @@ async def test_disabling_force_deletion_for_one_namespace_spares_only_its_pods(
             forceDeleteTaskTimeoutSeconds=3,
             overrides={"namespaces": {namespace: {"forceDeleteTaskTimeoutSeconds": 0}}},
         )
-        node = stack.nodes[-1]
+        node = node_loss.reserved
         batch = client.BatchV1Api(kube_api)
         for ns in (namespace, other):
             await batch.create_namespaced_job(ns, job_manifest("stranded", run="never", node=node))

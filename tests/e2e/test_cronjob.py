@@ -24,7 +24,7 @@ from schemas.annotations import KILL_TIMESTAMP
 from schemas.events import KillStarted
 from tests.e2e.harness import System, rfc3339
 from tests.integration.helpers import eventually, job_manifest
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -41,15 +41,16 @@ async def runs(kube_api: client.ApiClient, namespace: str) -> list[Any]:
     return sorted(listed.items, key=lambda j: j.metadata.creation_timestamp)
 
 
+@pytest.mark.exclusive("bounds how late the next run comes (the ladder and a period, + 5 s)")
 async def test_a_forbid_cronjob_runs_again_after_a_killed_run_on_a_lost_node(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     await system.start(**FAST)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     template = job_manifest("unused", run="never", node=node, backoff_limit=6)
     await client.BatchV1Api(kube_api).create_namespaced_cron_job(
         namespace,

@@ -23,7 +23,7 @@ from schemas.events import KillStarted
 from tests.e2e.harness import System, rfc3339
 from tests.integration.helpers import eventually
 from tests.integration.helpers import job_manifest as any_job_manifest
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import AVOID_LOSSY_NODES, ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -144,7 +144,7 @@ async def stranded(
     kube_api: client.ApiClient,
     namespace: str,
     job: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     node: str,
     **manifest: Any,
 ) -> None:
@@ -254,16 +254,15 @@ async def test_a_pod_that_ignores_its_deadline_is_deleted(
     await assert_the_kill_ended_the_job(system, kube_api, namespace, "stubborn")
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     await system.start(**FAST)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(kube_api, namespace, "stranded", node_loss, node)
     await kill_now(kube_api, namespace, "stranded")
     killed = await system.job_killed("stranded", timeout=60)
@@ -284,16 +283,15 @@ async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
     await assert_the_kill_ended_the_job(system, kube_api, namespace, "stranded")
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_forbidden_force_deletion_alerts_once_and_leaves_the_pod(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     await system.start(**FAST)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(
         kube_api,
         namespace,
@@ -343,18 +341,17 @@ async def test_pending_timeout_deletes_an_unschedulable_pod(
     )
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     """The Job controller marks FailureTarget and deletes the pod, which hangs on the lost
     node; jobreaper force-deletes it and the Job reaches Failed."""
     await system.start(**FAST)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(kube_api, namespace, "overdue", node_loss, node, active_deadline_seconds=12)
 
     async def failed() -> bool:
@@ -370,16 +367,15 @@ async def test_job_deadline_with_a_pod_on_a_lost_node_reaches_failed(
     assert_rungs_in_ladder_order(system)
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     await system.start(**FAST)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(kube_api, namespace, "paused", node_loss, node)
     await client.BatchV1Api(kube_api).patch_namespaced_job(
         "paused", namespace, {"spec": {"suspend": True}}
@@ -434,6 +430,7 @@ async def test_a_pod_recreated_under_the_same_name_is_never_touched(
             spec=client.V1PodSpec(
                 containers=[client.V1Container(name="main", image="registry.invalid/noop:1")],
                 restart_policy="Never",
+                affinity=AVOID_LOSSY_NODES,
             ),
         ),
     )

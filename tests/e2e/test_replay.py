@@ -16,13 +16,17 @@ from services.replay.history import History, read_history
 from services.replay.report import replay, what_if
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
-pytestmark = [pytest.mark.stack, pytest.mark.exclusive("loses a node")]
+pytestmark = pytest.mark.stack
 
 
 async def _force_deleted_history(
-    system: System, kube_api: client.ApiClient, namespace: str, node_loss: NodeLoss, node: str
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: ReservedNodeLoss,
+    node: str,
 ) -> History:
     """The lost-node scenario of test_ladder: delete at once, force delete after 4 s."""
     await system.start(**FAST)
@@ -38,10 +42,12 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
-    history = await _force_deleted_history(system, kube_api, namespace, node_loss, stack.nodes[-1])
+    history = await _force_deleted_history(
+        system, kube_api, namespace, node_loss, node_loss.reserved
+    )
     recorded = await system.commands()
     assert [c.step for c in recorded] == ["fail-job", "delete", "force-delete"]
 

@@ -16,7 +16,7 @@ from devtools.stack.api import StackInfo
 from tests.e2e.harness import System, rfc3339
 from tests.e2e.test_ladder import FAST, IGNORE_DEADLINE, KILL_AT, kill_now, running
 from tests.integration.helpers import eventually, job_manifest
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -30,14 +30,14 @@ async def test_a_job_that_did_not_opt_in_gets_no_write(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     stack: StackInfo,
 ) -> None:
     """Kill time passed, its pod stuck Terminating on a lost node: out of scope,
     nothing at all (no kill, no force deletion of the stuck pod)."""
     await system.start(**FAST)  # no "enforce": the built-in off
     batch, core = client.BatchV1Api(kube_api), client.CoreV1Api(kube_api)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     for name, enforce in (("outside", None), ("inside", "on")):
         await batch.create_namespaced_job(
             namespace, job_manifest(name, run="never", node=node, enforce=enforce)

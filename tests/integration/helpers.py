@@ -28,6 +28,7 @@ from services.runtime.kafka import make_producer, read_topics_to_end
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
+from tests.integration.lossy_nodes import AVOID_LOSSY_NODES
 
 T = TypeVar("T")
 IMAGE = "registry.invalid/jobreaper/noop:1"  # kwok never pulls images
@@ -74,7 +75,8 @@ def job_manifest(
     enforce: str | None = "on",
     labels: dict[str, str] | None = None,
 ) -> client.V1Job:
-    """A Job whose pods run ``run`` on kwok (a duration, or "never").
+    """A Job whose pods run ``run`` on kwok (a duration, or "never"), on ``node``, or
+    on any node but the lossy ones.
 
     Opted in by its ``jobreaper.io/enforce`` label (``enforce``; None: no label, the
     Job is out of scope unless the config says otherwise), as users opt in."""
@@ -93,6 +95,7 @@ def job_manifest(
                     containers=[client.V1Container(name="main", image=IMAGE)],
                     restart_policy="Never",
                     node_selector={"kubernetes.io/hostname": node} if node else None,
+                    affinity=None if node else AVOID_LOSSY_NODES,
                 ),
             ),
         ),

@@ -20,10 +20,7 @@ from devtools.stack.util import say_nothing
 if TYPE_CHECKING:
     from devtools.stack.api import StackInfo
 
-pytestmark = [
-    pytest.mark.stack,
-    pytest.mark.exclusive("starts and stops a whole second stack: minutes of CPU"),
-]
+pytestmark = pytest.mark.stack
 
 
 def pids(name: str) -> dict[str, int]:

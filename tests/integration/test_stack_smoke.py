@@ -14,10 +14,11 @@ from kubernetes_asyncio.client.rest import ApiException
 
 from devtools.stack.audit_log import read_audit_events
 from tests.integration.helpers import IMAGE, eventually
+from tests.integration.lossy_nodes import AVOID_LOSSY_NODES
 
 if TYPE_CHECKING:
     from devtools.stack.api import StackInfo
-    from tests.stack_fixtures import NodeLoss
+    from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -36,6 +37,7 @@ def pod_manifest(
             restart_policy="Never",
             active_deadline_seconds=deadline,
             node_selector={"kubernetes.io/hostname": node} if node else None,
+            affinity=None if node else AVOID_LOSSY_NODES,
         ),
     )
 
@@ -122,6 +124,7 @@ async def test_job_runs_to_complete_on_a_kwok_node(
                 spec=client.V1PodSpec(
                     containers=[client.V1Container(name="main", image=IMAGE)],
                     restart_policy="Never",
+                    affinity=AVOID_LOSSY_NODES,
                 ),
             ),
         ),
@@ -148,12 +151,11 @@ async def test_job_runs_to_complete_on_a_kwok_node(
     assert (finished - started).total_seconds() >= 2
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_graceful_delete_on_a_lost_node_never_completes(
-    stack: StackInfo, kube_api: client.ApiClient, namespace: str, node_loss: NodeLoss
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str, node_loss: ReservedNodeLoss
 ) -> None:
     core = client.CoreV1Api(kube_api)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await core.create_namespaced_pod(namespace, pod_manifest("stuck", node=node))
 
     async def running() -> Any:

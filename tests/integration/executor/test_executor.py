@@ -53,7 +53,7 @@ from tests.integration.helpers import (
     publish,
     read_topic,
 )
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import AVOID_LOSSY_NODES, ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -273,7 +273,9 @@ def bare_pod(name: str, annotations: dict[str, str] | None = None) -> client.V1P
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, annotations=annotations),
         spec=client.V1PodSpec(
-            containers=[client.V1Container(name="main", image=IMAGE)], restart_policy="Never"
+            containers=[client.V1Container(name="main", image=IMAGE)],
+            restart_policy="Never",
+            affinity=AVOID_LOSSY_NODES,
         ),
     )
 
@@ -436,16 +438,15 @@ async def _gone(kube_api: client.ApiClient, namespace: str, pod: str) -> bool:
     return await read_pod(kube_api, namespace, pod) is None
 
 
-@pytest.mark.exclusive("loses a node")
 async def test_force_delete_removes_a_pod_stuck_on_a_lost_node(
     stack: StackInfo,
     kube_api: client.ApiClient,
     namespace: str,
     kafka: KafkaSettings,
     start_executor: Any,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
 ) -> None:
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     [(pod, uid)] = await job_pods(kube_api, namespace, "stuck", node=node)
     owner = await job_uid(kube_api, namespace, "stuck")
     await asyncio.to_thread(node_loss.lose, node)

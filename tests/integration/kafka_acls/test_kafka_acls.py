@@ -97,11 +97,9 @@ from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import eventually, job_manifest
 from tests.integration.kafka_acls.broker import ADMIN, SecureBroker, start_secure_broker
 
-pytestmark = [
-    pytest.mark.stack,
-    # One broker of its own for the module (a JVM, ~20 s): one worker runs them all.
-    pytest.mark.xdist_group("kafka-acls"),
-]
+# One broker of its own for the module (a JVM start): under pytest-xdist, one worker
+# runs the whole module (tests/conftest.py, ONE_WORKER_MODULES).
+pytestmark = pytest.mark.stack
 
 INTRUDER = Principal("jobreaper-intruder", "an authenticated user with no ACL at all")
 ALL = (*PRINCIPALS, INTRUDER)

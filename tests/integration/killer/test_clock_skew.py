@@ -25,7 +25,7 @@ from services.killer.settings import KillerServiceSettings
 from services.runtime.clock import ApiClock, version_probe
 from tests.integration.helpers import eventually, job_manifest, publish, read_topic
 from tests.integration.killer.test_killer import Services, services
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
 __all__ = ["services"]
 
@@ -100,7 +100,7 @@ async def test_no_pod_is_force_deleted_before_its_grace_period_and_timeout_by_th
     services: Services,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
+    node_loss: ReservedNodeLoss,
     skew_s: int,
 ) -> None:
     force_timeout = 5
@@ -115,7 +115,7 @@ async def test_no_pod_is_force_deleted_before_its_grace_period_and_timeout_by_th
     )
     await services.watcher()
     await _skewed_killer(services, kube_api, skew_s)
-    node = services.stack.nodes[-1]
+    node = node_loss.reserved
     core = client.CoreV1Api(kube_api)
     await client.BatchV1Api(kube_api).create_namespaced_job(
         namespace, job_manifest("stuck", run="never", node=node)
