@@ -205,15 +205,26 @@ async def test_a_future_kill_time_waits_then_every_step_follows(
     system: System, kube_api: client.ApiClient, namespace: str
 ) -> None:
     await system.start()
-    kill_at = datetime.now(UTC) + timedelta(seconds=5)
-    await client.BatchV1Api(kube_api).create_namespaced_job(
-        namespace, job_manifest("later", run="never", annotations={KILL_AT: rfc3339(kill_at)})
-    )
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("later", run="never"))
+    # Running first, so what is decided at the kill time does not depend on how fast a
+    # busy stack schedules the pod. (A kill time set at creation: test_retention.py.)
     await running(kube_api, namespace, "later")
+    kill_at = datetime.now(UTC) + timedelta(seconds=5)
+    await batch.patch_namespaced_job(
+        "later", namespace, {"metadata": {"annotations": {KILL_AT: rfc3339(kill_at)}}}
+    )
     await asyncio.sleep(max(0.0, (kill_at - datetime.now(UTC)).total_seconds() - 1.5))
     assert await system.commands() == [], "nothing happens before the kill time"
     assert system.writes() == []
     await system.job_killed("later")
+    # Decided for the kill time, not before it: the Job, then its pod (this was also the
+    # killer's own test, test_a_future_kill_timestamp_waits_then_acts_at_once, merged here).
+    fail_job, command = (await system.commands())[:2]
+    assert (fail_job.step, fail_job.due_at) == ("fail-job", command.due_at), "the Job, then its pod"
+    assert (command.step, command.trigger) == ("set-active-deadline", "Killed")
+    assert abs((command.due_at - kill_at).total_seconds()) < 1
+    assert command.decided_at >= command.due_at, "never decided before it is due"
     results = await system.results()
     assert [r.step for r in results].count("fail-job") == 1
     for applied in results:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -120,41 +120,6 @@ async def services(stack: StackInfo, namespace: str, topic_prefix: str) -> Async
         yield running
     finally:
         await running.close()
-
-
-async def test_a_future_kill_timestamp_waits_then_acts_at_once(
-    services: Services, kube_api: client.ApiClient, namespace: str
-) -> None:
-    await services.watcher()
-    await services.killer()
-    # Running first, so what is decided at the kill time does not depend on how fast
-    # a busy stack schedules the pod (a pod still pending then is another story).
-    await start_running_jobs(kube_api, namespace, ["later"])
-    kill_at = datetime.now(UTC) + timedelta(seconds=6)
-    await client.BatchV1Api(kube_api).patch_namespaced_job(
-        "later",
-        namespace,
-        {"metadata": {"annotations": {"jobreaper.io/kill-timestamp": _rfc3339(kill_at)}}},
-    )
-    await asyncio.sleep(3)
-    assert await services.commands() == [], "nothing is decided before the kill time"
-
-    async def both() -> list[CommandIssued] | None:
-        found = await services.commands()
-        return found if len(found) >= 2 else None
-
-    fail_job, command = await eventually("the kill's first steps", both, timeout=30)
-    assert (fail_job.step, fail_job.due_at) == ("fail-job", command.due_at), "the Job, then its pod"
-    assert command.step == "set-active-deadline"
-    assert command.trigger == "Killed"
-    assert (
-        command.due_at == kill_at.replace(microsecond=command.due_at.microsecond)
-        or abs((command.due_at - kill_at).total_seconds()) < 1
-    )
-    assert command.decided_at >= command.due_at, "never decided before it is due"
-    print(
-        f"decided {(command.decided_at - command.due_at).total_seconds() * 1000:.0f} ms after due"
-    )
 
 
 async def test_a_restarted_killer_rebuilds_and_issues_nothing_twice(
