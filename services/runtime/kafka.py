@@ -189,6 +189,7 @@ async def _until_served(
     caller reading the partitions at once (the config service) found none and
     took its topic for missing."""
     deadline = time.monotonic() + timeout_s
+    delays = Backoff(0.05, 1.0).delays()
     while True:
         described = await admin.describe_topics(topics)
         waiting = sorted(
@@ -198,7 +199,7 @@ async def _until_served(
             return
         if time.monotonic() > deadline:
             raise KafkaError(f"topics created but not served after {timeout_s:.0f} s: {waiting}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(delays.next())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import contextlib
 import fcntl
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -74,6 +74,18 @@ def _try_lock(path: Path) -> IO[str] | None:
         handle.close()
         return None
     return handle
+
+
+@contextlib.contextmanager
+def every_lossy_node_held(stack: StackInfo) -> Iterator[None]:
+    """Every lossy node reserved for the block (waiting for each in turn): no test loses
+    one meanwhile, and so no kwok of the stack is restarted (its pid changes)."""
+    with contextlib.ExitStack() as held:
+        for node in lossy_nodes(stack):
+            handle = _lock_path(stack, node).open("a")
+            held.callback(handle.close)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 @contextlib.asynccontextmanager

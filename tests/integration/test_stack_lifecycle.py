@@ -16,6 +16,7 @@ from devtools.stack.api import ensure_stack, lose_node, restore_node, stop_stack
 from devtools.stack.layout import kwok_proc
 from devtools.stack.stack import Stack
 from devtools.stack.util import say_nothing
+from tests.integration.lossy_nodes import every_lossy_node_held
 
 if TYPE_CHECKING:
     from devtools.stack.api import StackInfo
@@ -33,6 +34,13 @@ def pids(name: str) -> dict[str, int]:
 def test_second_stack_up_twice_broken_and_down(stack: StackInfo) -> None:
     if stack.stack_dir is None:
         pytest.skip("needs a stack started by devtools.stack beside this one")
+    # The shared stack's processes must keep their pids, but a test that loses a node
+    # restarts its kwok: no test may lose one meanwhile (they run concurrently).
+    with every_lossy_node_held(stack):
+        _second_stack_beside(stack)
+
+
+def _second_stack_beside(stack: StackInfo) -> None:
     other = Stack(stack.name, say_nothing, root=stack.stack_dir)
     other_state = other.state()
     assert other_state is not None

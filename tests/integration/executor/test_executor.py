@@ -914,7 +914,9 @@ async def test_a_fenced_zombie_commits_nothing(
         for name, uid in pods
     ]
     await publish(kafka, *commands)
-    zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="5")
+    # Its commit waits 20 s: time enough for the audit log to show its writes and the
+    # test to freeze it before it commits, on a loaded machine too (5 s was not).
+    zombie = spawn("zombie", JOBREAPER_EXECUTOR_COMMIT_DELAY_S="20")
 
     async def all_written() -> bool:
         return len(executor_writes(stack, namespace)) >= len(commands)
