@@ -10,8 +10,8 @@ that lose a node run beside the others (pytest-xdist) without stranding their po
   (:data:`AVOID_LOSSY_NODES`, which ``job_manifest`` and the other pod builders use).
 - A test that loses a node reserves one first (:func:`reserved`, a file lock per
   node: one test process at a time per node), pins its pods there, and loses only it.
-  Before it is handed over, the node must carry no pod that was not pinned to it:
-  such a pod belongs to a test that forgot :data:`AVOID_LOSSY_NODES`.
+  Before it is handed over, the node must carry no pod of this run that was not
+  pinned to it: such a pod belongs to a test that forgot :data:`AVOID_LOSSY_NODES`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -33,6 +34,8 @@ from devtools.stack.api import StackInfo
 from tests.stack_fixtures import NodeLoss
 
 LOSSY_LABEL = "jobreaper.test/lossy"
+# When this test process started (the workers of a run start within a few seconds).
+THIS_RUN_STARTED = datetime.now(UTC) - timedelta(seconds=10)
 HOSTNAME = "kubernetes.io/hostname"
 
 AVOID_LOSSY_NODES = client.V1Affinity(
@@ -117,8 +120,10 @@ async def reserved(
 
 
 async def _no_strangers(api: client.ApiClient, node: str, timeout: float = 60) -> None:
-    """Wait until every live pod on ``node`` was pinned there (pods of earlier tests
-    that lost it are deleted with their namespaces; that can take a moment)."""
+    """Wait until every live pod on ``node`` made by this run was pinned there (pods of
+    earlier tests that lost it are deleted with their namespaces; that can take a
+    moment). Older pods are left out: an interrupted run's namespace (never deleted)
+    must not make every later run on a long-lived stack fail here."""
     deadline = time.monotonic() + timeout
     while True:
         strangers = _unpinned(
@@ -145,6 +150,7 @@ def _unpinned(pods: list[Any], node: str) -> list[str]:
         for p in pods
         if p.metadata.deletion_timestamp is None
         and p.status.phase in ("Pending", "Running")
+        and p.metadata.creation_timestamp >= THIS_RUN_STARTED
         and (p.spec.node_selector or {}).get(HOSTNAME) != node
     ]
 
