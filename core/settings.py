@@ -8,7 +8,9 @@ and are cached per generation and snapshot; the annotations
 (``JobGen.ann``) by ``evolve`` and applied by :func:`pending_timeout_us`, the
 triggers and the ladder.
 
-Scope (``enforce``: off, shadow, on) resolves differently, most specific last:
+Scope (``enforce``: off, shadow, on) resolves differently, most specific last
+(:meth:`schemas.config.KillerConfig.enforce_for`, which tools asking about one Job
+use too):
 
     built-in ``off`` < global ``enforce`` < the Job's ``jobreaper.io/enforce`` label
     < a namespace override that sets ``enforce`` < selector overrides that set it
@@ -26,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from schemas.annotations import ENFORCE, parse_enforce
 from schemas.config import KillerConfig, KillerSettings
 
 from .state import SECOND, JobGen
@@ -101,13 +102,10 @@ class Resolver:
             eff = _effective(self.version, self.config.resolve(gen.namespace, gen.labels))
         else:
             eff = self.base
-        label = parse_enforce(gen.labels.get(ENFORCE)) if gen.labels else None
-        if (
-            label is not None
-            and _ENFORCE[label] != eff.enforce
-            and (not overrides or self.config.pinned_enforce(gen.namespace, gen.labels) is None)
-        ):
-            eff = replace(eff, enforce=_ENFORCE[label])
+        if gen.labels or overrides:  # else the global value, already in ``eff``
+            enforce = _ENFORCE[self.config.enforce_for(gen.namespace, gen.labels)]
+            if enforce != eff.enforce:
+                eff = replace(eff, enforce=enforce)
         # One object per distinct result (an opted-in Job differs from the base in
         # ``enforce`` only): thousands of Jobs share a handful.
         eff = self.shared.setdefault(eff, eff)

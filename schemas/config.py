@@ -33,6 +33,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
 
+from .annotations import ENFORCE, parse_enforce
 from .base import Message, UtcDatetime
 from .topics import CONFIG
 
@@ -43,6 +44,7 @@ command is marked ``shadow``: the executor writes nothing and records
 ``would-apply``), ``on`` (acts)."""
 
 ENFORCE_ALIAS = "enforce"
+_SCOPES: dict[str, Enforce] = {"off": "off", "shadow": "shadow", "on": "on"}
 
 KillMethod = Literal["activeDeadline", "delete"]
 """``activeDeadline``: first lower the pod's ``activeDeadlineSeconds`` (the kubelet kills it,
@@ -180,6 +182,18 @@ class KillerConfig(KillerSettings):
         for _, _, sel in sorted(matching, key=lambda item: (item[0], item[1])):
             pinned = sel.settings.enforce
         return pinned
+
+    def enforce_for(self, namespace: str, labels: Mapping[str, str]) -> Enforce:
+        """The scope of a Job in ``namespace`` with ``labels``: a namespace or selector
+        override that sets ``enforce`` (a pin), else the Job's own
+        ``jobreaper.io/enforce`` label (an invalid value counts as absent), else the
+        global value. The one definition: the killer core (``core.settings``) and the
+        tools that ask about one Job (``jobreaper kill``) both call it."""
+        pinned = self.pinned_enforce(namespace, labels)
+        if pinned is not None:
+            return pinned
+        label = _SCOPES.get(parse_enforce(labels.get(ENFORCE)) or "")
+        return self.enforce if label is None else label
 
     def has_overrides(self) -> bool:
         return bool(self.overrides.namespaces or self.overrides.selectors)

@@ -19,6 +19,7 @@ from services.runtime.kube import KubeConfigError, load_api_client
 from services.runtime.settings import KafkaSettings, ServiceSettings
 
 from .request import BadRequest, build_request, parse_job_ref, parse_kill_time, publish_request
+from .scope import newest_config, scope_warning
 
 EXIT_UNREACHABLE = 1
 EXIT_USAGE = 2
@@ -45,7 +46,8 @@ def kill(
     check: bool = typer.Option(
         True,
         "--check/--no-check",
-        help="Look the Job up in the cluster first and warn if it is not there",
+        help="Look the Job up in the cluster first and warn if it is not there, or if "
+        "the config and its labels leave it out of scope (or in shadow mode)",
     ),
     kubeconfig: str | None = typer.Option(None, help=KUBECONFIG_HELP),
     kafka_bootstrap: str | None = typer.Option(None, "--kafka", help=BOOTSTRAP_HELP),
@@ -85,8 +87,7 @@ def kill(
     }
     kafka = KafkaSettings(**overrides)  # type: ignore[arg-type]
     if check:
-        warning = asyncio.run(_check_job(kubeconfig, namespace, name, uid))
-        if warning:
+        for warning in asyncio.run(_check_job(kubeconfig, kafka, namespace, name, uid)):
             typer.echo(f"warning: {warning}", err=True)
     try:
         published = asyncio.run(
@@ -115,35 +116,43 @@ def kill(
     typer.echo(f"  jobreaper audit {namespace}/{name}")
 
 
-async def _check_job(kubeconfig: str | None, namespace: str, name: str, uid: str | None) -> str:
-    """A warning if the Job is not (or no longer) there; never fails the request:
-    the killer acts on what it has observed, which the cluster may not show yet."""
+async def _check_job(
+    kubeconfig: str | None, kafka: KafkaSettings, namespace: str, name: str, uid: str | None
+) -> list[str]:
+    """Warnings: the Job is not (or no longer) there, or out of scope. Never fails the
+    request: the killer acts on what it has observed, which the cluster may not show
+    yet, and on the config it has, which may change."""
     path = kubeconfig or ServiceSettings().kubeconfig
     try:
         api = await load_api_client(path)
     except KubeConfigError as exc:
-        return f"could not check that the Job exists: {exc}"
+        return [f"could not check that the Job exists: {exc}"]
     try:
         found = await asyncio.wait_for(
             client.BatchV1Api(api).read_namespaced_job(name, namespace), 10
         )
     except ApiException as exc:
         if exc.status == 404:
-            return (
+            return [
                 f"no Job {namespace}/{name} in the cluster now; the request is published "
                 "anyway, but it only applies to a Job of that name that existed when it was made"
-            )
-        return f"could not check that the Job exists: HTTP {exc.status} {exc.reason}"
+            ]
+        return [f"could not check that the Job exists: HTTP {exc.status} {exc.reason}"]
     except (TimeoutError, OSError) as exc:
-        return f"could not check that the Job exists: {exc or type(exc).__name__}"
+        return [f"could not check that the Job exists: {exc or type(exc).__name__}"]
     finally:
         await api.close()
     if uid and found.metadata.uid != uid:
-        return (
+        return [
             f"Job {namespace}/{name} has uid {found.metadata.uid}, not {uid}: the request "
             "will not apply to it"
-        )
-    return ""
+        ]
+    try:
+        snapshot = await asyncio.wait_for(newest_config(kafka), 15)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        return [f"could not read the config to check the Job's scope: {exc or type(exc).__name__}"]
+    warning = scope_warning(snapshot, namespace, name, found.metadata.labels or {})
+    return [warning] if warning else []
 
 
 def _rfc3339(at: datetime) -> str:

@@ -13,12 +13,13 @@ from kubernetes_asyncio import client
 from typer.testing import CliRunner
 
 from devtools.stack.api import StackInfo
+from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.requests import KillRequested
 from services.cli import app
 from services.runtime.kafka import ensure_topics
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS
-from tests.integration.helpers import job_manifest, read_topic
+from tests.integration.helpers import job_manifest, publish, read_topic
 
 pytestmark = pytest.mark.stack
 
@@ -116,3 +117,46 @@ async def test_a_kill_further_ahead_than_half_the_retention_is_refused(
     near = await kill_cli(stack, topic_prefix, f"{namespace}/ghost", "--at", "+30s", "--no-check")
     assert near.exit_code == 0, near.output
     assert len(await requests(stack, topic_prefix)) == 1
+
+
+async def test_a_job_out_of_scope_or_in_shadow_mode_is_a_warning(
+    stack: StackInfo, kube_api: client.ApiClient, namespace: str, topic_prefix: str
+) -> None:
+    """The scope as the killer would decide it: the Job's label and the newest config
+    snapshot (none yet: the built-in ``enforce: off``). Published all the same."""
+    batch = client.BatchV1Api(kube_api)
+    await batch.create_namespaced_job(namespace, job_manifest("plain", run="never", enforce=None))
+    await batch.create_namespaced_job(namespace, job_manifest("shadowed", enforce="shadow"))
+    await batch.create_namespaced_job(namespace, job_manifest("opted", run="never", enforce="on"))
+
+    async def warnings(job: str) -> str:
+        done = await kill_cli(stack, topic_prefix, f"{namespace}/{job}", "--at", "+1h")
+        assert done.exit_code == 0, done.output
+        return str(done.stderr)
+
+    out = await warnings("plain")
+    assert f"warning: Job {namespace}/plain is out of jobreaper's scope" in out
+    assert "no jobreaper.io/enforce label, the built-in config" in out
+    assert f"kubectl label job -n {namespace} plain jobreaper.io/enforce=on" in out
+    assert f"warning: Job {namespace}/shadowed is in shadow mode" in await warnings("shadowed")
+    assert "warning" not in await warnings("opted")
+
+    # The platform team switches everyone on, then pins this namespace off.
+    kafka = KafkaSettings(bootstrap=stack.kafka_bootstrap, topic_prefix=topic_prefix)
+    await ensure_topics(kafka, job_partitions=1)
+    everyone = {"enforce": "on"}
+    pinned = {**everyone, "overrides": {"namespaces": {namespace: {"enforce": "off"}}}}
+    for version, config in ((1, everyone), (2, pinned)):
+        snapshot = ConfigSnapshot(
+            version=version,
+            config=KillerConfig.model_validate(config),
+            author="test",
+            changed_at=datetime.now(UTC),
+        )
+        await publish(kafka, snapshot)
+        if version == 1:
+            assert "warning" not in await warnings("plain")
+    out = await warnings("opted")
+    assert f"Job {namespace}/opted is out of jobreaper's scope" in out
+    assert "its label jobreaper.io/enforce='on', config version 2" in out
+    assert len(await requests(stack, topic_prefix)) == 5, "every request was published"
