@@ -507,9 +507,10 @@ class _Calls:
     """One command's API calls: counted, each given what is left of the command's
     time budget, and retried with capped backoff until that budget is spent."""
 
-    def __init__(self, applier: Applier, step: Step, stopping: asyncio.Event) -> None:
+    def __init__(self, applier: Applier, command: CommandIssued, stopping: asyncio.Event) -> None:
         self.applier = applier
-        self.step = step
+        self.command = command
+        self.step: Step = command.step
         self.stopping = stopping
         self.started = applier.monotonic()
         self.made = 0
@@ -535,6 +536,34 @@ class _Calls:
             a.on_retry(self.step, answer.status)
         await a.sleep(self.stopping, delay)
         return None
+
+    def result(
+        self,
+        outcome: Outcome,
+        answer: Answer,
+        message: str,
+        *,
+        wrote: bool = False,
+        refusal: Refusal | None = None,
+        pod: PodView | None = None,
+    ) -> Result:
+        """The command's result, after the calls made so far."""
+        return Result(
+            outcome=outcome,
+            applied_at=self.applier._stamp(self.command),
+            http_status=answer.status or None,
+            message=message,
+            attempts=max(self.made, 1),
+            wrote=wrote,
+            pod=pod,
+            refusal=refusal,
+        )
+
+    async def wait_or_give_up(self, answer: Answer, pod: PodView | None = None) -> Result | None:
+        """:meth:`backoff`, or the ``failed`` result if the budget is spent (with
+        ``pod``, the pod as last read)."""
+        gave_up = await self.backoff(answer)
+        return None if gave_up is None else self.result("failed", answer, gave_up, pod=pod)
 
 
 @dataclass
@@ -585,7 +614,7 @@ class Applier:
         if command.pod_name is None or command.pod_uid is None:  # refused by invalid_names
             raise ValueError(f"{command.step} without a pod")
         pod_uid = command.pod_uid
-        calls = _Calls(self, command.step, stopping)
+        calls = _Calls(self, command, stopping)
         rechecks = 0
         step = command.step
         read = pod_path(command.namespace, command.pod_name)
@@ -599,20 +628,9 @@ class Applier:
             wrote: bool = False,
             refusal: Refusal | None = None,
         ) -> Result:
-            return Result(
-                outcome=outcome,
-                applied_at=self._stamp(command),
-                http_status=answer.status or None,
-                message=message,
-                attempts=max(calls.made, 1),
-                wrote=wrote,
-                pod=pod if outcome not in ("uid-mismatch", "refused") else None,
-                refusal=refusal,
-            )
-
-        async def wait_or_give_up(answer: Answer) -> Result | None:
-            gave_up = await calls.backoff(answer)
-            return None if gave_up is None else done("failed", answer, gave_up)
+            # The pod as read (or written), unless it is not the command's.
+            mine = pod if outcome not in ("uid-mismatch", "refused") else None
+            return calls.result(outcome, answer, message, wrote=wrote, refusal=refusal, pod=mine)
 
         # First, unless the killer did not know it, write without reading: its view
         # of the pod (uid and resourceVersion) and the command's Job (as the pod's
@@ -641,7 +659,7 @@ class Applier:
                 got = await calls.call("GET", read, None, JSON)
                 verdict = classify(got.status, step=step, write=False)
                 if verdict == "retry":
-                    if (gave_up := await wait_or_give_up(got)) is not None:
+                    if (gave_up := await calls.wait_or_give_up(got, pod)) is not None:
                         return gave_up
                     continue
                 if verdict == "gone":
@@ -678,7 +696,7 @@ class Applier:
                         pod = parse_pod(answer.body)
                 return done("applied", answer, applied_message(command), wrote=True)
             if verdict == "retry":
-                if (gave_up := await wait_or_give_up(answer)) is not None:
+                if (gave_up := await calls.wait_or_give_up(answer, pod)) is not None:
                     return gave_up
                 continue  # from the GET: a write whose answer was lost may have landed
             if verdict == "recheck":
@@ -700,38 +718,17 @@ class Applier:
         """``fail-job``: read the Job, then write ``FailureTarget`` unless the Job's end
         is already decided (module docstring; :mod:`.job`). Always read first: the
         killer's view of a Job's status is not kept precise enough to write blind."""
-        calls = _Calls(self, "fail-job", stopping)
+        calls = _Calls(self, command, stopping)
         rechecks = 0
         where = f"Job {command.namespace}/{command.job_name}"
         read = job_path(command.namespace, command.job_name)
-
-        def done(
-            outcome: Outcome,
-            answer: Answer,
-            message: str,
-            *,
-            wrote: bool = False,
-            refusal: Refusal | None = None,
-        ) -> Result:
-            return Result(
-                outcome=outcome,
-                applied_at=self._stamp(command),
-                http_status=answer.status or None,
-                message=message,
-                attempts=max(calls.made, 1),
-                wrote=wrote,
-                refusal=refusal,
-            )
-
-        async def wait_or_give_up(answer: Answer) -> Result | None:
-            gave_up = await calls.backoff(answer)
-            return None if gave_up is None else done("failed", answer, gave_up)
+        done = calls.result
 
         while True:
             got = await calls.call("GET", read, None, JSON)
             verdict = classify(got.status, step="fail-job", write=False)
             if verdict == "retry":
-                if (gave_up := await wait_or_give_up(got)) is not None:
+                if (gave_up := await calls.wait_or_give_up(got)) is not None:
                     return gave_up
                 continue
             if verdict == "gone":
@@ -765,7 +762,7 @@ class Applier:
             if verdict == "ok":
                 return done("applied", answer, applied_message(command), wrote=True)
             if verdict == "retry":
-                if (gave_up := await wait_or_give_up(answer)) is not None:
+                if (gave_up := await calls.wait_or_give_up(answer)) is not None:
                     return gave_up
                 continue  # from the GET: a write whose answer was lost may have landed
             if verdict == "recheck":
