@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from devtools.stack import build as buildmod
-from devtools.stack import config, faults
+from devtools.stack import config, faults, realnode
 from devtools.stack.errors import StackError
 from devtools.stack.launch import Launcher
 from devtools.stack.layout import Layout, StackInfo, info_from, load_state
@@ -28,24 +28,33 @@ __all__ = [
     "build_stack",
     "compact_etcd",
     "ensure_stack",
+    "freeze_kubelet",
     "lose_node",
     "node_is_lost",
+    "real_node_clean_containers",
+    "real_node_tasks",
     "restart_component",
     "restore_node",
     "stack_from_env",
     "stop_stack",
+    "thaw_kubelet",
 ]
 
 
 def ensure_stack(
-    name: str = "default", *, nodes: int = config.DEFAULT_NODE_COUNT, say: Say = say_stderr
+    name: str = "default",
+    *,
+    nodes: int = config.DEFAULT_NODE_COUNT,
+    real_nodes: int | None = None,
+    say: Say = say_stderr,
 ) -> StackInfo:
     """A running stack called ``name``: reused if healthy, else (built and) started.
 
     Idempotent and safe to call from several processes at once (a file lock
-    serialises them). Raises :class:`StackError` with a one-line message.
+    serialises them). ``real_nodes`` as :meth:`Stack.up` (None: whatever it has).
+    Raises :class:`StackError` with a one-line message.
     """
-    return Stack(name, say).up(nodes=nodes)
+    return Stack(name, say).up(nodes=nodes, real_nodes=real_nodes)
 
 
 def stop_stack(name: str = "default", *, purge: bool = False, say: Say = say_stderr) -> bool:
@@ -131,3 +140,37 @@ def compact_etcd(info: StackInfo) -> int:
     of history until it restarts (:func:`restart_component`).
     """
     return faults.compact_etcd(_launcher(info).layout)
+
+
+# -- real nodes (``stack up --real-nodes 1``) ---------------------------------------
+
+
+def _real_node_layout(info: StackInfo, node: str) -> Layout:
+    layout = _launcher(info).layout
+    if node not in info.real_nodes:
+        raise StackError(f"{node!r} is not a real node (real nodes: {list(info.real_nodes)})")
+    return layout
+
+
+def freeze_kubelet(info: StackInfo, node: str) -> None:
+    """SIGSTOP the kubelet of real node ``node``: a lost node whose containers keep
+    running (no heartbeat, no pod updates, deletions hang). ``stack down`` thaws it."""
+    realnode.freeze(_real_node_layout(info, node), node)
+
+
+def thaw_kubelet(info: StackInfo, node: str) -> None:
+    """SIGCONT the kubelet of ``node``: it renews its lease and reconciles its pods."""
+    realnode.thaw(_real_node_layout(info, node), node)
+
+
+def real_node_tasks(info: StackInfo, node: str) -> dict[str, tuple[int, str]]:
+    """containerd's tasks on ``node`` (``ctr -n k8s.io tasks ls``): container id ->
+    (pid, status: RUNNING, STOPPED, PAUSED...). A pod's container id is its
+    ``status.containerStatuses[].containerID`` without ``containerd://``."""
+    return realnode.tasks(_real_node_layout(info, node), node)
+
+
+def real_node_clean_containers(info: StackInfo, node: str) -> list[str]:
+    """Kill and remove every container in ``node``'s containerd (the kubelet is not
+    asked): for a test that must leave no orphan behind. Returns their ids."""
+    return realnode.clean_containers(_real_node_layout(info, node), node)

@@ -31,6 +31,7 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "kube": ("go/kube/go.mod", "go/kube/go.sum"),
     "etcd": ("go/etcd/go.mod", "go/etcd/go.sum", "go/etcd/main.go"),
     "kwok": ("go/kwok/go.mod", "go/kwok/go.sum"),
+    "kubelet": ("go/kubelet/go.mod", "go/kubelet/go.sum"),
     "kustomize": ("go/kustomize/go.mod", "go/kustomize/go.sum"),
 }
 
@@ -38,6 +39,7 @@ _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "kube": tuple((b, f"k8s.io/kubernetes/cmd/{b}") for b in config.KUBE_BINARIES),
     "etcd": (("etcd", "."),),
     "kwok": (("kwok", "sigs.k8s.io/kwok/cmd/kwok"),),
+    "kubelet": (("kubelet", "k8s.io/kubernetes/cmd/kubelet"),),
     "kustomize": (("kustomize", "sigs.k8s.io/kustomize/kustomize/v5"),),
 }
 
@@ -170,7 +172,7 @@ def _go_env() -> dict[str, str]:
 
 def _ldflags(build: Build) -> str:
     flags = ["-s", "-w"]
-    if build.component == "kube":
+    if build.component in ("kube", "kubelet"):
         major, minor = build.version.lstrip("v").split(".")[:2]
         pkg = "k8s.io/component-base/version"
         flags += [
@@ -239,7 +241,7 @@ def _check_binary(path: Path, build: Build, log: Path) -> None:
     text = out.stdout + out.stderr
     with log.open("a") as f:
         f.write(f"$ {path} --version\n{text}")
-    if build.component == "kube" and build.version not in text:
+    if build.component in ("kube", "kubelet") and build.version not in text:
         raise StackError(
             f"{path.name} --version does not report {build.version}: {text.strip()[:200]}",
             step=f"check {path.name}",

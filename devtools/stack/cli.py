@@ -51,10 +51,20 @@ def _run(action: Callable[[], T]) -> T:
 def up(
     name: NameOpt = "default",
     nodes: Annotated[int, typer.Option(help="Number of kwok nodes.", min=1, max=50)] = 3,
+    real_nodes: Annotated[
+        int | None,
+        typer.Option(
+            help="Real nodes (containerd + runc + a kubelet: real-node-0); needs root, "
+            "installs Debian packages if missing (docs/stack.md). Default: as the running "
+            "stack has, 0 on a fresh start.",
+            min=0,
+            max=1,
+        ),
+    ] = None,
 ) -> None:
     """Build what is missing (cached), then start the stack, or reuse it if it runs."""
     start = time.monotonic()
-    info = _run(lambda: Stack(name, say_stderr).up(nodes=nodes))
+    info = _run(lambda: Stack(name, say_stderr).up(nodes=nodes, real_nodes=real_nodes))
     say_stderr(f"ready in {time.monotonic() - start:.1f}s; use it with:")
     say_stderr(f'  eval "$(jobreaper-dev stack env --name {name})"')
     print(f"kubeconfig:      {info.kubeconfig}")
@@ -62,6 +72,8 @@ def up(
     print(f"kafka bootstrap: {info.kafka_bootstrap}")
     print(f"audit log:       {info.audit_log}")
     print(f"nodes:           {', '.join(info.nodes)}")
+    if info.real_nodes:
+        print(f"real nodes:      {', '.join(info.real_nodes)}")
 
 
 @app.command()
@@ -108,7 +120,7 @@ def status(
     nodes: dict[str, str] = {}
     if healthy:
         rest = KubeRest(state.ports["apiserver"], Pki(stack.layout.pki_dir))
-        for node in state.nodes:
+        for node in [*state.nodes, *state.real_nodes]:
             ready = node_ready(rest, node)
             lost = procs.get(kwok_proc(node)) is None
             nodes[node] = ("Ready" if ready else "NotReady") + (" (lost)" if lost else "")

@@ -19,6 +19,9 @@ COMPONENTS = ("kafka", "kube", "etcd", "kwok")
 #: Tools built the same way, on demand only (``jobreaper-dev stack tool NAME``): the
 #: deployment tests render the manifests with kustomize. ``stack up`` never builds it.
 TOOLS = ("kustomize",)
+#: Built only for a stack with real nodes (``stack up --real-nodes N``): the kubelet,
+#: from its own wrapper module pinned to the control plane's Kubernetes version.
+REAL_NODE_COMPONENTS = ("kubelet",)
 KUBE_BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 STACK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -82,6 +85,7 @@ class Versions:
     etcd: str
     kwok: str
     kustomize: str
+    kubelet: str
 
     def of(self, component: str) -> str:
         value: str = getattr(self, component)
@@ -103,6 +107,7 @@ def versions() -> Versions:
         kustomize=_go_requirement(
             src / "go" / "kustomize" / "go.mod", "sigs.k8s.io/kustomize/kustomize/v5"
         ),
+        kubelet=_go_requirement(src / "go" / "kubelet" / "go.mod", "k8s.io/kubernetes"),
     )
 
 

@@ -46,6 +46,8 @@ class StackInfo:
     nodes: tuple[str, ...]
     kube_version: str
     kafka_version: str
+    #: Nodes run by a real kubelet (``stack up --real-nodes N``), beside ``nodes`` (kwok).
+    real_nodes: tuple[str, ...] = ()
 
     def env(self) -> dict[str, str]:
         """Environment variables for services and tests (``stack env`` prints them)."""
@@ -58,6 +60,8 @@ class StackInfo:
             env["JOBREAPER_AUDIT_LOG"] = str(self.audit_log)
         if self.stack_dir is not None:
             env["JOBREAPER_STACK_DIR"] = str(self.stack_dir)
+        if self.real_nodes:
+            env["JOBREAPER_REAL_NODES"] = ",".join(self.real_nodes)
         return env
 
 
@@ -73,6 +77,7 @@ class State:
     started_at: float = 0.0
     up: bool = False
     lost: list[str] = field(default_factory=list)  # nodes made lost on purpose
+    real_nodes: list[str] = field(default_factory=list)  # containerd + kubelet each
 
 
 class Layout:
@@ -133,10 +138,21 @@ def kwok_proc(node: str) -> str:
     return f"kwok-{node}"
 
 
+def containerd_proc(node: str) -> str:
+    """The containerd of real node ``node``."""
+    return f"containerd-{node}"
+
+
+def kubelet_proc(node: str) -> str:
+    """The kubelet of real node ``node``."""
+    return f"kubelet-{node}"
+
+
 def process_names(state: State) -> list[str]:
     """Every process of the stack, in start order."""
     fixed = ["kafka", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-    return fixed + [kwok_proc(n) for n in state.nodes]
+    real = [p for n in state.real_nodes for p in (containerd_proc(n), kubelet_proc(n))]
+    return fixed + [kwok_proc(n) for n in state.nodes] + real
 
 
 def load_state(layout: Layout) -> State | None:
@@ -177,6 +193,7 @@ def info_from(layout: Layout, state: State) -> StackInfo:
         nodes=tuple(state.nodes),
         kube_version=state.versions.get("kube", ""),
         kafka_version=state.versions.get("kafka", ""),
+        real_nodes=tuple(state.real_nodes),
     )
 
 

@@ -24,6 +24,7 @@ from devtools.stack import (
     kafkaprobe,
     kwok,
     process,
+    realnode,
 )
 from devtools.stack import build as buildmod
 from devtools.stack.build import Build
@@ -113,20 +114,36 @@ class Stack:
 
     # -- up -------------------------------------------------------------------
 
-    def up(self, *, nodes: int = config.DEFAULT_NODE_COUNT) -> StackInfo:
+    def up(
+        self, *, nodes: int = config.DEFAULT_NODE_COUNT, real_nodes: int | None = None
+    ) -> StackInfo:
+        """Start the stack, or reuse it if it runs healthy.
+
+        ``real_nodes``: None reuses a running stack whatever its real nodes (a fresh
+        start has none); a number restarts a running stack that has another number.
+        """
         with locked(self.layout):
             state = self.state()
-            if state is not None and self._healthy_within(state, timeout=30):
+            if (
+                state is not None
+                and real_nodes in (None, len(state.real_nodes))
+                and self._healthy_within(state, timeout=30)
+            ):
                 self.say(f"stack '{self.name}' is already up")
                 return info_from(self.layout, state)
             if state is not None:
-                self._stop_all(state, quiet=True)  # half-started or crashed: start afresh
+                # Half-started, crashed, or asked for another number of real nodes:
+                # start afresh.
+                self._stop_all(state, quiet=True)
             require_tool("java", "Kafka runs on a Java 17+ JRE (apt-get install openjdk-17-jre)")
-            builds = buildmod.ensure_builds(self.say)
+            real_nodes = real_nodes or 0
+            components = config.COMPONENTS + (config.REAL_NODE_COMPONENTS if real_nodes else ())
+            builds = buildmod.ensure_builds(self.say, components)
             start = time.monotonic()
             state = State(
                 name=self.name,
                 nodes=[f"kwok-node-{i}" for i in range(nodes)],
+                real_nodes=realnode.node_names(real_nodes),
                 builds={c: b.key for c, b in builds.items()},
                 versions={c: b.version for c, b in builds.items()},
                 started_at=time.time(),
@@ -207,6 +224,9 @@ class Stack:
         apiserver.start(launcher, state, builds["kube"], pki, taken)
         controllers.start(launcher, state, builds["kube"], pki, taken)
         kwok.start_nodes(launcher, state, builds["kwok"], pki)
+        if state.real_nodes:
+            realnode.start(launcher, state, builds["kubelet"], pki, taken)
+            save_state(layout, state)  # the kubelets' ports
         kafka.wait_ready(launcher, state, builds["kafka"], taken, kafka_started)
 
     # -- down -----------------------------------------------------------------
@@ -234,8 +254,14 @@ class Stack:
             return stopped
 
     def _stop_all(self, state: State, *, quiet: bool = False) -> bool:
-        """Stop in three waves: kwok and the controllers, then the API server and
-        Kafka, then etcd. Pid files of processes not in ``state`` are stopped too."""
+        """Stop the real nodes first (kubelet, its containers, containerd), then in
+        three waves: kwok and the controllers, then the API server and Kafka, then
+        etcd. Pid files of processes not in ``state`` are stopped too."""
+        stopped = False
+        for what in realnode.stop(self.layout, state):
+            stopped = True
+            if not quiet:
+                self.say(f"  stopped {what}")
         names = process_names(state)
         known = {self.layout.pid(n) for n in names}
         extra = [p for p in sorted(self.layout.run.glob("*.pid")) if p not in known]
@@ -244,7 +270,6 @@ class Stack:
             ["kube-apiserver", "kafka"],
             ["etcd"],
         ]
-        stopped = False
         for wave in [*[[self.layout.pid(n) for n in w] for w in waves], extra]:
             for record in process.stop_many(wave, timeout=20):
                 stopped = True
