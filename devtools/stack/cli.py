@@ -13,7 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from devtools.stack import build as buildmod
-from devtools.stack import config, faults, process
+from devtools.stack import config, faults, process, realnode
 from devtools.stack.certs import Pki
 from devtools.stack.errors import StackError
 from devtools.stack.kuberest import KubeRest
@@ -120,10 +120,16 @@ def status(
     nodes: dict[str, str] = {}
     if healthy:
         rest = KubeRest(state.ports["apiserver"], Pki(stack.layout.pki_dir))
-        for node in [*state.nodes, *state.real_nodes]:
+        for node in state.nodes:
             ready = node_ready(rest, node)
             lost = procs.get(kwok_proc(node)) is None
             nodes[node] = ("Ready" if ready else "NotReady") + (" (lost)" if lost else "")
+        for node in state.real_nodes:
+            ready = node_ready(rest, node)
+            frozen = realnode.frozen(stack.layout, node)
+            nodes[node] = ("Ready" if ready else "NotReady") + (
+                " (real, kubelet frozen)" if frozen else " (real)"
+            )
     report = {
         "name": name,
         "healthy": healthy,

@@ -56,6 +56,11 @@ def _state(pid: int) -> str | None:
     return fields[0] if fields else None
 
 
+def stopped(record: ProcessRecord) -> bool:
+    """Whether the process is stopped by a signal (SIGSTOP: state ``T``)."""
+    return _state(record.pid) == "T"
+
+
 def _exe_matches(pid: int, exe: str) -> bool | None:
     """Whether the process runs ``exe``; None when the kernel will not say right now.
 

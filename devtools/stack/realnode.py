@@ -417,6 +417,12 @@ def stop(layout: Layout, state: State) -> list[str]:
     return stopped
 
 
+def frozen(layout: Layout, node: str) -> bool:
+    """Whether ``node``'s kubelet is stopped by :func:`freeze`."""
+    record = process.running(layout.pid(kubelet_proc(node)))
+    return record is not None and process.stopped(record)
+
+
 def freeze(layout: Layout, node: str) -> None:
     """SIGSTOP ``node``'s kubelet: a lost node whose containers keep running."""
     _signal_kubelet(layout, node, signal.SIGSTOP)

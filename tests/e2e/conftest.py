@@ -26,6 +26,6 @@ def real_node(stack: StackInfo) -> str:
         pytest.skip(
             f"stack '{stack.name}' has no real node: start it with "
             f"`jobreaper-dev stack up --name {stack.name} --real-nodes 1` "
-            "(`JOBREAPER_REAL_NODES=1 ./dev test` does; needs root and Debian packages)"
+            "(`JOBREAPER_STACK_REAL_NODES=1 ./dev test` does; needs root and Debian packages)"
         )
     return stack.real_nodes[0]
