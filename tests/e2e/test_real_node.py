@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -137,10 +138,11 @@ async def test_a_process_ignoring_sigterm_keeps_its_pod_for_its_grace_period(
 
 
 @contextlib.contextmanager
-def _frozen(stack: StackInfo, node: str) -> Iterator[None]:
+def _frozen(stack: StackInfo, node: str) -> Iterator[float]:
+    """The kubelet of ``node`` stopped (SIGSTOP) inside; yields when (monotonic)."""
     freeze_kubelet(stack, node)
     try:
-        yield
+        yield time.monotonic()
     finally:
         thaw_kubelet(stack, node)
 
@@ -167,12 +169,13 @@ async def test_a_stopped_kubelet_leaves_the_process_running_after_the_force_dele
     cid = container_id(pod)
     assert cid is not None
     async with recording(kube_api, stack, real_node, namespace, "lost") as timeline:
-        with _frozen(stack, real_node):
+        with _frozen(stack, real_node) as frozen_at:
 
             async def not_ready() -> bool:
                 return await _node_ready(kube_api, real_node) is False
 
             await eventually(f"{real_node} NotReady", not_ready, timeout=40)
+            print(f"lost: kubelet frozen -> node NotReady {time.monotonic() - frozen_at:.1f}s")
             await kill_now(kube_api, namespace, "lost")
             killed = await system.job_killed("lost", timeout=60)
             assert [p.ended for p in killed.pods] == ["force-deleted"]
