@@ -406,7 +406,7 @@ def stop(layout: Layout, state: State) -> list[str]:
             process.stop(kubelet_pid, timeout=15)
             stopped.append(f"{record.name} (pid {record.pid})")
         cd_pid = layout.pid(containerd_proc(node))
-        cd = process.running(cd_pid)
+        cd = process.running(cd_pid) or _containerd_for_cleanup(layout, node)
         if cd is not None:
             removed = clean_containers(layout, node)
             if removed:
@@ -421,6 +421,28 @@ def frozen(layout: Layout, node: str) -> bool:
     """Whether ``node``'s kubelet is stopped by :func:`freeze`."""
     record = process.running(layout.pid(kubelet_proc(node)))
     return record is not None and process.stopped(record)
+
+
+def _containerd_for_cleanup(layout: Layout, node: str) -> process.ProcessRecord | None:
+    """containerd started again on the node's state, when it died with containers
+    left: its shims keep them running, and only containerd (which reconnects to
+    them from its state folder) can stop and remove them."""
+    conf = layout.conf / f"{containerd_proc(node)}.toml"
+    if not conf.is_file() or not (node_dir(layout, node) / "containerd" / "state").is_dir():
+        return None
+    record = process.spawn(
+        containerd_proc(node),
+        ["/usr/bin/containerd", "--config", str(conf)],
+        pid_file=layout.pid(containerd_proc(node)),
+        log=layout.log(containerd_proc(node)),
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if _containerd_ready(layout, node):
+            return record
+        time.sleep(0.2)
+    process.stop(layout.pid(containerd_proc(node)))
+    return None
 
 
 def freeze(layout: Layout, node: str) -> None:

@@ -119,8 +119,9 @@ class Stack:
     ) -> StackInfo:
         """Start the stack, or reuse it if it runs healthy.
 
-        ``real_nodes``: None reuses a running stack whatever its real nodes (a fresh
-        start has none); a number restarts a running stack that has another number.
+        ``real_nodes``: None reuses a running stack whatever its real nodes, and
+        restarts a broken one with as many as it had (a new stack has none); a
+        number restarts a running stack that has another number.
         """
         with locked(self.layout):
             state = self.state()
@@ -136,7 +137,8 @@ class Stack:
                 # start afresh.
                 self._stop_all(state, quiet=True)
             require_tool("java", "Kafka runs on a Java 17+ JRE (apt-get install openjdk-17-jre)")
-            real_nodes = real_nodes or 0
+            if real_nodes is None:
+                real_nodes = len(state.real_nodes) if state is not None else 0
             components = config.COMPONENTS + (config.REAL_NODE_COMPONENTS if real_nodes else ())
             builds = buildmod.ensure_builds(self.say, components)
             start = time.monotonic()
