@@ -32,7 +32,12 @@ from tests.e2e.test_ladder import (
 )
 from tests.integration.helpers import eventually
 
-pytestmark = [pytest.mark.stack, pytest.mark.real_node]
+pytestmark = [
+    pytest.mark.stack,
+    pytest.mark.real_node,
+    # One real node for all: a frozen kubelet would stall the others' pods.
+    pytest.mark.exclusive("bounds how late the kubelet kills; one test freezes the real node"),
+]
 
 LADDER: dict[str, Any] = {**FAST}  # delete 3 s after the deadline, force 4 s after that
 
