@@ -77,9 +77,20 @@ def container_id(pod: Any) -> str | None:
 
 @dataclass(frozen=True)
 class Sample:
+    """What the API server and containerd said, each with the interval it was asked
+    in (on a loaded machine a ``ctr`` call takes a second or more: one instant for
+    both made a pod listed before a delete look listed after it)."""
+
     at: datetime
+    """The pods were listed after this instant ..."""
+    listed_at: datetime
+    """... and before this one."""
     #: pod name -> (phase, reason, deleting, container state: running/terminated/waiting)
     pods: dict[str, tuple[str, str | None, bool, str | None]]
+    tasks_at: datetime
+    """containerd was asked after this instant ..."""
+    tasks_done: datetime
+    """... and answered before this one."""
     #: containerd task id -> status (RUNNING, STOPPED...), None if containerd did not answer
     tasks: dict[str, str] | None
 
@@ -123,9 +134,11 @@ async def recording(
     async def sample_forever() -> None:
         while True:
             t0 = time.monotonic()
+            at = datetime.now(UTC)
             listed = await core.list_namespaced_pod(
                 namespace, label_selector=f"batch.kubernetes.io/job-name={job}"
             )
+            listed_at = tasks_at = datetime.now(UTC)
             try:
                 tasks: dict[str, str] | None = {
                     cid: status
@@ -137,7 +150,10 @@ async def recording(
                 tasks = None  # containerd busy or the kubelet's deletion in flight
             timeline.samples.append(
                 Sample(
-                    at=datetime.now(UTC),
+                    at=at,
+                    listed_at=listed_at,
+                    tasks_at=tasks_at,
+                    tasks_done=datetime.now(UTC),
                     pods={
                         p.metadata.name: (
                             p.status.phase,

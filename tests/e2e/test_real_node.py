@@ -55,18 +55,18 @@ async def _applied_at(system: System, step: str) -> datetime:
 def _stopped_at(timeline: Timeline, cid: str, after: datetime) -> datetime:
     """When containerd first no longer listed ``cid`` as RUNNING, after ``after``."""
     sample = timeline.first(
-        lambda s: s.at > after and s.tasks is not None and s.tasks.get(cid) != "RUNNING"
+        lambda s: s.tasks_at > after and s.tasks is not None and s.tasks.get(cid) != "RUNNING"
     )
     assert sample is not None, f"container {cid[:12]} still running at the last sample"
-    return sample.at
+    return sample.tasks_done  # stopped by then (an upper bound)
 
 
 async def test_the_kubelet_kills_a_real_process_at_the_deadline_the_ladder_set(
     system: System, kube_api: client.ApiClient, namespace: str, stack: StackInfo, real_node: str
 ) -> None:
     """``set-active-deadline`` is enough on a live node: the kubelet fails the pod
-    ``DeadlineExceeded`` and its process (which ends on SIGTERM) is gone at once;
-    no delete is needed."""
+    ``DeadlineExceeded`` (or on the Job controller's deletion, if that came first) and
+    its process (which ends on SIGTERM) is gone at once; jobreaper deletes nothing."""
     await system.start(deleteKillingTasksTimeoutSeconds=20, forceDeleteTaskTimeoutSeconds=20)
     await client.BatchV1Api(kube_api).create_namespaced_job(
         namespace, real_job("deadline", real_node, POLITE, grace_s=30)
@@ -87,7 +87,10 @@ async def test_the_kubelet_kills_a_real_process_at_the_deadline_the_ladder_set(
     print(f"deadline: patch applied -> process gone (containerd) {_seconds(stopped, patched):.2f}s")
     failed = [s for s in states if s[0] == "Failed"]
     assert failed, f"the kubelet failed the pod: {states}"
-    assert failed[0][1] == "DeadlineExceeded", states
+    # The kubelet acts on whichever reaches it first: our deadline (DeadlineExceeded),
+    # or the Job controller's graceful deletion of the pod, which fail-job's
+    # FailureTarget causes at the same moment (no reason; seen on a loaded machine).
+    assert failed[0][1] == "DeadlineExceeded" or failed[0][2], states
     assert failed[0][3] == "terminated", "Failed and its container terminated in one update"
     assert _seconds(stopped, patched) < 5, "the kubelet killed the process within seconds"
     assert [p.ended for p in killed.pods] in (["exited"], ["deleted"]), killed.pods
@@ -123,17 +126,23 @@ async def test_a_process_ignoring_sigterm_keeps_its_pod_for_its_grace_period(
     print(f"stubborn: patch applied -> process gone (containerd) {took:.2f}s (grace {grace}s)")
     steps = [c.step for c in await system.commands()]
     print(f"stubborn: steps {steps}")
-    within_grace = [s for s in timeline.samples if 1 < _seconds(s.at, patched) < grace - 1]
-    assert within_grace, "samples during the grace period"
-    for sample in within_grace:
+
+    def within_grace(start: datetime, end: datetime) -> bool:
+        return _seconds(start, patched) > 1 and _seconds(end, patched) < grace - 1
+
+    asked = [s for s in timeline.samples if within_grace(s.tasks_at, s.tasks_done)]
+    listed = [s for s in timeline.samples if within_grace(s.at, s.listed_at)]
+    assert asked and listed, "samples during the grace period"
+    for sample in asked:
         assert sample.tasks is None or sample.tasks.get(cid) == "RUNNING", (
             f"the process ignoring SIGTERM runs through its grace period: {sample}"
         )
+    for sample in listed:
         state = sample.pods.get(pod.metadata.name)
         assert state is not None and state[0] == "Running", (
             f"the pod stays Running (Terminating) through the grace period: {sample}"
         )
-    assert any(s.pods.get(pod.metadata.name, ("", None, False, None))[2] for s in within_grace), (
+    assert any(s.pods.get(pod.metadata.name, ("", None, False, None))[2] for s in listed), (
         "the pod is Terminating (deleted, by the Job controller or by us) meanwhile"
     )
     assert grace - 1 < took < grace + 5, "SIGKILL at the end of the grace period"
@@ -190,7 +199,7 @@ async def test_a_stopped_kubelet_leaves_the_process_running_after_the_force_dele
             hung = [
                 s
                 for s in timeline.samples
-                if deleted < s.at < forced and s.pods.get(pod.metadata.name, ("",))[0]
+                if deleted < s.at and s.listed_at < forced and s.pods.get(pod.metadata.name)
             ]
             assert hung, "the pod was there, Terminating, between the delete and the force"
             assert all(s.pods[pod.metadata.name][2] for s in hung), "Terminating"
@@ -199,10 +208,10 @@ async def test_a_stopped_kubelet_leaves_the_process_running_after_the_force_dele
             assert tasks.get(cid, (0, ""))[1] == "RUNNING", (
                 f"the force-deleted pod's process still runs on the lost node: {tasks}"
             )
+            still = _seconds(timeline.samples[-1].tasks_at, forced)
             print(
                 f"lost: graceful delete hung {_seconds(forced, deleted):.1f}s until the force "
-                f"delete; process still RUNNING {_seconds(timeline.samples[-1].at, forced):.1f}s "
-                "after it"
+                f"delete; process still RUNNING {still:.1f}s after it"
             )
         thawed = datetime.now(pod.metadata.creation_timestamp.tzinfo)
 
