@@ -8,9 +8,9 @@ No I/O, no clock reads, imports only :mod:`schemas` and the standard library
     decision = decide(state, now, config) # -> Decision(commands, kill_events, next_due_at)
 
 ``evolve`` folds every observation (``PodObserved``, ``JobObserved``,
-``NodeObserved``), ``KillRequested``, ``ConfigSnapshot``, and the killer's own
-output folded back (``CommandIssued``, ``CommandApplied``, ``KillStarted``,
-``KillStep``, ``ForceDeletionForbidden``, ``JobKilled``), so re-deciding after
+``NodeObserved``), ``KillRequested``, ``KillCancelRequested``, ``ConfigSnapshot``,
+and the killer's own output folded back (``CommandIssued``, ``CommandApplied``,
+``KillStarted``, ``KillStep``, ``ForceDeletionForbidden``, ``JobKilled``), so re-deciding after
 a replay yields nothing new. ``decide`` touches only Job generations that
 changed or whose timer is due and returns ``next_due_at`` for the runtime's
 timer. See ``docs/core.md`` for the model (generations, episodes, K) and the

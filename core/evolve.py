@@ -36,7 +36,7 @@ from schemas.observations import (
     NodeObserved,
     PodObserved,
 )
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 
 from .ladder import LADDER_FACTS, RULE_DELETE_AFTER_TIMEOUT, is_done, retry_backoff_us
 from .state import (
@@ -75,6 +75,7 @@ Event = (
     | JobObserved
     | NodeObserved
     | KillRequested
+    | KillCancelRequested
     | ConfigSnapshot
     | CommandIssued
     | CommandApplied
@@ -481,11 +482,17 @@ def _pod_order(pod: PodState) -> tuple[str, str, str, str]:
     return (pod.gen.key, pod.gen.uid, pod.name, pod.uid)
 
 
-def _on_request(state: KillerState, ev: KillRequested) -> None:
+def _on_request(state: KillerState, ev: KillRequested | KillCancelRequested) -> None:
+    """A kill request, or a cancellation of the requested kill: kept in the order of
+    their partition, the newest matching one rules (``triggers.kill_timestamp``)
+    until the kill starts. A kill that started is latched and asks no more."""
     _, ks = _key(state, ev.namespace, ev.job_name)
     requested_us = to_us(ev.requested_at)
-    kill_us = requested_us if ev.kill_at is None else to_us(ev.kill_at)
-    request = Request(kill_us, ev.job_uid, requested_us)
+    if isinstance(ev, KillCancelRequested):
+        request = Request(requested_us, ev.job_uid, requested_us, cancel=True)
+    else:
+        kill_us = requested_us if ev.kill_at is None else to_us(ev.kill_at)
+        request = Request(kill_us, ev.job_uid, requested_us)
     if ks.requests is None:
         ks.requests = [request]
     else:
@@ -659,6 +666,7 @@ _HANDLERS: dict[type, Callable[[KillerState, Any], None]] = {
     JobObserved: _on_job,
     NodeObserved: _on_node,
     KillRequested: _on_request,
+    KillCancelRequested: _on_request,
     ConfigSnapshot: _on_config,
     CommandIssued: _on_issued,
     CommandApplied: _on_applied,

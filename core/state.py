@@ -266,11 +266,15 @@ class JobGen:
 
 @dataclass(slots=True, eq=False)
 class Request:
-    """A folded ``KillRequested``."""
+    """A folded ``KillRequested``, or a ``KillCancelRequested`` (``cancel``), in the
+    order of their partition: the newest one matching a Job rules (rule
+    *kill-request*, ``triggers.kill_timestamp``)."""
 
     kill_us: int
+    """The requested kill time (a cancellation: its own ``requested_at``, unused)."""
     job_uid: str | None
     requested_us: int
+    cancel: bool = False
 
 
 @dataclass(slots=True, eq=False)

@@ -111,17 +111,24 @@ def request_matches(request: Request, gen: JobGen) -> bool:
 
 
 def kill_timestamp(gen: JobGen, key: KeyState) -> int | None:
-    """Rule *kill-timestamp*: the ``jobreaper.io/kill-timestamp`` annotation or a
-    ``KillRequested``; the earliest wins. For a Job observed or known by uid."""
+    """Rule *kill-timestamp*: the earlier of two registers, each ruling with its
+    current value until the kill starts (``decide`` latches it; asked no more):
+    the ``jobreaper.io/kill-timestamp`` annotation as the Job shows it now (edited:
+    moved; removed: no kill time), and the newest ``KillRequested`` matching the
+    Job (a newer request replaces its time, later or earlier; a
+    ``KillCancelRequested`` after it clears it). For a Job observed or known by uid."""
     kill_at = gen.ann.kill_at
     requests = key.requests
     if (kill_at is None and not requests) or not (gen.observed or gen.uid):
         return None
-    due = None if kill_at is None else to_us(kill_at)
-    for request in requests or ():
-        if request_matches(request, gen) and (due is None or request.kill_us < due):
-            due = request.kill_us
-    return due
+    requested: int | None = None
+    for request in requests or ():  # in the partition's order: the newest match rules
+        if request_matches(request, gen):
+            requested = None if request.cancel else request.kill_us
+    if kill_at is None:
+        return requested
+    annotated = to_us(kill_at)
+    return annotated if requested is None or annotated < requested else requested
 
 
 def job_deadline(gen: JobGen, key: KeyState) -> int | None:

@@ -9,13 +9,14 @@ from .config import ConfigSnapshot, KillerConfig, KillerSettings
 from .decisions import DecisionRecorded
 from .events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 from .observations import JobObserved, NodeObserved, PodObserved
-from .requests import KillRequested
+from .requests import KillCancelRequested, KillRequested
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     PodObserved,
     JobObserved,
     NodeObserved,
     KillRequested,
+    KillCancelRequested,
     ConfigSnapshot,
     CommandIssued,
     CommandApplied,
@@ -35,6 +36,7 @@ __all__ = [
     "ForceDeletionForbidden",
     "JobKilled",
     "JobObserved",
+    "KillCancelRequested",
     "KillRequested",
     "KillStarted",
     "KillStep",

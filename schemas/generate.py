@@ -33,7 +33,10 @@ OUT_DIR = Path(__file__).parent / "generated"
 _TOPIC_DOCS = {
     t.K8S_OBJECTS: "Pod and Job observations from the watcher: the facts.",
     t.K8S_NODES: "Node readiness observations from the watcher. Keyed by node name.",
-    t.KILL_REQUESTS: "Requests to kill a Job now or at a time (CLI, other systems).",
+    t.KILL_REQUESTS: (
+        "Requests to kill a Job now or at a time, and to cancel a requested kill"
+        " that has not started (CLI, other systems)."
+    ),
     t.CONFIG: "Versioned snapshots of the dynamic killer configuration (compacted).",
     t.KILL_COMMANDS: "Escalation commands the killer decided (deadline, delete, force-delete).",
     t.KILL_RESULTS: "What the executor got from the Kubernetes API for each command.",

@@ -1,4 +1,5 @@
-"""Kill requests: "kill this Job (now, or at a time)", from the CLI or another system."""
+"""Kill requests: "kill this Job (now, or at a time)" and "do not kill it after all",
+from the CLI or another system."""
 
 from __future__ import annotations
 
@@ -26,10 +27,14 @@ class KillRequested(Message):
     """Someone asked for a Job to be killed.
 
     Like Furiko's ``spec.killTimestamp``: a time in the future waits and the
-    kill becomes due exactly then; of several requests the earliest wins (a
-    kill time is never postponed). Without ``job_uid`` the request targets
-    the Job that had this name when it was made (``requested_at``), never a
-    later Job re-created under the same name.
+    kill becomes due exactly then. The requests for one Job are one register:
+    the newest (in the partition's order) replaces an earlier one's time, later
+    or earlier, and a :class:`KillCancelRequested` clears it, until the kill
+    starts (the killer decided it); from then on the kill is final. Between this
+    register and the ``jobreaper.io/kill-timestamp`` annotation the earlier time
+    wins (docs/user-guide.md, "Cancel and postpone"). Without ``job_uid`` the
+    request targets the Job that had this name when it was made
+    (``requested_at``), never a later Job re-created under the same name.
     """
 
     CE_TYPE: ClassVar[str] = "io.jobreaper.kill.requested.v1"
@@ -54,4 +59,34 @@ class KillRequested(Message):
         return job_key(self.namespace, self.job_name)
 
 
-REQUESTS: tuple[type[Message], ...] = (KillRequested,)
+class KillCancelRequested(Message):
+    """Someone asked that a requested kill not happen: it clears the requests of the
+    Job (:class:`KillRequested`) published before it, if the kill has not started
+    (the killer decided it). A kill that started is final: this then changes
+    nothing. It does not touch the ``jobreaper.io/kill-timestamp`` annotation
+    (remove the annotation for that). Without ``job_uid`` it targets the Job that
+    had this name when it was made (``requested_at``), as a request does.
+    """
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.kill.cancel-requested.v1"
+    TOPIC: ClassVar[str] = KILL_REQUESTS
+
+    request_id: _Id
+    namespace: _Namespace
+    """A namespace name (a DNS label: at most 63 characters)."""
+    job_name: _Name
+    """A Job name (a DNS subdomain: at most 253 characters)."""
+    job_uid: _Id | None = None
+    """Pin the cancellation to one Job object; ``None``: the Job of that name at
+    ``requested_at``."""
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)] = ""
+    """Free text (at most 1,024 characters)."""
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUESTED_BY_CHARS)]
+    """Who asked (user, system; at most 256 characters)."""
+    requested_at: UtcDatetime
+
+    def kafka_key(self) -> str:
+        return job_key(self.namespace, self.job_name)
+
+
+REQUESTS: tuple[type[Message], ...] = (KillRequested, KillCancelRequested)

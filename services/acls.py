@@ -275,7 +275,8 @@ def grants(
             REQUESTER,
             (t.KILL_REQUESTS,),
             ("Write", "DescribeConfigs"),
-            "`KillRequested` (idempotent producer, `services/kill/request.py`); its "
+            "`KillRequested` and `KillCancelRequested` (idempotent producer, "
+            "`services/kill/request.py`); its "
             "`retention.ms` bounds how far ahead `--at` may be (without it: the 7-day "
             "default is assumed, with a warning)",
         ),

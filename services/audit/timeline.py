@@ -18,7 +18,7 @@ from schemas.commands import CommandApplied, CommandIssued
 from schemas.decisions import DecisionRecorded
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 from services.runtime.kill_events import pod_list
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Timeline:
     entries: list[Entry] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     pods: list[Pod] = field(default_factory=list)
-    requests: list[KillRequested] = field(default_factory=list)
+    requests: list[KillRequested | KillCancelRequested] = field(default_factory=list)
     kill_events: list[Message] = field(default_factory=list)
 
     @property
@@ -166,7 +166,7 @@ class Timeline:
 def record_time(message: Message) -> datetime | None:
     if isinstance(message, PodObserved | JobObserved):
         return message.observed_at
-    if isinstance(message, KillRequested):
+    if isinstance(message, KillRequested | KillCancelRequested):
         return message.requested_at
     if isinstance(message, CommandApplied):
         return message.applied_at
@@ -268,6 +268,13 @@ class _Builder:
             when = f"kill at {_hms(m.kill_at)}" if m.kill_at else "kill now"
             self.add(
                 r, f"kill requested by {m.requested_by}: {when} {m.reason}".rstrip(), "request"
+            )
+        elif isinstance(m, KillCancelRequested):
+            self.t.requests.append(m)
+            self.add(
+                r,
+                f"kill cancellation requested by {m.requested_by} {m.reason}".rstrip(),
+                "request",
             )
         elif isinstance(m, CommandIssued):
             self.steps[m.command_id] = Step(

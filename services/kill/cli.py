@@ -1,4 +1,5 @@
-"""``jobreaper kill``: ask jobreaper to kill a Job, now or at a time.
+"""``jobreaper kill``: ask jobreaper to kill a Job, now or at a time, or
+(``--cancel``) not to kill it after all.
 
 Exit codes: 0 published; 1 Kafka could not be reached; 2 bad usage (Job
 reference, time).
@@ -14,11 +15,19 @@ from aiokafka.errors import KafkaError
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.rest import ApiException
 
+from schemas.annotations import KILL_TIMESTAMP
 from services.runtime.cli_support import BOOTSTRAP_HELP, KUBECONFIG_HELP, PREFIX_HELP, fail
 from services.runtime.kube import KubeConfigError, load_api_client
 from services.runtime.settings import KafkaSettings, ServiceSettings
 
-from .request import BadRequest, build_request, parse_job_ref, parse_kill_time, publish_request
+from .request import (
+    BadRequest,
+    build_cancel,
+    build_request,
+    parse_job_ref,
+    parse_kill_time,
+    publish_request,
+)
 from .scope import newest_config, scope_warning
 
 EXIT_UNREACHABLE = 1
@@ -35,6 +44,13 @@ def kill(
         "+1h30m) or now (the default). A past time is an error, and so is one more than "
         "half the retention of kill.requests ahead (3.5 days by default): annotate the "
         "Job with jobreaper.io/kill-timestamp instead.",
+    ),
+    cancel: bool = typer.Option(
+        False,
+        "--cancel",
+        help="Cancel the requested kill of the Job instead, if it has not started "
+        "(a started kill is final). Leaves the jobreaper.io/kill-timestamp annotation "
+        "alone: remove that with kubectl annotate.",
     ),
     reason: str = typer.Option("", "--reason", help="Free text, recorded in the kill events"),
     uid: str | None = typer.Option(
@@ -58,9 +74,12 @@ def kill(
     The killer then runs the escalation ladder on the Job's pods at the kill
     time: it lowers each pod's activeDeadlineSeconds, deletes the pod if it is
     still there after deleteKillingTasksTimeoutSeconds, and force-deletes it if
-    its deletion hangs for forceDeleteTaskTimeoutSeconds. Of several kill
-    times (requests, the jobreaper.io/kill-timestamp annotation) the earliest
-    wins: a kill is never postponed.
+    its deletion hangs for forceDeleteTaskTimeoutSeconds.
+
+    Until the kill starts, a newer request replaces the time of an earlier one
+    (later or earlier), and --cancel cancels it; once the killer decided the
+    kill, it is final. A jobreaper.io/kill-timestamp annotation is a kill time
+    of its own: the earlier of it and the requested one wins.
 
     Without --uid the request is for the Job that has this name now; a Job
     created later under the same name is not affected.
@@ -72,13 +91,30 @@ def kill(
       jobreaper kill batch/nightly-report --at +5m --reason "replaced by v2"
 
       jobreaper kill batch/etl --at 2026-11-23T22:00:00Z --by oncall
+
+      jobreaper kill batch/etl --cancel
     """
     now = datetime.now(UTC)
     try:
         namespace, name = parse_job_ref(job)
-        kill_at = parse_kill_time(at, now)
-        request = build_request(
-            namespace, name, now=now, kill_at=kill_at, reason=reason, job_uid=uid, requested_by=by
+        if cancel and at is not None:
+            raise BadRequest(
+                "--cancel takes no --at: to move a kill, request the new time (it replaces "
+                "the old one if the kill has not started)"
+            )
+        kill_at = None if cancel else parse_kill_time(at, now)
+        request = (
+            build_cancel(namespace, name, now=now, reason=reason, job_uid=uid, requested_by=by)
+            if cancel
+            else build_request(
+                namespace,
+                name,
+                now=now,
+                kill_at=kill_at,
+                reason=reason,
+                job_uid=uid,
+                requested_by=by,
+            )
         )
     except BadRequest as exc:
         raise fail(str(exc), EXIT_USAGE) from exc
@@ -87,7 +123,7 @@ def kill(
     }
     kafka = KafkaSettings(**overrides)  # type: ignore[arg-type]
     if check:
-        for warning in asyncio.run(_check_job(kubeconfig, kafka, namespace, name, uid)):
+        for warning in asyncio.run(_check_job(kubeconfig, kafka, namespace, name, uid, cancel)):
             typer.echo(f"warning: {warning}", err=True)
     try:
         published = asyncio.run(
@@ -101,12 +137,18 @@ def kill(
             "(set --kafka or JOBREAPER_KAFKA_BOOTSTRAP)",
             EXIT_UNREACHABLE,
         ) from exc
-    when = (
-        "now"
-        if kill_at is None
-        else f"at {_rfc3339(kill_at)} (in {round((kill_at - now).total_seconds())} s)"
-    )
-    typer.echo(f"kill requested: {namespace}/{name} {when}")
+    if cancel:
+        typer.echo(
+            f"kill cancellation requested: {namespace}/{name} (a requested kill that has "
+            "not started will not happen; a started one is final)"
+        )
+    else:
+        when = (
+            "now"
+            if kill_at is None
+            else f"at {_rfc3339(kill_at)} (in {round((kill_at - now).total_seconds())} s)"
+        )
+        typer.echo(f"kill requested: {namespace}/{name} {when}")
     typer.echo(f"  request id  {request.request_id}")
     typer.echo(
         f"  published   {published.topic} partition {published.partition} offset {published.offset}"
@@ -117,11 +159,18 @@ def kill(
 
 
 async def _check_job(
-    kubeconfig: str | None, kafka: KafkaSettings, namespace: str, name: str, uid: str | None
+    kubeconfig: str | None,
+    kafka: KafkaSettings,
+    namespace: str,
+    name: str,
+    uid: str | None,
+    cancel: bool = False,
 ) -> list[str]:
-    """Warnings: the Job is not (or no longer) there, or out of scope. Never fails the
-    request: the killer acts on what it has observed, which the cluster may not show
-    yet, and on the config it has, which may change."""
+    """Warnings: the Job is not (or no longer) there, or out of scope (not for
+    ``cancel``), or (``cancel``) still carries a kill-timestamp annotation, which a
+    cancellation leaves alone. Never
+    fails the request: the killer acts on what it has observed, which the cluster may
+    not show yet, and on the config it has, which may change."""
     path = kubeconfig or ServiceSettings().kubeconfig
     try:
         api = await load_api_client(path)
@@ -146,6 +195,16 @@ async def _check_job(
         return [
             f"Job {namespace}/{name} has uid {found.metadata.uid}, not {uid}: the request "
             "will not apply to it"
+        ]
+    if cancel:
+        # Whether the Job is in scope does not matter to a cancellation.
+        annotated = (found.metadata.annotations or {}).get(KILL_TIMESTAMP)
+        if not annotated:
+            return []
+        return [
+            f"Job {namespace}/{name} is annotated {KILL_TIMESTAMP}={annotated}, which this "
+            "does not cancel; remove it (if the kill has not started) with: kubectl annotate "
+            f"job -n {namespace} {name} {KILL_TIMESTAMP}-"
         ]
     try:
         snapshot = await asyncio.wait_for(newest_config(kafka), 15)

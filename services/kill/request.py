@@ -1,9 +1,13 @@
-"""Build and publish a ``KillRequested`` on ``kill.requests``.
+"""Build and publish a ``KillRequested`` (or a ``KillCancelRequested``) on
+``kill.requests``.
 
-Other code (the demo, scripts) calls :func:`request_kill`; ``jobreaper kill`` is
-a thin command over it. The killer does the rest: a request is one more input
-it folds, like the ``jobreaper.io/kill-timestamp`` annotation (the earliest
-kill time wins, a kill time is never postponed).
+Other code (the demo, scripts) calls :func:`request_kill` and
+:func:`request_cancel`; ``jobreaper kill`` is a thin command over them. The
+killer does the rest: a request is one more input it folds, like the
+``jobreaper.io/kill-timestamp`` annotation. Until the kill starts, the newest
+request replaces an earlier one's time and a cancellation clears it; between
+the requests and the annotation the earlier time wins (docs/user-guide.md,
+"Cancel and postpone").
 
 A request lives only in the log, and ``kill.requests`` deletes records after
 its retention (a week by default): a request due later than that would be
@@ -28,7 +32,7 @@ from aiokafka.errors import ClusterAuthorizationFailedError, TopicAuthorizationF
 from pydantic import ValidationError
 
 from schemas.annotations import KILL_TIMESTAMP
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 from schemas.topics import KILL_REQUESTS
 from services.runtime.kafka import describe_retention, ensure_topics, make_producer
 from services.runtime.messages import outgoing
@@ -180,15 +184,41 @@ def build_request(
             requested_at=now,
         )
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        raise BadRequest(f"the request would be refused by the killer: {_problems(exc)}") from exc
+
+
+def build_cancel(
+    namespace: str,
+    job: str,
+    *,
+    now: datetime,
+    reason: str = "",
+    job_uid: str | None = None,
+    requested_by: str | None = None,
+) -> KillCancelRequested:
+    """The cancellation, without sending it; a field over the topic's limits is a
+    :class:`BadRequest`, as for a request."""
+    try:
+        return KillCancelRequested(
+            request_id=uuid.uuid4().hex,
+            namespace=namespace,
+            job_name=job,
+            job_uid=job_uid or None,
+            reason=reason,
+            requested_by=requested_by or default_requester(),
+            requested_at=now,
         )
-        raise BadRequest(f"the request would be refused by the killer: {problems}") from exc
+    except ValidationError as exc:
+        raise BadRequest(f"the request would be refused by the killer: {_problems(exc)}") from exc
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
 @dataclass(frozen=True)
 class Published:
-    request: KillRequested
+    request: KillRequested | KillCancelRequested
     topic: str
     partition: int
     offset: int
@@ -196,12 +226,13 @@ class Published:
 
 async def publish_request(
     kafka: KafkaSettings,
-    request: KillRequested,
+    request: KillRequested | KillCancelRequested,
     *,
     timeout_s: float = 30.0,
     warn: Callable[[str], None] | None = None,
 ) -> Published:
-    """Send ``request`` to ``kill.requests`` (acks=all, idempotent) and wait for the ack.
+    """Send ``request`` (or a cancellation) to ``kill.requests`` (acks=all, idempotent)
+    and wait for the ack.
 
     The topic is created first if missing and the settings allow it, as every
     service does at start. A kill time more than half the topic's retention ahead
@@ -213,7 +244,7 @@ async def publish_request(
         await asyncio.wait_for(
             ensure_topics(kafka, job_partitions=kafka.job_partitions, specs=specs), timeout_s
         )
-    if request.kill_at is not None:
+    if isinstance(request, KillRequested) and request.kill_at is not None:
         retention_ms, warning = await asyncio.wait_for(max_ahead(kafka), timeout_s)
         if warning and warn is not None:
             warn(warning)
@@ -256,3 +287,24 @@ async def request_kill(
         requested_by=requested_by,
     )
     return await publish_request(kafka, request)
+
+
+async def request_cancel(
+    kafka: KafkaSettings,
+    namespace: str,
+    job: str,
+    *,
+    reason: str = "",
+    job_uid: str | None = None,
+    requested_by: str | None = None,
+) -> Published:
+    """Cancel the requested kill of ``namespace/job`` if it has not started."""
+    cancel = build_cancel(
+        namespace,
+        job,
+        now=datetime.now(UTC),
+        reason=reason,
+        job_uid=job_uid,
+        requested_by=requested_by,
+    )
+    return await publish_request(kafka, cancel)

@@ -5,7 +5,7 @@ record the core raises on (a simulated core bug)."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from schemas.annotations import (
 )
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.observations import JobObserved
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 from services.killer import folding as killer_folding
 from services.runtime.kafka import make_producer
 from services.runtime.messages import CODEC
@@ -202,4 +202,45 @@ async def test_a_kill_request_over_the_size_limits_is_dead_lettered_and_the_job_
     await kill_now(kube_api, namespace, ["victim"])
     (step,) = await eventually("the victim still killed", lambda: _steps_for(services, ["victim"]))
     assert step.trigger == "Killed"
+    assert not task.done() and killer.readiness()[0], killer.readiness()
+
+
+async def test_a_cancellation_over_the_size_limits_is_dead_lettered_and_cancels_nothing(
+    services: Services, kube_api: client.ApiClient, namespace: str
+) -> None:
+    """A ``KillCancelRequested`` is bounded as a request is: one with a 900 KB reason
+    is refused at the edge (dead-lettered), and the kill it names happens on time."""
+    await services.watcher()
+    killer, task = await services.killer()
+    await start_running_jobs(kube_api, namespace, ["victim"])
+    now = datetime.now(UTC)
+    kill_at = now + timedelta(seconds=6)
+    request = KillRequested(
+        request_id="legit",
+        namespace=namespace,
+        job_name="victim",
+        kill_at=kill_at,
+        requested_by="e2e",
+        requested_at=now,
+    )
+    forged = KillCancelRequested.model_construct(
+        request_id="huge-cancel",
+        namespace=namespace,
+        job_name="victim",
+        job_uid=None,
+        reason="x" * 900_000,
+        requested_by="a hostile system",
+        requested_at=now + timedelta(milliseconds=1),
+    )
+    await publish(services.kafka, request, forged)  # in this order, on one partition
+
+    async def refused() -> list[str] | None:
+        return [
+            why for _, why in await _dead_letters(services) if why.startswith("invalid-payload")
+        ] or None
+
+    (reason,) = await eventually("the oversized cancellation dead-lettered", refused)
+    assert "reason" in reason and "1024" in reason, reason
+    (step,) = await eventually("the victim killed", lambda: _steps_for(services, ["victim"]))
+    assert step.trigger == "Killed" and step.due_at == kill_at
     assert not task.done() and killer.readiness()[0], killer.readiness()

@@ -12,7 +12,7 @@ from schemas.commands import CommandApplied, CommandIssued
 from schemas.decisions import DecisionRecorded, InputPosition
 from schemas.events import JobKilled, KillStarted, PodEnding, PodRef
 from schemas.observations import JobObserved, PodObserved
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 from services.audit.history import JobNotFound, Read, partition_for, select
 from services.audit.jsonout import timeline_json
 from services.audit.picture import render_html, render_svg
@@ -191,6 +191,20 @@ def test_uid_picks_an_older_job_with_its_whole_kill() -> None:
     assert "other" not in " ".join(e.text for e in timeline.entries)
     assert timeline_json(timeline)["steps"][0]["result"]["wrote"] is True
     assert "<svg" in render_svg(timeline) and "<table>" in render_html(timeline)
+
+
+def test_a_cancellation_is_listed_with_the_requests_of_the_job_of_its_time() -> None:
+    cancel = KillCancelRequested(
+        request_id="c", namespace=NS, job_name=JOB, requested_by="oncall", requested_at=at(9.2)
+    )
+    timeline = select([*history(), read("kill.requests", 1, cancel)], NS, JOB, "old")
+    assert [type(r).__name__ for r in timeline.requests] == ["KillRequested", "KillCancelRequested"]
+    (entry,) = [e for e in timeline.entries if "cancellation" in e.text]
+    assert (entry.kind, entry.at) == ("request", at(9.2))
+    assert entry.text == "kill cancellation requested by oncall"
+    ce_types = [r["ce_type"] for r in timeline_json(timeline)["requests"]]
+    assert ce_types == ["io.jobreaper.kill.requested.v1", "io.jobreaper.kill.cancel-requested.v1"]
+    assert "<svg" in render_svg(timeline)
 
 
 def test_a_job_never_in_the_log_is_a_clear_error() -> None:

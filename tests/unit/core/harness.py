@@ -19,7 +19,7 @@ from schemas.observations import (
     NodeObserved,
     PodObserved,
 )
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NS = "ns"
@@ -170,6 +170,20 @@ def request(
         job_name=job,
         job_uid=job_uid,
         kill_at=None if kill_at is None else at(kill_at),
+        reason="test",
+        requested_by="tester",
+        requested_at=at(t),
+    )
+
+
+def cancel(
+    t: float, *, job: str = "j", job_uid: str | None = None, rid: str = "c1"
+) -> KillCancelRequested:
+    return KillCancelRequested(
+        request_id=rid,
+        namespace=NS,
+        job_name=job,
+        job_uid=job_uid,
         reason="test",
         requested_by="tester",
         requested_at=at(t),

@@ -37,7 +37,7 @@ from schemas.observations import (
     NodeObserved,
     PodObserved,
 )
-from schemas.requests import KillRequested
+from schemas.requests import KillCancelRequested, KillRequested
 
 from .harness import NS, at, secs
 
@@ -84,6 +84,7 @@ class SimJob:
     """The Job controller marked it ``FailureTarget`` (e.g. its own deadline)."""
     shadow: bool = False
     """Labelled ``jobreaper.io/enforce: shadow``: decided on, never written to."""
+    deleted_at: float | None = None
     created: float = 0.0
     pods: list[SimPod] = field(default_factory=list)
 
@@ -109,6 +110,9 @@ class Sim:
     seq: int = 0
     next_due: datetime | None = None
     checks: list[Callable[[CommandIssued], None]] = field(default_factory=list)
+    requests: list[tuple[float, str, str | None, float | None]] = field(default_factory=list)
+    """The kill requests and cancellations fed so far: (requested at, Job name, pinned
+    uid, kill time; ``None``: a cancellation)."""
 
     # --- observations ----------------------------------------------------------
     def _rv(self) -> str:
@@ -214,6 +218,23 @@ class Sim:
         for c in d.commands:
             self.apply(c)
         return bool(d.commands)
+
+    def requested(self, uid: str) -> tuple[bool, float | None]:
+        """The documented rule, read from the simulation's own record: whether the Job
+        ``uid`` was ever the target of a request or cancellation, and the newest one's
+        kill time (``None``: cancelled). Pinned: that uid; by name: the Job of that
+        name that existed at the request's time (created <= t < deleted)."""
+        j = next(x for x in self.jobs if x.uid == uid)
+        found, kill_at = False, None
+        for t, name, pinned, when in self.requests:
+            if pinned == uid or (
+                pinned is None
+                and name == j.name
+                and j.created <= t
+                and (j.deleted_at is None or j.deleted_at > t)
+            ):
+                found, kill_at = True, when
+        return found, kill_at
 
     def later(self, dt: float, fn: Callable[[], None]) -> None:
         self.seq += 1
@@ -355,19 +376,35 @@ class Sim:
             if p.running and self.healthy(p):
                 p.phase, p.running = "Succeeded", False
                 self.observe_pod(p)
-        elif kind in ("kill", "kill_pinned"):
+        elif kind in ("kill", "kill_pinned", "cancel", "cancel_pinned"):
             j = self.jobs[action[1] % len(self.jobs)]
-            self.feed(
-                KillRequested(
-                    request_id=f"r{len(self.log)}",
-                    namespace=NS,
-                    job_name=j.name,
-                    job_uid=j.uid if kind == "kill_pinned" else None,
-                    kill_at=at(self.now + action[2]),
-                    requested_by="sim",
-                    requested_at=at(self.now),
+            pinned = kind.endswith("_pinned")
+            if kind.startswith("cancel"):
+                self.feed(
+                    KillCancelRequested(
+                        request_id=f"c{len(self.log)}",
+                        namespace=NS,
+                        job_name=j.name,
+                        job_uid=j.uid if pinned else None,
+                        requested_by="sim",
+                        requested_at=at(self.now),
+                    )
                 )
-            )
+                kill_at = None
+            else:
+                kill_at = self.now + action[2]
+                self.feed(
+                    KillRequested(
+                        request_id=f"r{len(self.log)}",
+                        namespace=NS,
+                        job_name=j.name,
+                        job_uid=j.uid if pinned else None,
+                        kill_at=at(kill_at),
+                        requested_by="sim",
+                        requested_at=at(self.now),
+                    )
+                )
+            self.requests.append((self.now, j.name, j.uid if pinned else None, kill_at))
         elif kind in ("lose", "recover"):
             name = sorted(self.nodes)[action[1] % len(self.nodes)]
             healthy = kind == "recover"
@@ -387,7 +424,7 @@ class Sim:
         elif kind == "delete_job":
             j = self.jobs[action[1] % len(self.jobs)]
             if not j.deleted:
-                j.deleted = True
+                j.deleted, j.deleted_at = True, self.now
                 self.observe_job(j)
         elif kind == "suspend":  # or resume
             j = self.jobs[action[1] % len(self.jobs)]
@@ -399,7 +436,7 @@ class Sim:
             # the old pods are orphans, requests by name bind by time.
             old = self.jobs[action[1] % len(self.jobs)]
             if not old.deleted:
-                old.deleted = True
+                old.deleted, old.deleted_at = True, self.now
                 self.observe_job(old)
             n = len(self.jobs)
             j = SimJob(name=old.name, uid=f"{old.uid}-r{n}", forbid=old.forbid, created=self.now)

@@ -36,7 +36,10 @@ FAST = settings(
 
 _advance = st.tuples(st.just("advance"), st.sampled_from([0.5, 1.0, 2.0, 5.0, 30.0, 200.0, 1000.0]))
 _lose = st.tuples(st.just("lose"), st.integers(0, 1))
-_kill = st.tuples(st.just("kill"), st.integers(0, 2), st.sampled_from([0.0, 0.5, 10.0, 300.0]))
+_kill = st.tuples(
+    st.just("kill"), st.integers(0, 2), st.sampled_from([0.0, 0.5, 10.0, 300.0, 1000.0])
+)
+_cancel = st.tuples(st.just("cancel"), st.integers(0, 2))
 actions = st.one_of(
     # repeated entries weigh the draw towards what exercises the ladder
     _advance,
@@ -55,6 +58,9 @@ actions = st.one_of(
     st.tuples(st.just("fail_job"), st.integers(0, 2)),
     st.tuples(st.just("recreate_job"), st.integers(0, 2)),
     st.tuples(st.just("kill_pinned"), st.integers(0, 4), st.sampled_from([0.0, 10.0])),
+    _cancel,
+    _cancel,
+    st.tuples(st.just("cancel_pinned"), st.integers(0, 4)),
     st.tuples(st.just("config"), st.integers(0, 5)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
     st.tuples(st.just("approach"), st.sampled_from([0.000001, 0.5])),
@@ -194,6 +200,40 @@ def test_no_command_id_twice_and_never_before_due(script: tuple[Any, ...]) -> No
             assert c.job_name in earliest
             assert c.decided_at >= earliest[c.job_name]
             assert c.due_at >= earliest[c.job_name]
+
+
+@FAST
+@given(scripts)
+def test_a_requested_kill_starts_only_as_the_newest_uncancelled_request_says(
+    script: tuple[Any, ...],
+) -> None:
+    """Rule *cancel and postpone*: the decision that starts a ``Killed`` kill of a Job
+    comes no earlier than the time of the newest request for it fed before that
+    decision, and never when a cancellation came after that request (the
+    simulation reads its own record: ``Sim.requested``). After it starts,
+    nothing undoes it: the every-pod-ends-done property covers that."""
+    holder: dict[str, Sim] = {}
+    started: set[str | None] = set()
+
+    def check(c: CommandIssued) -> None:
+        if c.trigger != "Killed" or c.job_uid in started:
+            return
+        started.add(c.job_uid)
+        sim = holder["sim"]
+        assert c.job_uid is not None
+        found, kill_at = sim.requested(c.job_uid)
+        assert found, "killed without a request"
+        assert kill_at is not None, "a cancelled kill started"
+        assert c.decided_at >= at(kill_at), "started before the newest request's time"
+
+    shape, steps, fail_mask = script
+    sim = make_sim(shape, fail_mask=fail_mask)
+    holder["sim"] = sim
+    sim.checks.append(check)
+    sim.start()
+    for action in steps:
+        sim.act(action)
+    sim.advance(SETTLE)
 
 
 @FAST

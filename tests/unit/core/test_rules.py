@@ -33,7 +33,18 @@ from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
 from schemas.parts import MAX_PODS_PER_PART
 
-from .harness import IN_SCOPE, CmdTuple, Harness, at, cmd_tuple, iso, request, secs, snapshot
+from .harness import (
+    IN_SCOPE,
+    CmdTuple,
+    Harness,
+    at,
+    cancel,
+    cmd_tuple,
+    iso,
+    request,
+    secs,
+    snapshot,
+)
 
 Step = Callable[[Harness], Any]
 ANY: Any = object()
@@ -73,6 +84,10 @@ def N(t: float, name: str = "n1", status: str = "not-ready") -> Step:
 
 def Req(t: float, kill_at: float | None = None, **kw: Any) -> Step:
     return lambda h: h.feed(request(t, kill_at, **kw))
+
+
+def Cancel(t: float, **kw: Any) -> Step:
+    return lambda h: h.feed(cancel(t, **kw))
 
 
 def Cfg(version: int, **config: Any) -> Step:
@@ -251,8 +266,146 @@ CASES = [
         [J(0), P(0), Req(10, 50), D(49, [], next_due=50), D(50, [(AD, "p1", R_AD, 50)])],
     ),
     Case(
-        "kill-request-earliest-wins",
+        # (was kill-request-earliest-wins: the newer request is also the earlier here)
+        "kill-request-newer-one-advances-the-kill",
         [J(0), P(0), Req(1, 100, rid="a"), Req(2, 60, rid="b"), D(60, [(AD, "p1", R_AD, 60)])],
+    ),
+    # ---- cancel and postpone (before the kill starts; final after) -------------------
+    Case(
+        "kill-request-newer-one-postpones-the-kill",
+        [
+            J(0),
+            P(0),
+            Req(1, 60, rid="a"),
+            D(2, [], [], next_due=60),
+            Req(3, 100, rid="b"),
+            D(4, [], [], next_due=100),
+            D(60, [], [], job=[], next_due=100),  # the old due time: its timer is dead
+            D(99.9, [], [], job=[]),
+            D(100, [(AD, "p1", R_AD, 100)], ["KillStarted", "KillStep"], job=[("Killed", 100, 1)]),
+        ],
+    ),
+    Case(
+        "kill-request-cancelled-before-the-kill-never-fires",
+        [
+            J(0),
+            P(0),
+            Req(1, 60),
+            D(2, [], [], next_due=60),
+            Cancel(3),
+            D(4, [], [], next_due=None),
+            D(60, [], [], job=[], next_due=None),
+            D(10_000, [], [], job=[]),
+        ],
+    ),
+    Case(
+        "kill-request-cancel-folded-before-the-due-kill-is-decided-wins",
+        # The kill starts when the killer decides it, not at its due time: a
+        # cancellation folded before that decision (a killer behind) still cancels.
+        [J(0), P(0), Req(1, 60), Cancel(61), D(62, [], [], job=[], next_due=None)],
+    ),
+    Case(
+        "kill-request-cancel-after-the-kill-started-changes-nothing",
+        [
+            J(0),
+            P(0),
+            Req(1, 60),
+            D(60, [(AD, "p1", R_AD, 60)], job=[("Killed", 60, 1)]),
+            Cancel(61),
+            Req(62, 500, rid="r2"),
+            D(62, [], [], job=[], next_due=240),
+            D(240, [(DEL, "p1", R_TIMEOUT, 240)], ["KillStep"], job=[]),
+        ],
+    ),
+    Case(
+        "kill-request-after-a-cancel-kills-at-its-time",
+        [
+            J(0),
+            P(0),
+            Req(1, 60, rid="a"),
+            Cancel(2),
+            Req(3, 80, rid="b"),
+            D(60, [], [], job=[], next_due=80),
+            D(80, [(AD, "p1", R_AD, 80)], job=[("Killed", 80, 1)]),
+        ],
+    ),
+    Case(
+        "kill-request-cancel-leaves-the-annotation-standing",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(200)}),
+            P(0),
+            Req(1, 60),
+            Cancel(2),
+            D(60, [], [], job=[], next_due=200),
+            D(200, [(AD, "p1", R_AD, 200)], job=[("Killed", 200, 1)]),
+        ],
+    ),
+    Case(
+        "kill-request-cancel-pinned-to-another-uid-changes-nothing",
+        [J(0), P(0), Req(1, 60), Cancel(2, job_uid="other"), D(60, [(AD, "p1", R_AD, 60)])],
+    ),
+    Case(
+        "kill-request-cancel-pinned-to-the-job-cancels-an-unpinned-request",
+        [J(0), P(0), Req(1, 60), Cancel(2, job_uid="job-1"), D(60, [], [], next_due=None)],
+    ),
+    Case(
+        "kill-request-postponed-past-the-annotation-the-annotation-wins",
+        # Two registers, the earlier time wins: a request cannot postpone the
+        # annotation (nor the annotation a request).
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(150)}),
+            P(0),
+            Req(1, 60, rid="a"),
+            Req(2, 300, rid="b"),
+            D(60, [], [], next_due=150),
+            D(150, [(AD, "p1", R_AD, 150)]),
+        ],
+    ),
+    Case(
+        "kill-timestamp-edited-before-the-kill-postpones-it",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(10, [], [], next_due=100),
+            J(20, annotations={KILL_TIMESTAMP: iso(200)}),
+            D(30, [], [], next_due=200),
+            D(100, [], [], job=[], next_due=200),  # the old due time: its timer is dead
+            D(200, [(AD, "p1", R_AD, 200)], job=[("Killed", 200, 1)]),
+        ],
+    ),
+    Case(
+        "kill-timestamp-edited-before-the-kill-advances-it",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(10, [], [], next_due=100),
+            J(20, annotations={KILL_TIMESTAMP: iso(50)}),
+            D(50, [(AD, "p1", R_AD, 50)], job=[("Killed", 50, 1)]),
+        ],
+    ),
+    Case(
+        "kill-timestamp-removed-before-the-kill-cancels-it",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(10, [], [], next_due=100),
+            J(20),
+            D(30, [], [], next_due=None),
+            D(100, [], [], job=[]),
+            D(10_000, [], [], job=[]),
+        ],
+    ),
+    Case(
+        "kill-timestamp-edited-or-removed-after-the-kill-started-changes-nothing",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(100, [(AD, "p1", R_AD, 100)], job=[("Killed", 100, 1)]),
+            J(110, annotations={KILL_TIMESTAMP: iso(5000)}),
+            D(120, [], [], job=[], next_due=280),
+            J(130),
+            D(280, [(DEL, "p1", R_TIMEOUT, 280)], ["KillStep"], job=[]),
+        ],
     ),
     Case(
         "kill-request-pinned-to-another-uid-is-ignored",

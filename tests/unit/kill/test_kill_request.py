@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from typer.testing import CliRunner
 
+from schemas.requests import KillCancelRequested
+from services.cli import app
 from services.kill.request import (
     BadRequest,
+    build_cancel,
     build_request,
     check_ahead,
     parse_job_ref,
@@ -96,3 +100,28 @@ def test_a_request_the_killer_would_dead_letter_is_refused_before_sending() -> N
         build_request("batch", "etl", now=NOW, reason="r" * 1025)
     with pytest.raises(BadRequest, match=r"namespace"):
         build_request("n" * 64, "etl", now=NOW)
+
+
+def test_a_cancellation_carries_what_was_asked_and_is_bounded_like_a_request() -> None:
+    cancel = build_cancel("batch", "etl", now=NOW, reason="r", job_uid="")
+    assert isinstance(cancel, KillCancelRequested)
+    assert (cancel.namespace, cancel.job_name, cancel.reason) == ("batch", "etl", "r")
+    assert cancel.job_uid is None, "an empty uid pins nothing"
+    assert cancel.requested_at == NOW and cancel.requested_by
+    assert cancel.kafka_key() == "batch/etl", "same key, same partition, as the requests"
+    build_cancel("batch", "etl", now=NOW, reason="r" * 1024)
+    with pytest.raises(BadRequest, match=r"reason: String should have at most 1024 characters"):
+        build_cancel("batch", "etl", now=NOW, reason="r" * 1025)
+    with pytest.raises(BadRequest, match=r"requested_by"):
+        build_cancel("batch", "etl", now=NOW, requested_by="w" * 257)
+    with pytest.raises(BadRequest, match=r"job_name"):
+        build_cancel("batch", "j" * 254, now=NOW)
+
+
+def test_cancel_with_a_time_is_a_usage_error_and_publishes_nothing() -> None:
+    env = {"JOBREAPER_KAFKA_BOOTSTRAP": "127.0.0.1:1"}  # nothing listens: never reached
+    done = CliRunner().invoke(
+        app, ["kill", "batch/etl", "--cancel", "--at", "+5m", "--no-check"], env=env
+    )
+    assert done.exit_code == 2, done.output
+    assert "--cancel takes no --at" in done.output
