@@ -8,6 +8,7 @@ import difflib
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from unittest import mock
@@ -85,10 +86,19 @@ SETTLE = 20_000.0
 """Seconds to run after the script so every ladder can finish."""
 
 
-def play(script: tuple[Any, ...], fold_back: bool = True, checks: list[Any] | None = None) -> Sim:
+def play(
+    script: tuple[Any, ...],
+    fold_back: bool = True,
+    checks: list[Any] | None = None,
+    check: Callable[[Sim, CommandIssued], None] | None = None,
+) -> Sim:
+    """Play ``script``; ``checks`` see each command as it is issued, ``check`` sees it
+    with the simulated cluster as it is then."""
     shape, steps, fail_mask = script
     sim = make_sim(shape, fold_back=fold_back, fail_mask=fail_mask)
     sim.checks.extend(checks or [])
+    if check is not None:
+        sim.checks.append(lambda c: check(sim, c))
     sim.start()
     for action in steps:
         sim.act(action)
@@ -212,62 +222,43 @@ def test_a_requested_kill_starts_only_as_the_newest_uncancelled_request_says(
     decision, and never when a cancellation came after that request (the
     simulation reads its own record: ``Sim.requested``). After it starts,
     nothing undoes it: the every-pod-ends-done property covers that."""
-    holder: dict[str, Sim] = {}
     started: set[str | None] = set()
 
-    def check(c: CommandIssued) -> None:
+    def check(sim: Sim, c: CommandIssued) -> None:
         if c.trigger != "Killed" or c.job_uid in started:
             return
         started.add(c.job_uid)
-        sim = holder["sim"]
         assert c.job_uid is not None
         found, kill_at = sim.requested(c.job_uid)
         assert found, "killed without a request"
         assert kill_at is not None, "a cancelled kill started"
         assert c.decided_at >= at(kill_at), "started before the newest request's time"
 
-    shape, steps, fail_mask = script
-    sim = make_sim(shape, fail_mask=fail_mask)
-    holder["sim"] = sim
-    sim.checks.append(check)
-    sim.start()
-    for action in steps:
-        sim.act(action)
-    sim.advance(SETTLE)
+    play(script, check=check)
 
 
 @FAST
 @given(scripts)
 def test_never_raises_active_deadline(script: tuple[Any, ...]) -> None:
     seen: list[CommandIssued] = []
-    holder: dict[str, Sim] = {}
 
-    def check(c: CommandIssued) -> None:
+    def check(sim: Sim, c: CommandIssued) -> None:
         if c.step != "set-active-deadline":
             return
-        pod = holder["sim"].pod_by_uid(c.pod_uid)
+        pod = sim.pod_by_uid(c.pod_uid)
         assert c.active_deadline_seconds is not None and c.active_deadline_seconds >= 1
         if pod.ads is not None:
             assert c.active_deadline_seconds < pod.ads, (c.active_deadline_seconds, pod.ads)
         seen.append(c)
 
-    shape, steps, fail_mask = script
-    sim = make_sim(shape, fail_mask=fail_mask)
-    holder["sim"] = sim
-    sim.checks.append(check)
-    sim.start()
-    for action in steps:
-        sim.act(action)
-    sim.advance(SETTLE)
+    play(script, check=check)
 
 
 @FAST
 @given(scripts)
 def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...]) -> None:
-    holder: dict[str, Sim] = {}
 
-    def check(c: CommandIssued) -> None:
-        sim = holder["sim"]
+    def check(sim: Sim, c: CommandIssued) -> None:
         if c.step == "delete":
             pod = sim.pod_by_uid(c.pod_uid)
             if c.rule == "ladder.delete-after-timeout":
@@ -298,14 +289,7 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
             assert deleted and c.due_at >= min(deleted) + timedelta(seconds=timeout)
         assert c.grace_period_seconds == 0
 
-    shape, steps, fail_mask = script
-    sim = make_sim(shape, fail_mask=fail_mask)
-    holder["sim"] = sim
-    sim.checks.append(check)
-    sim.start()
-    for action in steps:
-        sim.act(action)
-    sim.advance(SETTLE)
+    sim = play(script, check=check)
     # At most one alert per pod.
     alerted = [e.pod_uid for e in sim.events if isinstance(e, ForceDeletionForbidden)]
     assert len(alerted) == len(set(alerted))
