@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+from bisect import insort
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from schemas.commands import CommandIssued, Rule, Trigger
 from schemas.events import (
     ForceDeletionForbidden,
+    ForceDeletionHeld,
     JobKilled,
     KillStarted,
     KillStep,
@@ -33,13 +35,17 @@ from schemas.events import (
 
 from .fail_job import FAIL_JOB, RULE_FAILURE_TARGET, fail_job_due
 from .ladder import (
+    RATE_WINDOW_US,
     active_deadline,
     active_deadline_value,
     api_delete,
     force_delete,
     force_forbidden_by,
+    force_since,
+    node_fence_us,
+    rate_slot,
 )
-from .settings import OFF, SHADOW, Effective, Resolver
+from .settings import FORCE_POLICIES, OFF, SHADOW, Effective, Resolver
 from .state import (
     ADS,
     CLEAN,
@@ -48,6 +54,8 @@ from .state import (
     FAILED_RETRY,
     FORCE,
     FULL_DIRTY,
+    HELD_FENCE,
+    HELD_RATE,
     ISSUED,
     JOB_DIRTY,
     STEP_NAMES,
@@ -76,7 +84,7 @@ from .triggers import (
 if TYPE_CHECKING:
     from schemas.config import ConfigSnapshot
 
-KillEvent = KillStarted | KillStep | ForceDeletionForbidden | JobKilled
+KillEvent = KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled
 
 
 class Decision(NamedTuple):
@@ -111,7 +119,16 @@ _NO_CONFIG = "built-in defaults"
 
 
 class _Ctx:
-    __slots__ = ("commands", "events", "now", "now_us", "prev_timers", "resolver", "state")
+    __slots__ = (
+        "commands",
+        "events",
+        "force_recent",
+        "now",
+        "now_us",
+        "prev_timers",
+        "resolver",
+        "state",
+    )
 
     def __init__(self, state: KillerState, now: datetime, now_us: int, resolver: Resolver) -> None:
         self.state = state
@@ -121,6 +138,8 @@ class _Ctx:
         self.resolver = resolver
         self.commands: list[CommandIssued] = []
         self.events: list[KillEvent] = []
+        self.force_recent: list[int] | None = None
+        """The rate limit's window, sorted (built on first need: ``_force_slot``)."""
         self.prev_timers: dict[PodState, int] = {}
         """Timers of the pods being looked at, as they were before: a timer that
         comes out the same keeps its heap entry (no push)."""
@@ -457,8 +476,8 @@ def _fail_job(ctx: _Ctx, gen: JobGen, latch: Latch, eff: Effective) -> None:
 
 def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[KillEvent]) -> None:
     ep = pod.ep
+    node = ctx.state.nodes.get(pod.node) if pod.node is not None else None
     if ep is not None and pod.k_us is not None:
-        node = ctx.state.nodes.get(pod.node) if pod.node is not None else None
         lost_us = None if node is None else node.lost_us
         due = active_deadline(pod, eff, lost_us is not None, ctx.now_us)
         if due is not None:
@@ -466,40 +485,105 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
         due = api_delete(pod, eff, lost_us)
         if due is not None:
             _step(ctx, gen, pod, DELETE, due[0], due[1], ep.trigger, ep.reason, eff, steps)
-    due = force_delete(pod, eff)
-    if due is None:
+    since = force_since(pod)
+    if since is None or eff.force_timeout_us == 0:
+        return  # not being deleted, or force deletion disabled
+    due = force_delete(pod, eff, node_fence_us(node, ctx.resolver.fence_after_us))
+    # When something is due: the force deletion, or (held for a fence) the report that
+    # it would have been, at the timeout.
+    at = due[0] if due is not None else since + eff.force_timeout_us
+    if at > ctx.now_us:
+        _pod_timer(ctx, pod, at)
         return
     if ep is not None:
         trigger, reason = ep.trigger, ep.reason
     else:
         trigger = STUCK_TERMINATING.name
         reason = trigger
-    if due[0] > ctx.now_us:
-        _pod_timer(ctx, pod, due[0])
-        return
-    forbidden_by = force_forbidden_by(pod)
-    if forbidden_by is None:
-        _step(ctx, gen, pod, FORCE, due[0], due[1], trigger, reason, eff, steps)
-    elif not pod.forbidden_emitted:
-        pod.forbidden_emitted = True
-        since = pod.deletion_us if pod.deletion_us is not None else pod.would_delete_us
-        assert since is not None  # force_delete is due only after a (would-be) deletion
-        steps.append(
-            ForceDeletionForbidden(
-                namespace=gen.namespace,
-                job_name=gen.name,
-                job_uid=gen.uid or None,
-                pod_name=pod.name,
-                pod_uid=pod.uid,
-                forbidden_by="job" if forbidden_by == "job" else "pod",
-                trigger=trigger,
-                reason=reason,
-                since=from_us(since),
-                due_at=from_us(due[0]),
-                decided_at=ctx.now,
-                shadow=eff.enforce == SHADOW,
+    forbidden_by = force_forbidden_by(pod, eff)
+    if forbidden_by is not None:
+        if not pod.forbidden_emitted:
+            pod.forbidden_emitted = True
+            steps.append(
+                ForceDeletionForbidden(
+                    namespace=gen.namespace,
+                    job_name=gen.name,
+                    job_uid=gen.uid or None,
+                    pod_name=pod.name,
+                    pod_uid=pod.uid,
+                    forbidden_by=_FORBIDDEN_BY[forbidden_by],
+                    trigger=trigger,
+                    reason=reason,
+                    since=from_us(since),
+                    due_at=from_us(at),
+                    decided_at=ctx.now,
+                    shadow=eff.enforce == SHADOW,
+                )
             )
-        )
+        return
+    if due is None:
+        # Rule *force.when-fenced*: held until its node is fenced (its observation
+        # marks the pod again).
+        if not pod.held & HELD_FENCE:
+            pod.held |= HELD_FENCE
+            steps.append(_held(ctx, gen, pod, eff, "fence", trigger, reason, since, at, None))
+        return
+    until = _step(ctx, gen, pod, FORCE, due[0], due[1], trigger, reason, eff, steps)
+    if until is not None and not pod.held & HELD_RATE:
+        pod.held |= HELD_RATE
+        steps.append(_held(ctx, gen, pod, eff, "rate-limit", trigger, reason, since, at, until))
+
+
+_FORBIDDEN_BY: dict[str, Literal["job", "pod", "policy"]] = {
+    "job": "job",
+    "pod": "pod",
+    "policy": "policy",
+}
+
+
+def _held(
+    ctx: _Ctx,
+    gen: JobGen,
+    pod: PodState,
+    eff: Effective,
+    waits_for: Literal["fence", "rate-limit"],
+    trigger: Trigger,
+    reason: str,
+    since_us: int,
+    due_us: int,
+    until_us: int | None,
+) -> ForceDeletionHeld:
+    return ForceDeletionHeld(
+        namespace=gen.namespace,
+        job_name=gen.name,
+        job_uid=gen.uid or None,
+        pod_name=pod.name,
+        pod_uid=pod.uid,
+        node_name=pod.node,
+        waits_for=waits_for,
+        policy=FORCE_POLICIES[eff.force_policy],
+        trigger=trigger,
+        reason=reason,
+        since=from_us(since_us),
+        due_at=from_us(due_us),
+        until=None if until_us is None else from_us(until_us),
+        decided_at=ctx.now,
+        shadow=eff.enforce == SHADOW,
+    )
+
+
+def _force_slot(ctx: _Ctx) -> int | None:
+    """Rule *force.rate-limit*: None when one more force deletion may be decided now
+    (and then it counts), else when one may."""
+    recent = ctx.force_recent
+    if recent is None:
+        # Once per decide: drop what left the window, sort what is left.
+        floor = ctx.now_us - RATE_WINDOW_US
+        kept = ctx.state.force_recent
+        for cid in [cid for cid, t in kept.items() if t <= floor]:
+            del kept[cid]
+        recent = ctx.force_recent = sorted(kept.values())
+    return rate_slot(recent, ctx.resolver.force_limit, ctx.now_us)
 
 
 def _step(
@@ -513,9 +597,10 @@ def _step(
     reason: str,
     eff: Effective,
     steps: list[KillEvent],
-) -> None:
+) -> int | None:
     """Issue step ``idx`` once per attempt, at or after its due time; re-issue a
-    failed one (attempt + 1) after its backoff."""
+    failed one (attempt + 1) after its backoff. A force deletion over the rate limit
+    waits for a slot: returns when (else None)."""
     cmds = pod.cmds
     rec = None if cmds is None else cmds[idx]
     if rec is None:
@@ -523,16 +608,25 @@ def _step(
     elif rec.status == FAILED_RETRY:
         attempt, at = rec.attempt + 1, max(due_us, rec.retry_us)
     else:
-        return
+        return None
     if at > ctx.now_us:
         _pod_timer(ctx, pod, at)
-        return
+        return None
+    if idx == FORCE:
+        slot = _force_slot(ctx)
+        if slot is not None:
+            _pod_timer(ctx, pod, slot)
+            return slot
     if cmds is None:
         cmds = pod.cmds = [None, None, None]
     cmds[idx] = Cmd(attempt, ISSUED)
     step = STEP_NAMES[idx]
     job_uid = gen.uid or None
     cid = command_id(job_uid, pod.uid, step, attempt)
+    if idx == FORCE:
+        ctx.state.force_recent[cid] = ctx.now_us
+        if ctx.force_recent is not None:
+            insort(ctx.force_recent, ctx.now_us)
     ads = active_deadline_value(pod, ctx.now_us) if idx == ADS else None
     grace = 0 if idx == FORCE else None
     # The executor writes the first step unread, conditional on this version: a pod
@@ -582,6 +676,7 @@ def _step(
             shadow=eff.enforce == SHADOW,
         )
     )
+    return None
 
 
 # --- public events ----------------------------------------------------------------

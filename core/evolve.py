@@ -29,7 +29,13 @@ from schemas.annotations import forbids_force_deletion, job_annotations
 from schemas.base import job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 from schemas.observations import (
     DELETED_CHANGES,
     JobObserved,
@@ -46,6 +52,7 @@ from .state import (
     FAILED_RETRY,
     FORCE,
     FULL_DIRTY,
+    HELD_BITS,
     ISSUED,
     JOB_DIRTY,
     PHASES,
@@ -82,6 +89,7 @@ Event = (
     | KillStarted
     | KillStep
     | ForceDeletionForbidden
+    | ForceDeletionHeld
     | JobKilled
 )
 """Everything ``evolve`` folds. Anything else is ignored."""
@@ -432,23 +440,39 @@ def _job_deleted(state: KillerState, ks: KeyState, gen: JobGen, at_us: int) -> N
         mark_gen(state, ownerless, JOB_DIRTY)
 
 
+OUT_OF_SERVICE: Final = "node.kubernetes.io/out-of-service"
+"""The taint of non-graceful node shutdown: an administrator says the node is down
+(fenced), and its pods may be force-deleted."""
+
+
 def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
     """Fold one observation into a node's state: ``None`` if it is stale (not newer
     than what ``node`` holds; a deletion always is newer), else whether the node was
-    lost or found again by it (the pods on it must then be looked at again)."""
+    lost, found again, fenced or unfenced by it (the pods on it must then be looked
+    at again). A fence dates from its first observation, as a loss does."""
     rv = parse_rv(ev.resource_version)
-    if ev.change not in DELETED_CHANGES and rv >= 0 and rv <= node.rv:
+    deleted = ev.change in DELETED_CHANGES
+    if not deleted and rv >= 0 and rv <= node.rv:
         return None
     node.rv = rv
-    if ev.status != "ready" or ev.change in DELETED_CHANGES:
+    at_us = to_us(ev.observed_at)
+    changed = False
+    if deleted or OUT_OF_SERVICE in ev.taints:
+        if node.fenced_us is None:
+            node.fenced_us = at_us
+            changed = True
+    elif node.fenced_us is not None:
+        node.fenced_us = None
+        changed = True
+    if ev.status != "ready" or deleted:
         if node.lost_us is None:
-            node.lost_us = to_us(ev.observed_at)
+            node.lost_us = at_us
             return True
-        return False
+        return changed
     if node.lost_us is not None:
         node.lost_us = None
         return True
-    return False
+    return changed
 
 
 def _on_node(state: KillerState, ev: NodeObserved) -> None:
@@ -461,13 +485,13 @@ def _on_node(state: KillerState, ev: NodeObserved) -> None:
 
 def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
     """Set a node's state to ``folded``, what folding its whole history gives (see
-    ``seed.GlobalInputs``); its pods are re-examined if the node was lost or found
-    again since what the state knew."""
+    ``seed.GlobalInputs``); its pods are re-examined if the node was lost, found
+    again, fenced or unfenced since what the state knew."""
     node = state.nodes.get(name)
     if node is None:
         node = state.nodes[_intern(name)] = NodeState()
-    changed = folded.lost_us != node.lost_us
-    node.lost_us, node.rv = folded.lost_us, folded.rv
+    changed = folded.lost_us != node.lost_us or folded.fenced_us != node.fenced_us
+    node.lost_us, node.fenced_us, node.rv = folded.lost_us, folded.fenced_us, folded.rv
     if changed:
         _mark_node_pods(state, name)
 
@@ -515,6 +539,9 @@ def _job_of(state: KillerState, ev: CommandIssued | CommandApplied) -> JobGen:
 
 
 def _on_issued(state: KillerState, ev: CommandIssued) -> None:
+    if ev.step == "force-delete":
+        # The rate limit's window (``decide`` drops what left it).
+        state.force_recent[ev.command_id] = to_us(ev.decided_at)
     if ev.pod_name is None or ev.pod_uid is None:  # fail-job: the Job-level step
         gen = _job_of(state, ev)
         if gen.fail_cmd is None or gen.fail_cmd.attempt < ev.attempt:
@@ -657,6 +684,11 @@ def _on_forbidden(state: KillerState, ev: ForceDeletionForbidden) -> None:
     pod.forbidden_emitted = True
 
 
+def _on_held(state: KillerState, ev: ForceDeletionHeld) -> None:
+    pod = _placeholder(state, ev.namespace, ev.job_name, ev.job_uid, ev.pod_name, ev.pod_uid)
+    pod.held |= HELD_BITS.get(ev.waits_for, 0)
+
+
 def _ignore(state: KillerState, ev: Any) -> None:
     return None
 
@@ -673,6 +705,7 @@ _HANDLERS: dict[type, Callable[[KillerState, Any], None]] = {
     KillStarted: _on_started,
     KillStep: _ignore,
     ForceDeletionForbidden: _on_forbidden,
+    ForceDeletionHeld: _on_held,
     JobKilled: _on_killed,
 }
 

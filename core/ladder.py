@@ -12,8 +12,18 @@ from typing import Final
 
 from schemas.commands import Rule
 
-from .settings import Effective
-from .state import DELETE, FAILED, FAILED_RETRY, FORCE, SECOND, SUCCEEDED, Cmd, PodState
+from .settings import NEVER, WHEN_FENCED, Effective
+from .state import (
+    DELETE,
+    FAILED,
+    FAILED_RETRY,
+    FORCE,
+    SECOND,
+    SUCCEEDED,
+    Cmd,
+    NodeState,
+    PodState,
+)
 
 RULE_ACTIVE_DEADLINE: Final[Rule] = "ladder.active-deadline"
 RULE_UNSCHEDULED_DELETE: Final[Rule] = "ladder.unscheduled-delete"
@@ -21,6 +31,7 @@ RULE_DELETE_METHOD: Final[Rule] = "ladder.delete-method"
 RULE_DELETE_AFTER_TIMEOUT: Final[Rule] = "ladder.delete-after-timeout"
 RULE_NODE_LOST_DELETE: Final[Rule] = "ladder.node-lost-delete"
 RULE_FORCE_DELETE: Final[Rule] = "ladder.force-delete"
+RULE_FORCE_DELETE_FENCED: Final[Rule] = "ladder.force-delete-fenced"
 
 Due = tuple[int, Rule]
 
@@ -94,26 +105,86 @@ def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due |
     return (pod.k_us + eff.delete_timeout_us, RULE_DELETE_AFTER_TIMEOUT)
 
 
-def force_delete(pod: PodState, eff: Effective) -> Due | None:
-    """Rule *ladder.force-delete* (step 5): ``deletionTimestamp +
-    forceDeleteTaskTimeoutSeconds``, for any tracked pod stuck in deletion
-    (whoever deleted it); 0 disables. In shadow mode the pod is never deleted:
-    the timer runs from the ``would-apply`` of its ``delete``. Whether it is
-    forbidden is decided by the caller (:func:`force_forbidden_by`)."""
-    since = pod.deletion_us if pod.deletion_us is not None else pod.would_delete_us
+def force_since(pod: PodState) -> int | None:
+    """Since when the pod is (or, in shadow mode, would be) stuck in deletion: its
+    ``deletionTimestamp``, else the ``would-apply`` of its shadow ``delete``."""
+    return pod.deletion_us if pod.deletion_us is not None else pod.would_delete_us
+
+
+def node_fence_us(node: NodeState | None, fence_after_us: int) -> int | None:
+    """Since when ``node`` is (or will be, if nothing changes) fenced: deleted or
+    tainted ``node.kubernetes.io/out-of-service`` (``fenced_us``), or lost for
+    ``fence_after_us`` (0: never by time). None: not fenced. A node the state never
+    saw is not fenced (nothing says it is down)."""
+    if node is None:
+        return None
+    fenced = node.fenced_us
+    if fence_after_us > 0 and node.lost_us is not None:
+        by_time = node.lost_us + fence_after_us
+        if fenced is None or by_time < fenced:
+            fenced = by_time
+    return fenced
+
+
+def force_delete(pod: PodState, eff: Effective, fence_us: int | None) -> Due | None:
+    """Step 5, force deletion, for any tracked pod stuck in deletion (whoever
+    deleted it), ``forceDeleteTaskTimeoutSeconds`` > 0 (0 disables) and
+    ``forceDeletePolicy`` not ``never``:
+
+    * *ladder.force-delete-fenced*: its node is fenced (``fence_us``, see
+      :func:`node_fence_us`): at once, from the deletion or the fence, whichever is
+      later (unless ``afterTimeout`` comes first);
+    * *ladder.force-delete*: ``afterTimeout`` on a node not fenced: at
+      ``deletionTimestamp + forceDeleteTaskTimeoutSeconds``.
+
+    ``whenFenced`` on a node not fenced: None (held: the caller says so once the
+    timeout passed). ``never`` is timed as ``afterTimeout``: the caller turns it into
+    one ``ForceDeletionForbidden`` (:func:`force_forbidden_by`, as the annotation).
+    In shadow mode the timer runs from the ``would-apply`` of the pod's ``delete``.
+    The rate limit is the caller's too (:func:`rate_slot`)."""
+    since = force_since(pod)
     if since is None or eff.force_timeout_us == 0:
         return None
-    return (since + eff.force_timeout_us, RULE_FORCE_DELETE)
+    timeout_due = since + eff.force_timeout_us
+    if fence_us is not None:
+        fenced_due = since if since > fence_us else fence_us
+        if eff.force_policy == WHEN_FENCED or fenced_due < timeout_due:
+            return (fenced_due, RULE_FORCE_DELETE_FENCED)
+    if eff.force_policy != WHEN_FENCED:
+        return (timeout_due, RULE_FORCE_DELETE)
+    return None
 
 
-def force_forbidden_by(pod: PodState) -> str | None:
+def force_forbidden_by(pod: PodState, eff: Effective) -> str | None:
     """``"job"`` / ``"pod"`` when ``jobreaper.io/forbid-force-deletion: "true"`` is
-    set on the Job / the pod, else None."""
+    set on the Job / the pod, ``"policy"`` under ``forceDeletePolicy: never``, else
+    None."""
     if pod.gen.ann.forbid_force_deletion:
         return "job"
     if pod.forbid:
         return "pod"
+    if eff.force_policy == NEVER:
+        return "policy"
     return None
+
+
+RATE_WINDOW_US: Final = SECOND
+"""The rate limit counts force deletions decided in any window this long."""
+
+
+def rate_slot(recent: list[int], limit: int, now_us: int) -> int | None:
+    """Rule *force.rate-limit*: None when one more force deletion may be decided at
+    ``now_us`` (fewer than ``limit`` of ``recent``, the decision times of force
+    deletions, sorted, lie after ``now - 1 s``; later ones count too, so ``now``
+    going backwards only delays), else the earliest time one may (when the oldest of the
+    window leaves it). ``limit`` 0: no limit."""
+    if limit <= 0:
+        return None
+    floor = now_us - RATE_WINDOW_US
+    inside = [t for t in recent if t > floor]
+    if len(inside) < limit:
+        return None
+    return inside[len(inside) - limit] + RATE_WINDOW_US
 
 
 RETRY_BASE_US: Final = 1 * SECOND

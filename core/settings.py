@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from schemas.config import KillerConfig, KillerSettings
+from schemas.config import ForceDeletePolicy, KillerConfig, KillerSettings
 
 from .state import SECOND, JobGen
 
@@ -51,7 +51,19 @@ class Effective:
     0: disabled."""
     enforce: int = 0
     """OFF, SHADOW or ON: the scope for this Job, its label applied."""
+    force_policy: int = 0
+    """AFTER_TIMEOUT, WHEN_FENCED or NEVER: force deletion on a node not fenced."""
 
+
+AFTER_TIMEOUT = 0
+WHEN_FENCED = 1
+NEVER = 2
+FORCE_POLICIES: tuple[ForceDeletePolicy, ForceDeletePolicy, ForceDeletePolicy] = (
+    "afterTimeout",
+    "whenFenced",
+    "never",
+)
+_FORCE_POLICY = {name: i for i, name in enumerate(FORCE_POLICIES)}
 
 OFF = 0
 SHADOW = 1
@@ -67,6 +79,7 @@ def _effective(version: int, s: KillerSettings) -> Effective:
         delete_timeout_us=s.delete_killing_tasks_timeout_seconds * SECOND,
         force_timeout_us=s.force_delete_task_timeout_seconds * SECOND,
         default_pending_timeout_us=s.default_pending_timeout_seconds * SECOND,
+        force_policy=_FORCE_POLICY[s.force_delete_policy],
     )
 
 
@@ -78,7 +91,7 @@ DEFAULTS = _effective(0, _DEFAULT_CONFIG)
 class Resolver:
     """Effective settings per generation for one snapshot, cached on the generation."""
 
-    __slots__ = ("base", "config", "key", "shared", "version")
+    __slots__ = ("base", "config", "fence_after_us", "force_limit", "key", "shared", "version")
 
     def __init__(self, snapshot: ConfigSnapshot | None) -> None:
         self.key: object = snapshot if snapshot is not None else _DEFAULT_CONFIG
@@ -91,6 +104,11 @@ class Resolver:
             self.config = snapshot.config
             self.base = _effective(snapshot.version, snapshot.config)
         self.shared: dict[Effective, Effective] = {self.base: self.base}
+        # The cluster-wide keys (no override sets them).
+        self.fence_after_us = self.config.fence_unreachable_after_seconds * SECOND
+        """A node lost this long counts as fenced; 0: never."""
+        self.force_limit = self.config.max_force_deletions_per_second_per_partition
+        """Force deletions in any one-second window of this state; 0: no limit."""
 
     def for_gen(self, gen: JobGen) -> Effective:
         """Defaults < namespace override < label-selector overrides, for ``gen``; the

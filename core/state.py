@@ -111,6 +111,11 @@ REFUSED: Final = 3
 owned by the command's Job) and wrote nothing: final, never re-issued, and not a
 sign that the pod is gone."""
 
+# Why a force deletion was held back (PodState.held, bits).
+HELD_FENCE: Final = 1
+HELD_RATE: Final = 2
+HELD_BITS: Final[Mapping[str, int]] = {"fence": HELD_FENCE, "rate-limit": HELD_RATE}
+
 # How a pod of a killed Job ended (PodState.ended); 0 = not decided yet.
 ENDED_NONE: Final = 0
 ENDED_ALREADY_DONE: Final = 1
@@ -204,6 +209,9 @@ class PodState:
     """Per step (ADS, DELETE, FORCE): the newest attempt, or None."""
     force_applied: bool = False
     forbidden_emitted: bool = False
+    held: int = 0
+    """The ``ForceDeletionHeld`` events emitted for it (``HELD_FENCE`` | ``HELD_RATE``):
+    one per pod and reason."""
     # scheduling
     timer_us: int | None = None
     dirty: bool = False
@@ -296,6 +304,10 @@ class KeyState:
 class NodeState:
     lost_us: int | None = None
     """Since when the node is not ready / unreachable / gone; None while ready."""
+    fenced_us: int | None = None
+    """Since when the node is fenced by an administrator: its Node object deleted, or
+    the ``node.kubernetes.io/out-of-service`` taint (non-graceful node shutdown);
+    None while neither (the configured unreachable fence is computed by ``decide``)."""
     rv: int = -1
 
 
@@ -310,6 +322,10 @@ class KillerState:
     node_pods: dict[str, set[PodState]] = field(default_factory=dict)
     config: ConfigSnapshot | None = None
     """The newest folded configuration snapshot."""
+    force_recent: dict[str, int] = field(default_factory=dict)
+    """Force deletions decided lately: command id -> ``decided_at`` (the rate limit's
+    window; ``decide`` records its own, ``evolve`` folds them back or from a rebuild,
+    ``decide`` drops those out of the window)."""
     decided_config: object = None
     """The snapshot the last ``decide`` used (``None``: none yet); a change re-evaluates
     every Job generation."""

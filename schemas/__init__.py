@@ -7,7 +7,7 @@ from .base import Message
 from .commands import CommandApplied, CommandIssued
 from .config import ConfigSnapshot, KillerConfig, KillerSettings
 from .decisions import DecisionRecorded
-from .events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from .events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted, KillStep
 from .observations import JobObserved, NodeObserved, PodObserved
 from .requests import KillCancelRequested, KillRequested
 
@@ -23,6 +23,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     KillStarted,
     KillStep,
     ForceDeletionForbidden,
+    ForceDeletionHeld,
     JobKilled,
     DecisionRecorded,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigSnapshot",
     "DecisionRecorded",
     "ForceDeletionForbidden",
+    "ForceDeletionHeld",
     "JobKilled",
     "JobObserved",
     "KillCancelRequested",

@@ -47,6 +47,7 @@ Rule = Literal[
     "ladder.delete-after-timeout",
     "ladder.node-lost-delete",
     "ladder.force-delete",
+    "ladder.force-delete-fenced",
     "job.failure-target",
 ]
 """Which rule made a command due (see ``core``): a ladder rule, or

@@ -46,6 +46,17 @@ command is marked ``shadow``: the executor writes nothing and records
 ENFORCE_ALIAS = "enforce"
 _SCOPES: dict[str, Enforce] = {"off": "off", "shadow": "shadow", "on": "on"}
 
+ForceDeletePolicy = Literal["afterTimeout", "whenFenced", "never"]
+"""What force deletion does for a pod stuck in deletion on a node that is **not
+fenced** (a fenced node: its Node object deleted, the
+``node.kubernetes.io/out-of-service`` taint, or unreachable past
+``fenceUnreachableAfterSeconds``): ``afterTimeout`` force-deletes at
+``deletionTimestamp + forceDeleteTaskTimeoutSeconds`` (Furiko's; the default),
+``whenFenced`` waits for a fence, ``never`` never force-deletes, fenced or not
+(Kubernetes' pod garbage collector still force-deletes the pods of an
+out-of-service or deleted node). On a fenced node ``afterTimeout`` and
+``whenFenced`` force-delete at once. docs/config.md says why the default."""
+
 KillMethod = Literal["activeDeadline", "delete"]
 """``activeDeadline``: first lower the pod's ``activeDeadlineSeconds`` (the kubelet kills it,
 the pod object stays); ``delete``: go straight to API deletion (Furiko v0.2+)."""
@@ -91,6 +102,8 @@ class KillerSettings(_Body):
     deletion. The old name ``forceDeleteKillingTasksTimeoutSeconds`` is accepted."""
     default_pending_timeout_seconds: Seconds = Field(900, alias="defaultPendingTimeoutSeconds")
     """Pending timeout for Jobs that set none; 0 disables."""
+    force_delete_policy: ForceDeletePolicy = Field("afterTimeout", alias="forceDeletePolicy")
+    """Force deletion on a node that is not fenced (see ``ForceDeletePolicy``)."""
     enforce: Enforce = "off"
     """Scope: ``off`` by default (opt-in). A Job's own ``jobreaper.io/enforce`` label
     beats the global value but not a namespace or selector override that sets it
@@ -116,6 +129,7 @@ class KillerSettingsPatch(_Body):
     default_pending_timeout_seconds: Seconds | None = Field(
         None, alias="defaultPendingTimeoutSeconds"
     )
+    force_delete_policy: ForceDeletePolicy | None = Field(None, alias="forceDeletePolicy")
     enforce: Enforce | None = None
 
     _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)
@@ -142,19 +156,36 @@ class Overrides(_Body):
     """Per label selector; more specific than a namespace override."""
 
 
-class KillerConfig(KillerSettings):
-    """The whole dynamic configuration: defaults plus overrides."""
+GLOBAL_ONLY: frozenset[str] = frozenset(
+    {"overrides", "fence_unreachable_after_seconds", "max_force_deletions_per_second_per_partition"}
+)
+"""The keys of ``KillerConfig`` that are not per-Job settings (no override sets them)."""
 
+
+class KillerConfig(KillerSettings):
+    """The whole dynamic configuration: defaults plus overrides, and the cluster-wide
+    keys no override sets (they are about nodes and the API server, not a Job)."""
+
+    fence_unreachable_after_seconds: Seconds = Field(0, alias="fenceUnreachableAfterSeconds")
+    """A node not ready or unreachable for this long counts as fenced (its pods are
+    force-deleted at once, whatever ``forceDeletePolicy``, except ``never``); 0: never
+    (only a deleted Node or the ``node.kubernetes.io/out-of-service`` taint fences)."""
+    max_force_deletions_per_second_per_partition: Seconds = Field(
+        20, alias="maxForceDeletionsPerSecondPerPartition"
+    )
+    """At most this many force deletions decided in any one-second window by one killer
+    partition (the killer is partitioned by Job: the cluster-wide bound is this times
+    the partitions of ``k8s.objects``, 6 by default, so 120/s); 0: no limit."""
     overrides: Overrides = Field(default_factory=Overrides)
 
     def defaults(self) -> KillerSettings:
         """The global defaults, without overrides."""
-        return KillerSettings.model_validate(self.model_dump(exclude={"overrides"}))
+        return KillerSettings.model_validate(self.model_dump(exclude=set(GLOBAL_ONLY)))
 
     def resolve(self, namespace: str, labels: Mapping[str, str]) -> KillerSettings:
         """Effective settings for a Job in ``namespace`` with ``labels`` (before the
         Job's own annotations, which the killer core applies)."""
-        values = self.model_dump(exclude={"overrides"})
+        values = self.model_dump(exclude=set(GLOBAL_ONLY))
         ns_patch = self.overrides.namespaces.get(namespace)
         if ns_patch is not None:
             values.update(ns_patch.set_keys())

@@ -4,7 +4,8 @@ Per Job and kill *episode* (a Job may be killed again if Kubernetes creates
 new pods after a kill, e.g. a replacement pod under ``backoffLimit``):
 ``KillStarted`` (one or more: later ones add pods that joined the episode),
 ``KillStep`` for every command decided, at most one ``ForceDeletionForbidden``
-per pod, and ``JobKilled`` once every pod of the episode is done.
+per pod, at most one ``ForceDeletionHeld`` per pod and reason it waits, and
+``JobKilled`` once every pod of the episode is done.
 
 ``KillStarted`` and ``JobKilled`` about more than ``MAX_PODS_PER_PART`` (1,000)
 pods are written as several records, ``part`` 1..``parts``, consecutive in the
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from .base import Message, UtcDatetime, job_key
 from .commands import Rule, Shadow, Step, Trigger
+from .config import ForceDeletePolicy
 from .parts import (
     MAX_PODS_PER_PART,
     PART_TARGET_BYTES,
@@ -149,7 +151,8 @@ class ForceDeletionForbidden(Message):
     job_uid: str | None = None
     pod_name: str
     pod_uid: str
-    forbidden_by: Literal["job", "pod"]
+    forbidden_by: Literal["job", "pod", "policy"]
+    """``job`` / ``pod``: the annotation; ``policy``: ``forceDeletePolicy: never``."""
     trigger: Trigger
     reason: str
     since: UtcDatetime
@@ -159,6 +162,46 @@ class ForceDeletionForbidden(Message):
     decided_at: UtcDatetime
     shadow: Shadow = False
     """In shadow mode: the deletion it waited on was a would-apply one (nothing stuck)."""
+
+    def kafka_key(self) -> str:
+        return job_key(self.namespace, self.job_name)
+
+
+class ForceDeletionHeld(Message):
+    """A force deletion is held back: the pod is stuck in deletion and would be
+    force-deleted now, but it waits for ``waits_for``:
+
+    * ``fence``: ``forceDeletePolicy: whenFenced`` and its node is not fenced (not
+      deleted, no ``node.kubernetes.io/out-of-service`` taint, not unreachable past
+      ``fenceUnreachableAfterSeconds``); emitted when the force timeout passes;
+    * ``rate-limit``: its killer partition decided its limit of force deletions in
+      the last second (``maxForceDeletionsPerSecondPerPartition``); ``until`` says
+      when a slot frees.
+
+    Emitted once per pod and ``waits_for``; the release is the ``KillStep`` of its
+    ``force-delete`` (rule ``ladder.force-delete-fenced`` when a fence released it)."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.force-deletion.held.v1"
+    TOPIC: ClassVar[str] = KILL_EVENTS
+
+    namespace: str
+    job_name: str
+    job_uid: str | None = None
+    pod_name: str
+    pod_uid: str
+    node_name: str | None = None
+    waits_for: Literal["fence", "rate-limit"]
+    policy: ForceDeletePolicy
+    trigger: Trigger
+    reason: str
+    since: UtcDatetime
+    """The pod's ``deletionTimestamp``: stuck in deletion since then."""
+    due_at: UtcDatetime
+    """When the force deletion would have been due without the hold."""
+    until: UtcDatetime | None = None
+    """``rate-limit``: the earliest time it may go; ``fence``: none (the fence's)."""
+    decided_at: UtcDatetime
+    shadow: Shadow = False
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
@@ -251,5 +294,6 @@ KILL_EVENT_TYPES: tuple[type[Message], ...] = (
     KillStarted,
     KillStep,
     ForceDeletionForbidden,
+    ForceDeletionHeld,
     JobKilled,
 )

@@ -13,11 +13,19 @@ from rich.table import Table
 from rich.text import Text
 
 from schemas.commands import CommandApplied
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 
 from .scenarios import Scenario
 
-KillMessage = KillStarted | KillStep | ForceDeletionForbidden | JobKilled | CommandApplied
+KillMessage = (
+    KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled | CommandApplied
+)
 
 
 @dataclass
@@ -155,7 +163,13 @@ class Board:
     def fold(self, message: object, now: datetime) -> None:
         """A message of kill.events or kill.results (others and other namespaces ignored)."""
         if not isinstance(
-            message, KillStarted | KillStep | ForceDeletionForbidden | JobKilled | CommandApplied
+            message,
+            KillStarted
+            | KillStep
+            | ForceDeletionForbidden
+            | ForceDeletionHeld
+            | JobKilled
+            | CommandApplied,
         ):
             return
         if message.namespace != self.namespace or message.job_name not in self.rows:
@@ -187,6 +201,8 @@ class Board:
         elif isinstance(message, ForceDeletionForbidden):
             row.forbidden = True
             self.note(now, job, "force deletion forbidden: left for a person")
+        elif isinstance(message, ForceDeletionHeld):
+            self.note(now, job, f"force deletion held back: waits for {message.waits_for}")
         else:
             row.killed = message
             ended = ", ".join(p.ended for p in message.pods) or "no pods"

@@ -149,6 +149,8 @@ def render_svg(timeline: Timeline) -> str:
         colour = "#ad1457" if e.kind == "request" else "#0d47a1"
         if e.text.startswith("ForceDeletionForbidden"):
             colour = "#c62828"
+        elif e.text.startswith("ForceDeletionHeld"):
+            colour = "#ef6c00"
         ex = x(e.at)
         out.append(
             f'<line x1="{ex}" y1="{TOP - 6}" x2="{ex}" y2="{axis_y}" stroke="{colour}" '

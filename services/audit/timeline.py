@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from schemas.base import Message, job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.decisions import DecisionRecorded
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
 from schemas.requests import KillCancelRequested, KillRequested
 from services.runtime.kill_events import pod_list
@@ -173,7 +179,13 @@ def record_time(message: Message) -> datetime | None:
     if isinstance(message, JobKilled):
         return message.killed_at
     if isinstance(
-        message, CommandIssued | KillStarted | KillStep | ForceDeletionForbidden | DecisionRecorded
+        message,
+        CommandIssued
+        | KillStarted
+        | KillStep
+        | ForceDeletionForbidden
+        | ForceDeletionHeld
+        | DecisionRecorded,
     ):
         return message.decided_at
     return None
@@ -299,7 +311,9 @@ class _Builder:
             self.add(r, text, "command", pod=m.pod_name, step=m.step)
         elif isinstance(m, CommandApplied):
             self.result(r, m)
-        elif isinstance(m, KillStarted | KillStep | ForceDeletionForbidden | JobKilled):
+        elif isinstance(
+            m, KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled
+        ):
             self.event(r, m)
 
     def pod(self, r: Read, m: PodObserved) -> None:
@@ -347,7 +361,9 @@ class _Builder:
         self.add(r, text, "result", pod=m.pod_name, step=m.step)
 
     def event(
-        self, r: Read, m: KillStarted | KillStep | ForceDeletionForbidden | JobKilled
+        self,
+        r: Read,
+        m: KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled,
     ) -> None:
         self.t.kill_events.append(m)
         if isinstance(m, KillStarted | JobKilled):
@@ -366,6 +382,17 @@ class _Builder:
                 del self.parts[(m.CE_TYPE, m.episode, m.decided_at)]
         elif isinstance(m, KillStep):
             self.add(r, f"KillStep {m.step}", "event", pod=m.pod_name, step=m.step)
+        elif isinstance(m, ForceDeletionHeld):
+            waits = (
+                f"a fence of node {m.node_name or '?'} (forceDeletePolicy: {m.policy})"
+                if m.waits_for == "fence"
+                else f"the rate limit, until {_hms(m.until) if m.until else '?'}"
+            )
+            text = (
+                f"ForceDeletionHeld: stuck deleting since {_hms(m.since)}, due "
+                f"{_hms(m.due_at)}, waits for {waits}"
+            )
+            self.add(r, text, "event", pod=m.pod_name, step="force-delete")
         else:
             text = (
                 f"ForceDeletionForbidden (by the {m.forbidden_by}): stuck deleting since "

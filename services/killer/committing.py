@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from core import Decision, event_id
 from schemas.decisions import DecisionRecorded, decision_parts
+from schemas.events import ForceDeletionHeld
 from services.runtime.faults import crash_point
 from services.runtime.kafka import OutgoingRecord, send_in_transaction
 from services.runtime.logging import get_logger
@@ -136,6 +137,8 @@ class Committer:
         events: dict[str, int] = {}
         for ev in decision.kill_events:
             self.metrics.kill_events.labels(type(ev).__name__).inc()
+            if isinstance(ev, ForceDeletionHeld):
+                self.metrics.force_held.labels(ev.waits_for).inc()
             events[type(ev).__name__] = events.get(type(ev).__name__, 0) + 1
         log.info(
             "killer.decided",

@@ -25,6 +25,15 @@ class KillerMetrics:
             ["type"],
             registry=registry,
         )
+        self.force_held = Counter(
+            "jobreaper_killer_force_deletions_held_total",
+            "Force deletions held back (ForceDeletionHeld kill events), by what they wait"
+            " for: fence (forceDeletePolicy whenFenced, node not fenced) or rate-limit",
+            ["waits_for"],
+            registry=registry,
+        )
+        for waits_for in ("fence", "rate-limit"):
+            self.force_held.labels(waits_for)  # shown at 0 before the first
         self.undecodable = Counter(
             "jobreaper_killer_undecodable_total",
             "Records that are not a message we understand (dead-lettered when live)",

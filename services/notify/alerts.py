@@ -4,6 +4,9 @@ Alerts, on ``kill.events`` and ``kill.results``:
 
 * ``force-deletion-forbidden``: every ``ForceDeletionForbidden`` (the killer emits one
   per pod);
+* ``force-deletion-held``: a ``ForceDeletionHeld`` that waits for a fence (a person
+  must fence the node or look; one per pod); one held by the rate limit is not an
+  alert (it goes when a slot frees, within seconds);
 * ``forbidden``: a ``CommandApplied`` with outcome ``forbidden`` (403: jobreaper lacks a
   permission), on the step's first attempt and every ``remind_every``-th after;
 * ``failing``: a ``CommandApplied`` with outcome ``failed`` whose command attempt is
@@ -21,7 +24,7 @@ from typing import Any
 
 from schemas.cloudevents import Envelope
 from schemas.commands import CommandApplied
-from schemas.events import ForceDeletionForbidden
+from schemas.events import ForceDeletionForbidden, ForceDeletionHeld
 from services.runtime.kill_events import describe, event_json
 
 
@@ -62,6 +65,8 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
     m = envelope.message
     if isinstance(m, ForceDeletionForbidden):
         kind, text = "force-deletion-forbidden", describe(m)
+    elif isinstance(m, ForceDeletionHeld) and m.waits_for == "fence":
+        kind, text = "force-deletion-held", describe(m)
     elif isinstance(m, CommandApplied) and m.outcome == "forbidden":
         if not _due(m.attempt, 1, remind_every):
             return None

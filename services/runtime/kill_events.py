@@ -8,7 +8,13 @@ from typing import Any
 
 from schemas.base import Message
 from schemas.cloudevents import Envelope, format_time
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 
 NAMED_PODS = 10
 """Pods named in one line; the rest are counted (a Job may have thousands)."""
@@ -50,10 +56,29 @@ def _describe(message: Message) -> str:
             f"({message.rule}, due {format_time(message.due_at)}, decided +{late:.3f}s)"
         )
     if isinstance(message, ForceDeletionForbidden):
+        by = (
+            "the policy (forceDeletePolicy: never)"
+            if message.forbidden_by == "policy"
+            else f"the {message.forbidden_by}"
+        )
         return (
             f"{job}: pod {message.pod_name} stuck in deletion since "
-            f"{format_time(message.since)}, but force deletion is forbidden by the "
-            f"{message.forbidden_by}: a person must look"
+            f"{format_time(message.since)}, but force deletion is forbidden by "
+            f"{by}: a person must look"
+        )
+    if isinstance(message, ForceDeletionHeld):
+        node = message.node_name or "no node"
+        if message.waits_for == "fence":
+            why = (
+                f"waits for a fence of node {node} (forceDeletePolicy: {message.policy}; "
+                "delete the Node or taint it node.kubernetes.io/out-of-service)"
+            )
+        else:
+            until = format_time(message.until) if message.until is not None else "?"
+            why = f"waits for the force-deletion rate limit (until {until})"
+        return (
+            f"{job}: force deletion of pod {message.pod_name} held back: stuck in deletion "
+            f"since {format_time(message.since)}, {why}"
         )
     if isinstance(message, JobKilled):
         ends = pod_list([f"{p.name} {p.ended}" for p in message.pods])
