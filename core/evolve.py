@@ -57,6 +57,7 @@ from .state import (
     JOB_DIRTY,
     PHASES,
     REFUSED,
+    SECOND,
     STEP_INDEX,
     UNKNOWN,
     Cmd,
@@ -276,7 +277,12 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     elif pod.start_us is None:
         pod.start_us = to_us(ev.start_time)
     deletion = ev.deletion_timestamp
-    pod.deletion_us = None if deletion is None else to_us(deletion)
+    if deletion is None:
+        pod.deletion_us = pod.deletion_req_us = None
+    else:
+        pod.deletion_us = to_us(deletion)
+        grace = ev.deletion_grace_period_seconds
+        pod.deletion_req_us = pod.deletion_us - (grace or 0) * SECOND
     pod.ads = ev.active_deadline_seconds
     if ev.annotations or ev.labels:
         pod.forbid = forbids_force_deletion(ev.annotations, ev.labels)[0]

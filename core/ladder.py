@@ -132,8 +132,9 @@ def force_delete(pod: PodState, eff: Effective, fence_us: int | None) -> Due | N
     ``forceDeletePolicy`` not ``never``:
 
     * *ladder.force-delete-fenced*: its node is fenced (``fence_us``, see
-      :func:`node_fence_us`): at once, from the deletion or the fence, whichever is
-      later (unless ``afterTimeout`` comes first);
+      :func:`node_fence_us`): at once, from the deletion's request (not the end of
+      its grace period) or the fence, whichever is later (unless ``afterTimeout``
+      comes first);
     * *ladder.force-delete*: ``afterTimeout`` on a node not fenced: at
       ``deletionTimestamp + forceDeleteTaskTimeoutSeconds``.
 
@@ -147,7 +148,12 @@ def force_delete(pod: PodState, eff: Effective, fence_us: int | None) -> Due | N
         return None
     timeout_due = since + eff.force_timeout_us
     if fence_us is not None:
-        fenced_due = since if since > fence_us else fence_us
+        # From the deletion's request, not the end of its grace period: the node is
+        # down, nothing there stops gracefully (Kubernetes' pod GC does the same).
+        requested = pod.deletion_req_us if pod.deletion_us is not None else since
+        if requested is None or requested > since:
+            requested = since
+        fenced_due = requested if requested > fence_us else fence_us
         if eff.force_policy == WHEN_FENCED or fenced_due < timeout_due:
             return (fenced_due, RULE_FORCE_DELETE_FENCED)
     if eff.force_policy != WHEN_FENCED:

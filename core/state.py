@@ -184,6 +184,11 @@ class PodState:
     running: bool = False
     """Some container is in state ``running``."""
     deletion_us: int | None = None
+    deletion_req_us: int | None = None
+    """When the deletion was requested: ``deletionTimestamp`` minus
+    ``deletionGracePeriodSeconds`` (the timestamp itself when the grace is unknown).
+    A fenced node's pod is force-deleted from here, not after its grace period: its
+    node is down, nothing there stops gracefully."""
     would_delete_us: int | None = None
     """When a shadow ``delete`` was recorded ``would-apply``: the deletion a live run
     would have made, from which the force step's timer runs (the pod is not deleted)."""

@@ -105,6 +105,7 @@ class Builder:
         start: float | None = 0.0,
         containers: str | tuple[ContainerSummary, ...] = "running",
         deletion: float | None = None,
+        grace: int | None = None,
         ads: int | None = None,
         annotations: dict[str, str] | None = None,
         rv: str | None = None,
@@ -141,11 +142,14 @@ class Builder:
             node_name=node,
             start_time=None if start is None else at(start),
             deletion_timestamp=None if deletion is None else at(deletion),
+            deletion_grace_period_seconds=grace,
             active_deadline_seconds=ads,
             containers=cs,
         )
 
-    def node(self, t: float, name: str = "n1", status: str = "ready") -> NodeObserved:
+    def node(
+        self, t: float, name: str = "n1", status: str = "ready", taints: tuple[str, ...] = ()
+    ) -> NodeObserved:
         return NodeObserved(
             change="deleted" if status == "gone" else "modified",
             observed_at=at(t),
@@ -153,6 +157,7 @@ class Builder:
             name=name,
             uid=f"node-{name}",
             status=status,  # type: ignore[arg-type]
+            taints=taints,
         )
 
 

@@ -30,7 +30,7 @@ from schemas.annotations import (
     RUNNING_TIMEOUT,
 )
 from schemas.commands import CommandApplied, Outcome
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
+from schemas.events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted
 from schemas.parts import MAX_PODS_PER_PART
 
 from .harness import (
@@ -58,6 +58,9 @@ R_METHOD = "ladder.delete-method"
 R_TIMEOUT = "ladder.delete-after-timeout"
 R_LOST = "ladder.node-lost-delete"
 R_FORCE = "ladder.force-delete"
+R_FENCED = "ladder.force-delete-fenced"
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+NS_ = "ns"
 FAIL = "fail-job"
 R_FAIL = "job.failure-target"
 ENDS_JOB = {"Killed", "PendingTimeout", "RunningTimeout"}
@@ -80,6 +83,11 @@ def P(t: float, name: str = "p1", **kw: Any) -> Step:
 
 def N(t: float, name: str = "n1", status: str = "not-ready") -> Step:
     return lambda h: h.feed(h.b.node(t, name, status))
+
+
+def NT(t: float, name: str = "n1", status: str = "unreachable") -> Step:
+    """A node observation carrying the out-of-service taint (a fence)."""
+    return lambda h: h.feed(h.b.node(t, name, status, (OUT_OF_SERVICE,)))
 
 
 def Req(t: float, kill_at: float | None = None, **kw: Any) -> Step:
@@ -166,6 +174,28 @@ def _all_shadow(d: Decision, since: Any) -> None:
     (event,) = d.kill_events
     assert isinstance(event, ForceDeletionForbidden)
     assert event.shadow and event.since == since
+
+
+def held(waits_for: str, until: float | None) -> Callable[[Decision], None]:
+    """Every ``ForceDeletionHeld`` of the decision waits for this, until then."""
+
+    def check(d: Decision) -> None:
+        found = [e for e in d.kill_events if isinstance(e, ForceDeletionHeld)]
+        assert found
+        for e in found:
+            assert e.waits_for == waits_for
+            assert e.until == (None if until is None else at(until))
+            assert e.due_at <= e.decided_at
+
+    return check
+
+
+def forbidden_by(who: str) -> Callable[[Decision], None]:
+    def check(d: Decision) -> None:
+        found = [e for e in d.kill_events if isinstance(e, ForceDeletionForbidden)]
+        assert found and all(e.forbidden_by == who for e in found)
+
+    return check
 
 
 def endings(**expected: str) -> Callable[[Decision], None]:
@@ -872,6 +902,243 @@ CASES = [
             D(931, [], []),
             D(932, [], ["ForceDeletionForbidden"]),
             D(100_000, [], []),
+        ],
+    ),
+    # ---- fences, forceDeletePolicy, the rate limit ----------------------------------
+    Case(
+        "fence-out-of-service-taint-force-deletes-at-once",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            R(2, "p1", DEL),
+            P(2, deletion=32),  # the kubelet is gone: the deletion never completes
+            D(40, [], [], next_due=932),  # afterTimeout: not before the timeout
+            NT(50, status="unreachable"),
+            D(50, [(FORCE, "p1", R_FENCED, 50)], ["KillStep"], check=only(grace_period_seconds=0)),
+            R(51, "p1", FORCE),
+            D(51, [], ["JobKilled"], check=endings(p1="force-deleted")),
+        ],
+    ),
+    Case(
+        "fence-node-deleted-force-deletes-at-once",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32),
+            N(60, status="gone"),
+            D(60, [(FORCE, "p1", R_FENCED, 60)]),
+        ],
+    ),
+    Case(
+        "fence-forces-from-the-deletion-request-not-the-end-of-its-grace",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            NT(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=31, grace=30),  # requested at 1
+            D(2, [(FORCE, "p1", R_FENCED, 1)]),
+        ],
+    ),
+    Case(
+        "fence-without-a-known-grace-forces-from-the-deletion-timestamp",
+        [
+            J(0, **KILL_AT_0),
+            P(0),
+            NT(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=31),
+            D(2, [], [], next_due=31),
+            D(31, [(FORCE, "p1", R_FENCED, 31)]),
+        ],
+    ),
+    Case(
+        "fence-also-forces-a-stuck-deletion-outside-any-kill",
+        [
+            J(0),
+            P(0, deletion=30),
+            D(10, [], [], next_due=930),
+            NT(100, status="not-ready"),
+            D(100, [(FORCE, "p1", R_FENCED, 100)], check=only(trigger="StuckTerminating")),
+        ],
+    ),
+    Case(
+        "fence-lifted-before-the-timeout-falls-back-to-the-policy",
+        [
+            J(0),
+            P(0, deletion=30),
+            Cfg(1, forceDeletePolicy="whenFenced"),
+            D(1, [], [], next_due=930),
+            # tainted and untainted before the pod was looked at again: not fenced
+            NT(10, status="not-ready"),
+            N(11, status="not-ready"),
+            D(20, [], [], next_due=930),
+            D(930, [], ["ForceDeletionHeld"], next_due=None, check=held("fence", until=None)),
+        ],
+    ),
+    Case(
+        "force-when-fenced-holds-until-the-taint",
+        [
+            Cfg(1, forceDeletePolicy="whenFenced"),
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32),
+            D(931, [], [], next_due=932),
+            D(932, [], ["ForceDeletionHeld"], next_due=None, check=held("fence", until=None)),
+            D(5000, [], []),  # once per pod
+            NT(6000, status="unreachable"),
+            D(6000, [(FORCE, "p1", R_FENCED, 6000)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "force-when-fenced-never-forces-on-a-ready-node",
+        [
+            Cfg(1, forceDeletePolicy="whenFenced"),
+            J(0),
+            N(0, status="ready"),
+            P(0, deletion=5),
+            D(905, [], ["ForceDeletionHeld"], next_due=None),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "force-when-fenced-by-the-unreachable-time",
+        [
+            Cfg(1, forceDeletePolicy="whenFenced", fenceUnreachableAfterSeconds=60),
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32),
+            D(59, [], [], next_due=60),
+            D(60, [(FORCE, "p1", R_FENCED, 60)]),
+        ],
+    ),
+    Case(
+        "force-unreachable-time-counts-only-while-lost",
+        [
+            Cfg(1, forceDeletePolicy="whenFenced", fenceUnreachableAfterSeconds=60),
+            J(0),
+            P(0, deletion=2),
+            N(0, status="unreachable"),
+            N(30, status="ready"),  # back before the 60 s: not fenced
+            D(100, [], [], next_due=902),
+            N(200, status="unreachable"),
+            D(200, [], [], next_due=260),
+            D(260, [(FORCE, "p1", R_FENCED, 260)]),
+        ],
+    ),
+    Case(
+        "force-policy-never-forbids-even-on-a-fenced-node",
+        [
+            Cfg(1, forceDeletePolicy="never"),
+            J(0, **KILL_AT_0),
+            P(0),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32),
+            N(50, status="gone"),
+            D(50, [], ["ForceDeletionForbidden"], next_due=None, check=forbidden_by("policy")),
+            D(5000, [], []),
+        ],
+    ),
+    Case(
+        "force-policy-never-on-an-unfenced-node-says-so-at-the-timeout",
+        [
+            Cfg(1, forceDeletePolicy="never"),
+            J(0),
+            P(0, deletion=5),
+            D(904, [], [], next_due=905),
+            D(905, [], ["ForceDeletionForbidden"], check=forbidden_by("policy")),
+        ],
+    ),
+    Case(
+        "force-policy-per-namespace-and-selector",
+        [
+            Cfg(
+                1,
+                forceDeletePolicy="whenFenced",
+                overrides={
+                    "namespaces": {NS_: {"forceDeletePolicy": "never"}},
+                    "selectors": [
+                        {
+                            "matchLabels": {"t": "x"},
+                            "settings": {"forceDeletePolicy": "afterTimeout"},
+                        }
+                    ],
+                },
+            ),
+            J(0, labels={**IN_SCOPE, "t": "x"}),
+            P(0, deletion=5),
+            D(905, [(FORCE, "p1", R_FORCE, 905)]),
+            J(0, name="k", uid="job-2"),
+            P(0, "q1", job="k", job_uid="job-2", deletion=5),
+            D(906, [], ["ForceDeletionForbidden"], check=forbidden_by("policy")),
+        ],
+    ),
+    Case(
+        "force-rate-limit-spreads-force-deletions",
+        [
+            Cfg(1, maxForceDeletionsPerSecondPerPartition=2),
+            J(0),
+            *[P(0, f"p{i}", deletion=5) for i in range(5)],
+            D(
+                905,
+                [(FORCE, "p0", R_FORCE, 905), (FORCE, "p1", R_FORCE, 905)],
+                ["KillStep", "KillStep", *["ForceDeletionHeld"] * 3],
+                next_due=906,
+                check=held("rate-limit", until=906),
+            ),
+            D(905.5, [], [], next_due=906),
+            D(906, [(FORCE, "p2", R_FORCE, 905), (FORCE, "p3", R_FORCE, 905)], ["KillStep"] * 2),
+            D(906.5, [], [], next_due=907),
+            D(907, [(FORCE, "p4", R_FORCE, 905)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "force-rate-limit-window-slides-with-the-decisions",
+        [
+            Cfg(1, maxForceDeletionsPerSecondPerPartition=2),
+            J(0),
+            P(0, "a", deletion=5),
+            D(905, [(FORCE, "a", R_FORCE, 905)]),
+            P(0, "b", deletion=5.4),
+            P(0, "c", deletion=5.4),
+            D(905.4, [(FORCE, "b", R_FORCE, 905.4)], ["KillStep", "ForceDeletionHeld"]),
+            D(906, [(FORCE, "c", R_FORCE, 905.4)]),  # a's second passed; b's not
+        ],
+    ),
+    Case(
+        "force-rate-limit-counts-retries-and-fenced-ones-not-other-steps",
+        [
+            Cfg(1, maxForceDeletionsPerSecondPerPartition=1),
+            J(0, **KILL_AT_0),
+            P(0, "a"),
+            P(0, "b"),
+            NT(0, status="unreachable"),
+            D(0, [(DEL, "a", R_LOST, 0), (DEL, "b", R_LOST, 0)]),
+            P(1, "a", deletion=1),
+            P(1, "b", deletion=1),
+            D(1, [(FORCE, "a", R_FENCED, 1)], ["KillStep", "ForceDeletionHeld"], next_due=2),
+            R(1.5, "a", FORCE, "failed"),  # retried after 1 s: at 2.5
+            D(2, [(FORCE, "b", R_FENCED, 1)]),
+            D(2.5, [], ["ForceDeletionHeld"], next_due=3),  # a's retry: b took the slot
+            D(3, [(FORCE, "a", R_FENCED, 1)], check=only(attempt=2)),
+        ],
+    ),
+    Case(
+        "force-rate-limit-zero-is-no-limit",
+        [
+            Cfg(1, maxForceDeletionsPerSecondPerPartition=0),
+            J(0),
+            *[P(0, f"p{i:02d}", deletion=5) for i in range(50)],
+            D(905, [(FORCE, f"p{i:02d}", R_FORCE, 905) for i in range(50)]),
         ],
     ),
     # ---- identity, order, time --------------------------------------------------

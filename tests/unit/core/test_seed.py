@@ -13,7 +13,12 @@ from schemas.observations import NodeObserved
 from .harness import Harness, at, snapshot
 
 
-def node(t: float, status: str = "ready", rv: int = 0, *, name: str = "n1") -> NodeObserved:
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+
+
+def node(
+    t: float, status: str = "ready", rv: int = 0, *, name: str = "n1", fenced: bool = False
+) -> NodeObserved:
     return NodeObserved(
         change="deleted" if status == "gone" else "modified",
         observed_at=at(t),
@@ -21,11 +26,33 @@ def node(t: float, status: str = "ready", rv: int = 0, *, name: str = "n1") -> N
         name=name,
         uid=f"node-{name}",
         status=status,
+        taints=(OUT_OF_SERVICE,) if fenced else (),
     )
 
 
 def nodes_of(state: KillerState) -> dict[str, tuple[int | None, int]]:
     return {name: (n.lost_us, n.rv) for name, n in state.nodes.items()}
+
+
+def fences_of(state: KillerState) -> dict[str, int | None]:
+    return {name: n.fenced_us for name, n in state.nodes.items()}
+
+
+def test_a_fence_is_dated_from_its_first_observation_and_lifts_with_the_taint() -> None:
+    """The out-of-service taint or a deletion fences a node from the first observation
+    that shows it; a newer observation without the taint (and not a deletion) lifts it."""
+    state = seeded(node(0, "unreachable", 1), node(5, "unreachable", 2, fenced=True))
+    assert fences_of(state) == {"n1": to_us(at(5))}
+    state = seeded(node(5, "unreachable", 2, fenced=True), node(7, "not-ready", 3, fenced=True))
+    assert fences_of(state) == {"n1": to_us(at(5))}
+    assert fences_of(seeded(node(5, "unreachable", 2, fenced=True), node(9, "ready", 3))) == {
+        "n1": None
+    }
+    assert fences_of(seeded(node(0, "unreachable", 1), node(4, "gone", 2))) == {"n1": to_us(at(4))}
+    # a stale observation without the taint does not lift it
+    assert fences_of(seeded(node(5, "unreachable", 3, fenced=True), node(6, "ready", 2))) == {
+        "n1": to_us(at(5))
+    }
 
 
 def seeded(*messages: NodeObserved) -> KillerState:
@@ -86,7 +113,7 @@ def test_a_state_loaded_from_a_snapshot_takes_the_newer_node_state() -> None:
 
 _statuses = st.sampled_from(["ready", "ready", "not-ready", "unreachable", "gone"])
 _steps = st.lists(
-    st.tuples(st.sampled_from(["n1", "n2"]), _statuses, st.integers(-3, 3)),
+    st.tuples(st.sampled_from(["n1", "n2"]), _statuses, st.integers(-3, 3), st.booleans()),
     max_size=25,
 )
 
@@ -94,16 +121,17 @@ _steps = st.lists(
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(_steps, st.data())
 def test_a_seeded_state_equals_one_that_folded_the_whole_history(
-    steps: list[tuple[str, str, int]], data: st.DataObject
+    steps: list[tuple[str, str, int, bool]], data: st.DataObject
 ) -> None:
     """Any arrival order of node observations, resourceVersions going back now and
-    then (a relist, a re-published record): seeding at any point, then folding the
-    rest, ends where folding everything ends."""
+    then (a relist, a re-published record), the out-of-service taint coming and going:
+    seeding at any point, then folding the rest, ends where folding everything ends
+    (losses and fences alike)."""
     rv = 10
     history = []
-    for t, (name, status, jump) in enumerate(steps):
+    for t, (name, status, jump, fenced) in enumerate(steps):
         rv = max(rv + jump, 0)
-        history.append(node(t, status, rv, name=name))
+        history.append(node(t, status, rv, name=name, fenced=fenced))
     cut = data.draw(st.integers(0, len(history)))
     whole = new_state()
     for message in history:
@@ -116,4 +144,6 @@ def test_a_seeded_state_equals_one_that_folded_the_whole_history(
         memory.fold(message)
         evolve(rebuilt, message)
     assert nodes_of(rebuilt) == nodes_of(whole)
+    assert fences_of(rebuilt) == fences_of(whole)
     assert nodes_of(memory.seed(new_state())) == nodes_of(whole)
+    assert fences_of(memory.seed(new_state())) == fences_of(whole)
