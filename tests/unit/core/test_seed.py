@@ -12,7 +12,6 @@ from schemas.observations import NodeObserved
 
 from .harness import Harness, at, snapshot
 
-
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
 
