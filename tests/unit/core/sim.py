@@ -48,7 +48,12 @@ CONFIGS: list[dict[str, Any]] = [
     {"killMethod": "delete", "forceDeleteTaskTimeoutSeconds": 60},
     {"deleteKillingTasksTimeoutSeconds": 5, "forceDeleteTaskTimeoutSeconds": 20},
     {"defaultPendingTimeoutSeconds": 30},
+    {"forceDeletePolicy": "whenFenced", "forceDeleteTaskTimeoutSeconds": 20},
+    {"forceDeletePolicy": "never", "forceDeleteTaskTimeoutSeconds": 20},
+    {"forceDeletePolicy": "whenFenced", "fenceUnreachableAfterSeconds": 30},
+    {"maxForceDeletionsPerSecondPerPartition": 1, "forceDeleteTaskTimeoutSeconds": 20},
 ]
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
 
 @dataclass
@@ -95,6 +100,8 @@ class Sim:
 
     jobs: list[SimJob]
     nodes: dict[str, bool]  # name -> healthy
+    fenced: set[str] = field(default_factory=set)
+    """Lost nodes an administrator fenced (the out-of-service taint); recovering untaints."""
     fold_back: bool = True
     fail_mask: int = 0
     now: float = 0.0
@@ -187,6 +194,7 @@ class Sim:
                 name=name,
                 uid=f"node-{name}",
                 status="ready" if self.nodes[name] else "unreachable",
+                taints=(OUT_OF_SERVICE,) if name in self.fenced else (),
             )
         )
 
@@ -410,6 +418,7 @@ class Sim:
             healthy = kind == "recover"
             if self.nodes[name] != healthy:
                 self.nodes[name] = healthy
+                self.fenced.discard(name)
                 self.observe_node(name)
                 if healthy:
                     for p in pods:
@@ -418,6 +427,11 @@ class Sim:
                                 self.later(3, lambda p=p: self.kubelet_confirm(p))
                             elif p.ads is not None and p.running:
                                 self.later(1, lambda p=p: self.kubelet_deadline(p))
+        elif kind == "fence":
+            name = sorted(self.nodes)[action[1] % len(self.nodes)]
+            if not self.nodes[name] and name not in self.fenced:
+                self.fenced.add(name)
+                self.observe_node(name)
         elif kind == "ext_delete":
             p = pods[action[1] % len(pods)]
             self.api_delete(p)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from core import GlobalInputs, KillerState, decide, evolve, new_state
 from schemas.commands import CommandIssued
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted
+from schemas.events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted
 from schemas.topics import CONFIG, K8S_NODES
 
 from .harness import at
@@ -62,7 +62,11 @@ actions = st.one_of(
     _cancel,
     _cancel,
     st.tuples(st.just("cancel_pinned"), st.integers(0, 4)),
-    st.tuples(st.just("config"), st.integers(0, 5)),
+    st.tuples(st.just("config"), st.integers(0, 9)),
+    # the force-deletion policies, fences and the rate limit (sim.CONFIGS[6:])
+    st.tuples(st.just("config"), st.integers(6, 9)),
+    st.tuples(st.just("fence"), st.integers(0, 1)),
+    st.tuples(st.just("fence"), st.integers(0, 1)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
     st.tuples(st.just("approach"), st.sampled_from([0.000001, 0.5])),
     st.tuples(st.just("approach"), st.sampled_from([0.000001, 0.5])),
@@ -275,24 +279,50 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
             return
         pod = sim.pod_by_uid(c.pod_uid)
         assert not pod.forbid and not pod.job.forbid
-        timeout = sim.config.force_delete_task_timeout_seconds
+        config = sim.config
+        timeout = config.force_delete_task_timeout_seconds
         assert timeout > 0
-        if pod.deletion is not None:
-            assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
+        assert config.force_delete_policy != "never"
+        if c.rule == "ladder.force-delete-fenced":
+            # Only on a fenced node: tainted, or lost past the configured time.
+            assert pod.node is not None
+            assert pod.node in sim.fenced or (
+                config.fence_unreachable_after_seconds > 0 and not sim.nodes[pod.node]
+            )
         else:
+            assert c.rule == "ladder.force-delete"
+            assert config.force_delete_policy == "afterTimeout"
+        if c.rule == "ladder.force-delete" and pod.deletion is not None:
+            assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
+        elif pod.deletion is None:
             # Shadowed, so never deleted: the timer runs from the would-apply of its
             # delete (the simulated executor answers when the delete is decided).
             assert c.shadow
             deleted = [
                 d.decided_at for d in sim.commands if d.pod_uid == c.pod_uid and d.step == "delete"
             ]
-            assert deleted and c.due_at >= min(deleted) + timedelta(seconds=timeout)
+            assert deleted
+            if c.rule == "ladder.force-delete":
+                assert c.due_at >= min(deleted) + timedelta(seconds=timeout)
         assert c.grace_period_seconds == 0
+        # The rate limit: fewer than the limit decided in the second before this one.
+        limit = config.max_force_deletions_per_second_per_partition
+        if limit > 0:
+            index = next(i for i, x in enumerate(sim.commands) if x is c)
+            window = c.decided_at - timedelta(seconds=1)
+            before = [
+                x
+                for x in sim.commands[:index]
+                if x.step == "force-delete" and x.decided_at > window
+            ]
+            assert len(before) < limit, (c, before)
 
     sim = play(script, check=check)
-    # At most one alert per pod.
+    # At most one alert per pod, one hold per pod and reason.
     alerted = [e.pod_uid for e in sim.events if isinstance(e, ForceDeletionForbidden)]
     assert len(alerted) == len(set(alerted))
+    held = [(e.pod_uid, e.waits_for) for e in sim.events if isinstance(e, ForceDeletionHeld)]
+    assert len(held) == len(set(held))
 
 
 @FAST
@@ -395,11 +425,17 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
 def _check_ends_done(sim: Sim, pod: Any, force_off: bool) -> None:
     if pod.done:
         return
-    # The only pods allowed to survive: stuck in deletion on a lost node,
-    # with force deletion forbidden or disabled.
+    # The only pods allowed to survive: stuck in deletion on a lost node, with force
+    # deletion forbidden or disabled (and said so), or held for a fence that never came.
     assert pod.node is not None and not sim.nodes[pod.node], pod
     assert pod.deletion is not None, pod
-    assert force_off or pod.forbid or pod.job.forbid, pod
-    if not force_off:
-        alerts = [e for e in sim.events if isinstance(e, ForceDeletionForbidden)]
-        assert any(e.pod_uid == pod.uid for e in alerts)
+    policy = sim.config.force_delete_policy
+    if force_off:
+        return
+    if policy == "whenFenced" and pod.node not in sim.fenced:
+        holds = [e for e in sim.events if isinstance(e, ForceDeletionHeld)]
+        assert any(e.pod_uid == pod.uid and e.waits_for == "fence" for e in holds), pod
+        return
+    assert pod.forbid or pod.job.forbid or policy == "never", pod
+    alerts = [e for e in sim.events if isinstance(e, ForceDeletionForbidden)]
+    assert any(e.pod_uid == pod.uid for e in alerts)

@@ -1,0 +1,187 @@
+"""Fences on the real stack (issue #21): a pod stuck in deletion on a lost node is
+force-deleted at once when an administrator fences the node (the
+``node.kubernetes.io/out-of-service`` taint of non-graceful node shutdown, or
+deleting the Node object), and under ``forceDeletePolicy: whenFenced`` not before.
+Force deletions are counted from the API server's audit log (the executor's pod
+deletions with ``gracePeriodSeconds: 0``).
+
+Kubernetes' own pod garbage collector also force-deletes the terminating pods of an
+out-of-service node and the pods of a deleted one, but on its own period (20 s, and
+a 40 s quarantine for a deleted node): jobreaper's comes first, within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes_asyncio import client
+
+from devtools.stack.api import StackInfo
+from schemas.events import ForceDeletionHeld
+from tests.e2e.harness import System
+from tests.e2e.test_ladder import _at, kill_now, pods, stranded
+from tests.integration.helpers import eventually
+from tests.stack_fixtures import NodeLoss
+
+pytestmark = pytest.mark.stack
+
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+FAST: dict[str, Any] = {"deleteKillingTasksTimeoutSeconds": 2, "forceDeleteTaskTimeoutSeconds": 3}
+GRACE_S = 30
+"""The pods' termination grace period (Kubernetes' default): ``afterTimeout`` would
+force-delete at the deletion's request + 30 s + the force timeout."""
+FENCE_TO_FORCE_S = 1.0
+"""The issue's bound: force-deleted within a second of the fence."""
+
+
+def force_deletes(system: System) -> list[dict[str, Any]]:
+    return [
+        w
+        for w in system.writes_of("delete")
+        if (w.get("requestObject") or {}).get("gracePeriodSeconds") == 0
+    ]
+
+
+async def held_for_fence(system: System) -> ForceDeletionHeld:
+    async def probe() -> ForceDeletionHeld | None:
+        for event in await system.kill_events():
+            if isinstance(event, ForceDeletionHeld) and event.waits_for == "fence":
+                return event
+        return None
+
+    return await eventually("ForceDeletionHeld (fence)", probe, timeout=GRACE_S + 30)
+
+
+async def taint_out_of_service(kube_api: client.ApiClient, node: str) -> datetime:
+    """Put the out-of-service taint on ``node`` (as an administrator who has shut it
+    down would); returns when the request was sent."""
+    core = client.CoreV1Api(kube_api)
+    found = await core.read_node(node)
+    taints = [t.to_dict() for t in found.spec.taints or [] if t.key != OUT_OF_SERVICE]
+    taints.append({"key": OUT_OF_SERVICE, "value": "nodeshutdown", "effect": "NoExecute"})
+    sent = datetime.now(UTC)
+    await core.patch_node(node, {"spec": {"taints": taints}})
+    return sent
+
+
+async def untaint(kube_api: client.ApiClient, node: str) -> None:
+    core = client.CoreV1Api(kube_api)
+    found = await core.read_node(node)
+    taints = [t.to_dict() for t in found.spec.taints or [] if t.key != OUT_OF_SERVICE]
+    await core.patch_node(node, {"spec": {"taints": taints or None}})
+
+
+def _fenced_force_delete(system: System, fenced_at: datetime) -> float:
+    """Seconds from the fence to the one force deletion the executor made."""
+    (force,) = force_deletes(system)
+    return (_at(force["requestReceivedTimestamp"]) - fenced_at).total_seconds()
+
+
+async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes_at_once(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    await system.start(**FAST, forceDeletePolicy="whenFenced")
+    node = stack.nodes[-1]
+    await stranded(kube_api, namespace, "fenced", node_loss, node)
+    try:
+        await kill_now(kube_api, namespace, "fenced")
+        # afterTimeout would force-delete now; whenFenced holds it back, and says so.
+        held = await held_for_fence(system)
+        assert (held.policy, held.node_name, held.pod_name.startswith("fenced")) == (
+            "whenFenced",
+            node,
+            True,
+        )
+        await asyncio.sleep(3)  # well past the force timeout: still nothing forced
+        assert force_deletes(system) == []
+        assert len(await pods(kube_api, namespace, "fenced")) == 1
+        fenced_at = await taint_out_of_service(kube_api, node)
+        killed = await system.job_killed("fenced", timeout=30)
+        assert [p.ended for p in killed.pods] == ["force-deleted"]
+        lag = _fenced_force_delete(system, fenced_at)
+        print(f"fence (out-of-service taint) -> force deletion: {lag:.3f} s")
+        assert 0 <= lag < FENCE_TO_FORCE_S
+        steps = [(c.step, c.rule) for c in await system.commands()]
+        assert steps[-1] == ("force-delete", "ladder.force-delete-fenced")
+    finally:
+        await untaint(kube_api, node)
+
+
+async def test_a_deleted_node_releases_the_force_deletion_at_once(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    await system.start(**FAST, forceDeletePolicy="whenFenced")
+    node = stack.nodes[-1]
+    core = client.CoreV1Api(kube_api)
+    before = await core.read_node(node)
+    await stranded(kube_api, namespace, "unplugged", node_loss, node)
+    try:
+        await kill_now(kube_api, namespace, "unplugged")
+        await held_for_fence(system)
+        assert force_deletes(system) == []
+        fenced_at = datetime.now(UTC)
+        await core.delete_node(node)
+        killed = await system.job_killed("unplugged", timeout=30)
+        assert [p.ended for p in killed.pods] == ["force-deleted"]
+        lag = _fenced_force_delete(system, fenced_at)
+        print(f"fence (Node deleted) -> force deletion: {lag:.3f} s")
+        assert 0 <= lag < FENCE_TO_FORCE_S
+    finally:
+        # The Node object kwok takes over again when the node is restored.
+        with_meta = client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name=node,
+                labels=before.metadata.labels,
+                annotations={
+                    k: v
+                    for k, v in (before.metadata.annotations or {}).items()
+                    if k in ("kwok.x-k8s.io/node", "node.alpha.kubernetes.io/ttl")
+                },
+            ),
+            spec=client.V1NodeSpec(pod_cidr=before.spec.pod_cidr, pod_cidrs=before.spec.pod_cidrs),
+        )
+        try:
+            await core.create_node(with_meta)
+        except client.ApiException as e:
+            if e.status != 409:
+                raise
+
+
+async def test_after_timeout_force_deletes_at_the_taint_before_its_timeout(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    """The default policy: a fence does not wait for the force timeout either."""
+    await system.start(deleteKillingTasksTimeoutSeconds=2, forceDeleteTaskTimeoutSeconds=600)
+    node = stack.nodes[-1]
+    await stranded(kube_api, namespace, "early", node_loss, node)
+    try:
+        await kill_now(kube_api, namespace, "early")
+
+        async def deleting() -> bool:
+            found = await pods(kube_api, namespace, "early")
+            return bool(found) and found[0].metadata.deletion_timestamp is not None
+
+        await eventually("the pod being deleted", deleting, timeout=30)
+        fenced_at = await taint_out_of_service(kube_api, node)
+        killed = await system.job_killed("early", timeout=30)
+        assert [p.ended for p in killed.pods] == ["force-deleted"]
+        lag = _fenced_force_delete(system, fenced_at)
+        print(f"fence (afterTimeout) -> force deletion: {lag:.3f} s")
+        assert 0 <= lag < FENCE_TO_FORCE_S
+    finally:
+        await untaint(kube_api, node)
