@@ -20,7 +20,10 @@ import pytest
 from kubernetes_asyncio import client
 
 from devtools.stack.api import StackInfo
+from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import ForceDeletionHeld
+from services.replay.history import read_history
+from services.replay.report import replay, what_if
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import _at, kill_now, pods, stranded
 from tests.integration.helpers import eventually
@@ -108,8 +111,27 @@ async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes
         lag = _fenced_force_delete(system, fenced_at)
         print(f"fence (out-of-service taint) -> force deletion: {lag:.3f} s")
         assert 0 <= lag < FENCE_TO_FORCE_S
-        steps = [(c.step, c.rule) for c in await system.commands()]
+        recorded = await system.commands()
+        steps = [(c.step, c.rule) for c in recorded]
         assert steps[-1] == ("force-delete", "ladder.force-delete-fenced")
+
+        # Replay re-makes the held-back and the released force deletion byte for byte;
+        # a what-if under afterTimeout force-deletes before the fence came.
+        await system.stop()
+        history = await read_history(system.kafka)
+        report = replay(history)
+        assert report.divergences == []
+        assert report.total("events") == len(await system.kill_events())
+        force = recorded[-1]
+        snapshot = ConfigSnapshot(
+            version=system.version + 1,
+            config=KillerConfig.model_validate({**FAST, "forceDeletePolicy": "afterTimeout"}),
+            changed_at=datetime.now(UTC),
+        )
+        result = what_if(history, snapshot)
+        what = {c.step: c for c in result.steps}["force-delete"]
+        assert what.recorded == force.decided_at
+        assert what.what_if is not None and what.what_if < fenced_at
     finally:
         await untaint(kube_api, node)
 

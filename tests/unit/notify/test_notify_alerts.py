@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from schemas.commands import CommandApplied, Outcome
-from schemas.events import ForceDeletionForbidden
+from schemas.events import ForceDeletionForbidden, ForceDeletionHeld
 from services.cli import app
 from services.notify.alerts import alert_for
 from services.notify.settings import NotifySettings
@@ -44,7 +44,7 @@ def result(outcome: Outcome, attempt: int) -> CommandApplied:
     )
 
 
-def alert(message: CommandApplied | ForceDeletionForbidden) -> str | None:
+def alert(message: CommandApplied | ForceDeletionForbidden | ForceDeletionHeld) -> str | None:
     record = CODEC.encode(message, source="/t")
     found = alert_for(CODEC.decode(record.headers, record.value), failing_after=3, remind_every=10)
     return None if found is None else found.kind
@@ -91,6 +91,34 @@ def test_force_deletion_forbidden_is_an_alert_with_a_slack_text() -> None:
     assert payload["alert_id"] == "e-1" and payload["kind"] == "force-deletion-forbidden"
     assert "ns/j" in payload["text"] and "forbidden" in payload["text"]
     assert payload["event"]["type"] == "io.jobreaper.force-deletion.forbidden.v1"
+
+
+def held(waits_for: str) -> ForceDeletionHeld:
+    return ForceDeletionHeld(
+        namespace="ns",
+        job_name="j",
+        pod_name="p",
+        pod_uid="u",
+        node_name="n1",
+        waits_for=waits_for,  # type: ignore[arg-type]
+        policy="whenFenced",
+        trigger="Killed",
+        reason="Killed",
+        since=NOW,
+        due_at=NOW,
+        until=NOW if waits_for == "rate-limit" else None,
+        decided_at=NOW,
+    )
+
+
+def test_a_force_deletion_held_for_a_fence_is_an_alert_one_held_by_the_rate_limit_is_not() -> None:
+    assert alert(held("fence")) == "force-deletion-held"
+    assert alert(held("rate-limit")) is None
+    record = CODEC.encode(held("fence"), source="/t", event_id="e-2")
+    found = alert_for(CODEC.decode(record.headers, record.value), failing_after=3, remind_every=10)
+    assert found is not None
+    text = found.payload()["text"]
+    assert "ns/j" in text and "fence of node n1" in text and "out-of-service" in text
 
 
 def test_retry_after_reads_seconds_and_http_dates() -> None:
