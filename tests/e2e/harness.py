@@ -13,7 +13,13 @@ from kubernetes_asyncio import client
 from devtools.stack.api import StackInfo
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot, KillerConfig
-from schemas.events import ForceDeletionForbidden, JobKilled, KillStarted, KillStep
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 from services.executor.service import Executor
 from services.executor.settings import ExecutorSettings
 from services.killer.service import Killer
@@ -165,7 +171,7 @@ class System:
 
     async def kill_events(
         self,
-    ) -> list[KillStarted | KillStep | ForceDeletionForbidden | JobKilled]:
+    ) -> list[KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled]:
         return list(await self.topic("kill.events"))
 
     async def job_killed(self, job: str, timeout: float = 60) -> JobKilled:

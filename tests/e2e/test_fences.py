@@ -25,7 +25,7 @@ from schemas.events import ForceDeletionHeld
 from services.replay.history import read_history
 from services.replay.report import replay, what_if
 from tests.e2e.harness import System
-from tests.e2e.test_ladder import _at, kill_now, pods, stranded
+from tests.e2e.test_ladder import _at, job_manifest, kill_now, pods, running, stranded
 from tests.integration.helpers import eventually
 from tests.stack_fixtures import NodeLoss
 
@@ -207,3 +207,40 @@ async def test_after_timeout_force_deletes_at_the_taint_before_its_timeout(
         assert 0 <= lag < FENCE_TO_FORCE_S
     finally:
         await untaint(kube_api, node)
+
+
+async def test_the_rate_limit_spreads_a_mass_force_deletion(
+    system: System,
+    kube_api: client.ApiClient,
+    namespace: str,
+    node_loss: NodeLoss,
+    stack: StackInfo,
+) -> None:
+    """40 pods of one Job (one killer partition) stuck on a lost node come due for
+    force deletion in the same second; with a limit of 5 a second they go over 8
+    seconds, each held one saying so: decided no more than 5 in any second, and
+    sent to the API server at that pace (audit log)."""
+    pods_n, limit = 40, 5
+    await system.start(**FAST, maxForceDeletionsPerSecondPerPartition=limit)
+    node = stack.nodes[-1]
+    await client.BatchV1Api(kube_api).create_namespaced_job(
+        namespace, job_manifest("mass", run="never", node=node, parallelism=pods_n)
+    )
+    await running(kube_api, namespace, "mass", pods_n)
+    await asyncio.to_thread(node_loss.lose, node)
+    await kill_now(kube_api, namespace, "mass")
+    killed = await system.job_killed("mass", timeout=GRACE_S + 60)
+    assert sorted(p.ended for p in killed.pods) == ["force-deleted"] * pods_n
+    forces = [c for c in await system.commands() if c.step == "force-delete"]
+    assert len(forces) == pods_n
+    decided = sorted(c.decided_at for c in forces)
+    for i, t in enumerate(decided):
+        assert sum(1 for u in decided[: i + 1] if (t - u).total_seconds() < 1) <= limit
+    held = [e for e in await system.kill_events() if isinstance(e, ForceDeletionHeld)]
+    assert len(held) == pods_n - limit
+    assert {e.waits_for for e in held} == {"rate-limit"}
+    sent = sorted(_at(w["requestReceivedTimestamp"]) for w in force_deletes(system))
+    assert len(sent) == pods_n
+    span = (sent[-1] - sent[0]).total_seconds()
+    print(f"{pods_n} force deletions, limit {limit}/s: sent over {span:.2f} s")
+    assert span >= pods_n / limit - 1 - 0.5  # 8 slots a second apart, less jitter

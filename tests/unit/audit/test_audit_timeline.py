@@ -10,7 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from schemas.base import Message
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.decisions import DecisionRecorded, InputPosition
-from schemas.events import JobKilled, KillStarted, PodEnding, PodRef
+from schemas.events import ForceDeletionHeld, JobKilled, KillStarted, PodEnding, PodRef
 from schemas.observations import JobObserved, PodObserved
 from schemas.requests import KillCancelRequested, KillRequested
 from services.audit.history import JobNotFound, Read, partition_for, select
@@ -381,3 +381,27 @@ def test_the_events_line_of_a_part_names_it_and_counts_the_pods() -> None:
     assert describe(parts[5]) == (
         "batch/nightly: killed at 2026-01-01T00:00:20Z (part 3/3) (Killed); p-02000 exited"
     )
+
+
+def test_a_held_force_deletion_is_on_the_timeline_with_what_it_waits_for() -> None:
+    held = ForceDeletionHeld(
+        namespace=NS,
+        job_name=JOB,
+        job_uid="old",
+        pod_name="p-a",
+        pod_uid="a",
+        node_name="n1",
+        waits_for="fence",
+        policy="whenFenced",
+        trigger="Killed",
+        reason="Killed",
+        since=at(40),
+        due_at=at(70),
+        decided_at=at(70),
+    )
+    records = [*history()[:-4], read("kill.events", 5, held)]
+    timeline = select(records, NS, JOB, "old")
+    (entry,) = [e for e in timeline.entries if e.text.startswith("ForceDeletionHeld")]
+    assert (entry.at, entry.pod, entry.step) == (at(70), "p-a", "force-delete")
+    assert "waits for a fence of node n1 (forceDeletePolicy: whenFenced)" in entry.text
+    assert "#ef6c00" in render_svg(timeline)
