@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
-from devtools.stack.api import StackInfo
 from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import ForceDeletionHeld
 from services.replay.history import read_history
@@ -27,7 +26,7 @@ from services.replay.report import replay, what_if
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import _at, job_manifest, kill_now, pods, running, stranded
 from tests.integration.helpers import eventually
-from tests.stack_fixtures import NodeLoss
+from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
 
@@ -87,11 +86,10 @@ async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
-    stack: StackInfo,
+    node_loss: ReservedNodeLoss,
 ) -> None:
     await system.start(**FAST, forceDeletePolicy="whenFenced")
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(kube_api, namespace, "fenced", node_loss, node)
     try:
         await kill_now(kube_api, namespace, "fenced")
@@ -140,11 +138,10 @@ async def test_a_deleted_node_releases_the_force_deletion_at_once(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
-    stack: StackInfo,
+    node_loss: ReservedNodeLoss,
 ) -> None:
     await system.start(**FAST, forceDeletePolicy="whenFenced")
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     core = client.CoreV1Api(kube_api)
     before = await core.read_node(node)
     await stranded(kube_api, namespace, "unplugged", node_loss, node)
@@ -184,12 +181,11 @@ async def test_after_timeout_force_deletes_at_the_taint_before_its_timeout(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
-    stack: StackInfo,
+    node_loss: ReservedNodeLoss,
 ) -> None:
     """The default policy: a fence does not wait for the force timeout either."""
     await system.start(deleteKillingTasksTimeoutSeconds=2, forceDeleteTaskTimeoutSeconds=600)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await stranded(kube_api, namespace, "early", node_loss, node)
     try:
         await kill_now(kube_api, namespace, "early")
@@ -213,8 +209,7 @@ async def test_the_rate_limit_spreads_a_mass_force_deletion(
     system: System,
     kube_api: client.ApiClient,
     namespace: str,
-    node_loss: NodeLoss,
-    stack: StackInfo,
+    node_loss: ReservedNodeLoss,
 ) -> None:
     """40 pods of one Job (one killer partition) stuck on a lost node come due for
     force deletion in the same second; with a limit of 5 a second they go over 8
@@ -222,7 +217,7 @@ async def test_the_rate_limit_spreads_a_mass_force_deletion(
     sent to the API server at that pace (audit log)."""
     pods_n, limit = 40, 5
     await system.start(**FAST, maxForceDeletionsPerSecondPerPartition=limit)
-    node = stack.nodes[-1]
+    node = node_loss.reserved
     await client.BatchV1Api(kube_api).create_namespaced_job(
         namespace, job_manifest("mass", run="never", node=node, parallelism=pods_n)
     )
