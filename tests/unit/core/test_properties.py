@@ -396,7 +396,8 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
     simulated executor writes nothing for them, ``would-apply``); per pod its steps
     come in ladder order, each once; and a shadowed pod that never ends goes on to a
     (would-apply) force deletion, as the live ladder would, unless force deletion is
-    forbidden or off."""
+    forbidden or off (or ``forceDeletePolicy`` holds it: ``never``, or ``whenFenced``
+    on a node not fenced, which says so)."""
     sim = play(script)
     jobs = {j.uid: j for j in sim.jobs}
     for c in sim.commands:
@@ -417,7 +418,15 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
     }
     for uid in started:
         pod = sim.pod_by_uid(uid)
-        if pod.done or force_off or pod.forbid or pod.job.forbid:
+        policy = sim.config.force_delete_policy
+        if pod.done or force_off or pod.forbid or pod.job.forbid or policy == "never":
+            continue
+        if policy == "whenFenced" and pod.node not in sim.fenced:
+            # Held for a fence that never came (forceDeletePolicy: whenFenced): said so.
+            assert any(
+                isinstance(e, ForceDeletionHeld) and e.pod_uid == uid and e.shadow
+                for e in sim.events
+            ), uid
             continue
         assert "force-delete" in steps.get(uid, []), (uid, steps.get(uid))
 
