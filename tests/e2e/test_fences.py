@@ -82,6 +82,7 @@ def _fenced_force_delete(system: System, fenced_at: datetime) -> float:
     return (_at(force["requestReceivedTimestamp"]) - fenced_at).total_seconds()
 
 
+@pytest.mark.exclusive("bounds how late the force deletion comes after the fence (1 s)")
 async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes_at_once(
     system: System,
     kube_api: client.ApiClient,
@@ -134,6 +135,7 @@ async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes
         await untaint(kube_api, node)
 
 
+@pytest.mark.exclusive("bounds how late the force deletion comes after the fence (1 s)")
 async def test_a_deleted_node_releases_the_force_deletion_at_once(
     system: System,
     kube_api: client.ApiClient,
@@ -177,6 +179,7 @@ async def test_a_deleted_node_releases_the_force_deletion_at_once(
                 raise
 
 
+@pytest.mark.exclusive("bounds how late the force deletion comes after the fence (1 s)")
 async def test_after_timeout_force_deletes_at_the_taint_before_its_timeout(
     system: System,
     kube_api: client.ApiClient,
