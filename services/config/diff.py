@@ -19,6 +19,10 @@ SETTING_ORDER = (
     "deleteKillingTasksTimeoutSeconds",
     "forceDeleteTaskTimeoutSeconds",
     "defaultPendingTimeoutSeconds",
+    "forceDeletePolicy",
+    # cluster-wide: only at the top level (no override sets them)
+    "fenceUnreachableAfterSeconds",
+    "maxForceDeletionsPerSecondPerPartition",
 )
 
 DEFAULTS = KillerConfig()

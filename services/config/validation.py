@@ -37,6 +37,7 @@ from schemas.config import (
     FORCE_DELETE_ALIAS,
     FORCE_DELETE_ALIAS_OLD,
     Enforce,
+    ForceDeletePolicy,
     KillerConfig,
     KillMethod,
 )
@@ -47,14 +48,22 @@ MAX_SECONDS = 7 * 24 * 3600
 
 KILL_METHODS: tuple[str, ...] = get_args(KillMethod)
 ENFORCE_VALUES: tuple[str, ...] = get_args(Enforce)
+FORCE_POLICY_ALIAS = "forceDeletePolicy"
+FORCE_POLICY_VALUES: tuple[str, ...] = get_args(ForceDeletePolicy)
+FENCE_AFTER_ALIAS = "fenceUnreachableAfterSeconds"
+FORCE_RATE_ALIAS = "maxForceDeletionsPerSecondPerPartition"
+MAX_FORCE_RATE = 100_000
+"""The largest rate limit accepted; 0 means no limit."""
+GLOBAL_KEYS: tuple[str, ...] = (FENCE_AFTER_ALIAS, FORCE_RATE_ALIAS)
+"""Cluster-wide keys: only at the top level, no override sets them."""
 SECONDS_KEYS: tuple[str, ...] = (
     "deleteKillingTasksTimeoutSeconds",
     FORCE_DELETE_ALIAS,
     FORCE_DELETE_ALIAS_OLD,
     "defaultPendingTimeoutSeconds",
 )
-SETTING_KEYS: tuple[str, ...] = ("killMethod", ENFORCE_ALIAS, *SECONDS_KEYS)
-TOP_KEYS: tuple[str, ...] = (*SETTING_KEYS, "overrides")
+SETTING_KEYS: tuple[str, ...] = ("killMethod", ENFORCE_ALIAS, *SECONDS_KEYS, FORCE_POLICY_ALIAS)
+TOP_KEYS: tuple[str, ...] = (*SETTING_KEYS, *GLOBAL_KEYS, "overrides")
 OVERRIDE_KEYS: tuple[str, ...] = ("namespaces", "selectors")
 SELECTOR_KEYS: tuple[str, ...] = ("matchLabels", "settings")
 
@@ -276,6 +285,10 @@ class _Walk:
         for key, value in body.items():
             if key in SETTING_KEYS:
                 self.setting(key, value, [key])
+            elif key == FENCE_AFTER_ALIAS:
+                self.seconds(value, [key])
+            elif key == FORCE_RATE_ALIAS:
+                self.rate(value, [key])
             elif key == "overrides":
                 self.overrides(value, ["overrides"])
             elif key in OVERRIDE_KEYS:
@@ -296,6 +309,8 @@ class _Walk:
                 self.setting(key, item, [*path, key])
             elif key == "overrides" or key in OVERRIDE_KEYS:
                 self.unknown(key, path, SETTING_KEYS, "overrides do not nest")
+            elif key in GLOBAL_KEYS:
+                self.unknown(key, path, SETTING_KEYS, "it is cluster-wide: set it at the top level")
             else:
                 self.unknown(key, path, SETTING_KEYS)
         self.aliases(body, path)
@@ -320,6 +335,8 @@ class _Walk:
             self.choice(value, path, KILL_METHODS)
         elif key == ENFORCE_ALIAS:
             self.choice(value, path, ENFORCE_VALUES)
+        elif key == FORCE_POLICY_ALIAS:
+            self.choice(value, path, FORCE_POLICY_VALUES)
         else:
             self.seconds(value, path)
 
@@ -350,6 +367,16 @@ class _Walk:
                 "range",
                 f"must be at most {MAX_SECONDS} (7 days), got {value}"
                 + (" (milliseconds instead of seconds?)" if value >= 1000 * 60 else ""),
+            )
+
+    def rate(self, value: Any, path: list[PathPart]) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, "type", f"must be a whole number per second, got {_kind(value)}")
+        elif value < 0:
+            self.error(path, "range", f"must not be negative, got {value} (0: no limit)")
+        elif value > MAX_FORCE_RATE:
+            self.error(
+                path, "range", f"must be at most {MAX_FORCE_RATE} (0: no limit), got {value}"
             )
 
     # -- overrides ----------------------------------------------------------------

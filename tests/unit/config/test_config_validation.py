@@ -317,3 +317,40 @@ def test_the_shipped_config_is_valid(name: str) -> None:
     text = (Path(__file__).resolve().parents[3] / name).read_text()
     report = validate_text(text)
     assert report.ok and not report.errors, report.errors
+
+
+def test_force_deletion_keys_policy_everywhere_the_cluster_wide_ones_only_at_the_top() -> None:
+    """Issue #21: ``forceDeletePolicy`` is a setting (top level and overrides); the fence
+    time and the rate limit are cluster-wide, refused in an override with a hint."""
+    document = {
+        "forceDeletePolicy": "whenFenced",
+        "fenceUnreachableAfterSeconds": 600,
+        "maxForceDeletionsPerSecondPerPartition": 0,
+        "overrides": {
+            "namespaces": {"batch": {"forceDeletePolicy": "afterTimeout"}},
+            "selectors": [{"matchLabels": {"t": "x"}, "settings": {"forceDeletePolicy": "never"}}],
+        },
+    }
+    report = validate_text(json.dumps(document))
+    assert report.ok and not report.errors, report.errors
+    assert report.config == KillerConfig.model_validate(document)
+    assert errors({"forceDeletePolicy": "whenfenced"}) == [("$.forceDeletePolicy", "enum")]
+    assert 'did you mean "whenFenced"' in message(
+        {"forceDeletePolicy": "whenfenced"}, "$.forceDeletePolicy"
+    )
+    assert errors({"maxForceDeletionsPerSecondPerPartition": -1}) == [
+        ("$.maxForceDeletionsPerSecondPerPartition", "range")
+    ]
+    assert errors({"maxForceDeletionsPerSecondPerPartition": "5"}) == [
+        ("$.maxForceDeletionsPerSecondPerPartition", "type")
+    ]
+    assert errors({"fenceUnreachableAfterSeconds": MAX_SECONDS + 1}) == [
+        ("$.fenceUnreachableAfterSeconds", "range")
+    ]
+    in_override = {"overrides": {"namespaces": {"b": {"fenceUnreachableAfterSeconds": 5}}}}
+    assert errors(in_override) == [
+        ("$.overrides.namespaces.b.fenceUnreachableAfterSeconds", "unknown_key")
+    ]
+    assert "cluster-wide" in message(
+        in_override, "$.overrides.namespaces.b.fenceUnreachableAfterSeconds"
+    )

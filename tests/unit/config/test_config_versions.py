@@ -170,3 +170,19 @@ def test_a_snapshot_carries_version_author_source_diff_and_digest() -> None:
     assert made.digest == digest(new)
     with pytest.raises(ValueError, match="nothing to publish"):
         make_snapshot(plan(Head.of(snap(1)), KillerConfig()), new, author="", source="", at=AT)
+
+
+def test_the_force_deletion_keys_show_in_the_diff() -> None:
+    old = KillerConfig()
+    new = KillerConfig.model_validate(
+        {
+            "forceDeletePolicy": "whenFenced",
+            "maxForceDeletionsPerSecondPerPartition": 5,
+            "overrides": {"namespaces": {"b": {"forceDeletePolicy": "never"}}},
+        }
+    )
+    assert diff(old, new) == (
+        "forceDeletePolicy: afterTimeout -> whenFenced",
+        "maxForceDeletionsPerSecondPerPartition: 20 -> 5",
+        'overrides.namespaces.b: added {"forceDeletePolicy": "never"}',
+    )
