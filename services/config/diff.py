@@ -15,6 +15,7 @@ from typing import Any
 from schemas.config import KillerConfig, KillerSettingsPatch, SelectorOverride
 
 SETTING_ORDER = (
+    "enforce",
     "killMethod",
     "deleteKillingTasksTimeoutSeconds",
     "forceDeleteTaskTimeoutSeconds",
@@ -26,6 +27,16 @@ SETTING_ORDER = (
 )
 
 DEFAULTS = KillerConfig()
+
+
+def _all_keys() -> set[str]:
+    """Every key a configuration can set, by its JSON name: the diff must show each."""
+    keys: set[str] = set()
+    for model in (KillerConfig, KillerSettingsPatch):
+        for name, field in model.model_fields.items():
+            if name != "overrides":
+                keys.add(field.serialization_alias or field.alias or name)
+    return keys
 
 
 def canonical(config: KillerConfig) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.config import ConfigSnapshot, KillerConfig
-from services.config.diff import canonical, diff, digest
+from services.config.diff import SETTING_ORDER, _all_keys, canonical, diff, digest
 from services.config.versioning import (
     ANY,
     BadIfMatch,
@@ -186,3 +186,19 @@ def test_the_force_deletion_keys_show_in_the_diff() -> None:
         "maxForceDeletionsPerSecondPerPartition: 20 -> 5",
         'overrides.namespaces.b: added {"forceDeletePolicy": "never"}',
     )
+
+
+def test_every_key_shows_in_the_diff_scope_too() -> None:
+    """A key missing from the diff's order is a change nobody sees (``enforce`` was)."""
+    assert _all_keys() == set(SETTING_ORDER)
+    new = KillerConfig.model_validate(
+        {"enforce": "shadow", "overrides": {"namespaces": {"kube-system": {"enforce": "off"}}}}
+    )
+    assert diff(KillerConfig(), new) == (
+        "enforce: off -> shadow",
+        'overrides.namespaces.kube-system: added {"enforce": "off"}',
+    )
+    pinned = KillerConfig.model_validate(
+        {"enforce": "shadow", "overrides": {"namespaces": {"kube-system": {"enforce": "on"}}}}
+    )
+    assert diff(new, pinned) == ("overrides.namespaces.kube-system.enforce: off -> on",)
