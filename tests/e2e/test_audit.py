@@ -12,7 +12,6 @@ import sys
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes_asyncio import client
@@ -22,17 +21,10 @@ from services.audit import load_timeline
 from services.audit.history import JobNotFound
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import FAST, kill_now, stranded
+from tests.integration.helpers import step_of
 from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
-
-
-def step_of(write: dict[str, Any]) -> str:
-    """The ladder step an executor write was, per the API server's audit log."""
-    if write["verb"] == "patch":
-        return "set-active-deadline"
-    grace = (write.get("requestObject") or {}).get("gracePeriodSeconds")
-    return "force-delete" if grace == 0 else "delete"
 
 
 def cli_env(system: System) -> dict[str, str]:

@@ -24,7 +24,7 @@ from devtools.stack.api import StackInfo, restart_component
 from services.replay.history import read_history
 from services.replay.report import render_replay, replay
 from tests.e2e.harness import PARTITIONS, System, rfc3339
-from tests.integration.helpers import eventually, job_manifest, read_topic
+from tests.integration.helpers import eventually, job_manifest, read_topic, step_of
 
 pytestmark = pytest.mark.stack
 
@@ -168,7 +168,7 @@ async def _assert_each_step_written_once(system: System) -> None:
     few ms after fail-job, lands before that deletion unless the machine stalls.)"""
     await asyncio.sleep(1)  # the audit log is written just after each response
     done = [w for w in system.writes() if w["responseStatus"]["code"] < 400]
-    kinds = [(w["verb"], w["verb"] == "delete" and _grace(w) == 0) for w in done]
+    kinds = [(w["verb"], step_of(w) == "force-delete") for w in done]
     assert len(kinds) == len(set(kinds)), f"a pod step written twice: {sorted(kinds)}"
     assert ("delete", True) in kinds, f"no force deletion: {sorted(kinds)}"
     failed = [w for w in system.job_writes() if w["responseStatus"]["code"] < 400]
@@ -264,8 +264,3 @@ async def _kill_now(batch: client.BatchV1Api, namespace: str) -> None:
     await batch.patch_namespaced_job(
         "victim", namespace, {"metadata": {"annotations": {"jobreaper.io/kill-timestamp": now}}}
     )
-
-
-def _grace(write: dict[str, Any]) -> Any:
-    body = write.get("requestObject")
-    return body.get("gracePeriodSeconds") if isinstance(body, dict) else None

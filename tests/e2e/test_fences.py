@@ -25,7 +25,7 @@ from services.replay.history import read_history
 from services.replay.report import replay, what_if
 from tests.e2e.harness import System
 from tests.e2e.test_ladder import _at, job_manifest, kill_now, pods, running, stranded
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, step_of
 from tests.integration.lossy_nodes import ReservedNodeLoss
 
 pytestmark = pytest.mark.stack
@@ -40,11 +40,7 @@ FENCE_TO_FORCE_S = 1.0
 
 
 def force_deletes(system: System) -> list[dict[str, Any]]:
-    return [
-        w
-        for w in system.writes_of("delete")
-        if (w.get("requestObject") or {}).get("gracePeriodSeconds") == 0
-    ]
+    return [w for w in system.writes_of("delete") if step_of(w) == "force-delete"]
 
 
 async def held_for_fence(system: System) -> ForceDeletionHeld:

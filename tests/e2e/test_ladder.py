@@ -21,7 +21,7 @@ from devtools.stack.api import StackInfo
 from schemas.commands import CommandIssued
 from schemas.events import KillStarted
 from tests.e2e.harness import System, rfc3339
-from tests.integration.helpers import eventually
+from tests.integration.helpers import eventually, step_of
 from tests.integration.helpers import job_manifest as any_job_manifest
 from tests.integration.lossy_nodes import AVOID_LOSSY_NODES, ReservedNodeLoss
 
@@ -48,13 +48,6 @@ def _at(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _rung(write: dict[str, Any]) -> str:
-    if write["verb"] == "patch":
-        return "set-active-deadline"
-    grace = (write.get("requestObject") or {}).get("gracePeriodSeconds")
-    return "force-delete" if grace == 0 else "delete"
-
-
 def assert_rungs_in_ladder_order(system: System) -> None:
     """Per pod, from the audit log: the executor's accepted writes climb the ladder,
     each rung at most once, and no write (accepted or not) goes back down."""
@@ -62,9 +55,9 @@ def assert_rungs_in_ladder_order(system: System) -> None:
     accepted: dict[str, list[str]] = {}
     for write in sorted(system.writes(), key=lambda w: w["requestReceivedTimestamp"]):
         pod = write["objectRef"]["name"]
-        sent.setdefault(pod, []).append(_rung(write))
+        sent.setdefault(pod, []).append(step_of(write))
         if 200 <= write["responseStatus"]["code"] < 300:
-            accepted.setdefault(pod, []).append(_rung(write))
+            accepted.setdefault(pod, []).append(step_of(write))
     for pod, rungs in sent.items():
         assert rungs == sorted(rungs, key=RUNGS.index), f"{pod}: out of ladder order: {rungs}"
     for pod, rungs in accepted.items():
@@ -286,8 +279,7 @@ async def test_a_pod_on_a_lost_node_is_force_deleted_after_the_force_timeout(
     ]
     deletes = system.writes_of("delete")
     assert len(deletes) == 2
-    grace = [(w.get("requestObject") or {}).get("gracePeriodSeconds") for w in deletes]
-    assert grace[-1] == 0, "the last resort is a deletion with grace period 0"
+    assert step_of(deletes[-1]) == "force-delete", "the last resort: grace period 0"
     assert await pods(kube_api, namespace, "stranded") == []
     # The Job controller writes Failed only once no pod is terminating: the force
     # deletion is what ends the Job.
@@ -326,7 +318,7 @@ async def test_forbidden_force_deletion_alerts_once_and_leaves_the_pod(
     assert len(alerts) == 1, "exactly one alert"
     assert [c.step for c in await system.commands()] == ["fail-job", "delete"]
     (delete,) = system.writes_of("delete")
-    assert (delete.get("requestObject") or {}).get("gracePeriodSeconds") != 0
+    assert step_of(delete) == "delete", "a graceful deletion, never a force one"
     (pod,) = await pods(kube_api, namespace, "crucial")
     assert pod.metadata.deletion_timestamp is not None, "left Terminating for a person"
     assert await job_condition(kube_api, namespace, "crucial", "FailureTarget")
@@ -394,9 +386,7 @@ async def test_a_suspended_job_with_a_stuck_pod_is_finished_off(
     killed = await system.job_killed("paused", timeout=90)
     assert killed.trigger == "Suspended"
     assert await pods(kube_api, namespace, "paused") == []
-    assert any(
-        (w.get("requestObject") or {}).get("gracePeriodSeconds") == 0 for w in system.writes()
-    )
+    assert any(step_of(w) == "force-delete" for w in system.writes())
     assert "fail-job" not in {c.step for c in await system.commands()}, "a suspension is no end"
     assert_rungs_in_ladder_order(system)
 

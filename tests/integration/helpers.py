@@ -183,6 +183,16 @@ def pod_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def step_of(write: dict[str, Any]) -> str:
+    """The ladder step an executor pod write was, per the API server's audit log: a
+    patch is the deadline, a delete with grace period 0 the force deletion."""
+    if write["verb"] == "patch":
+        return "set-active-deadline"
+    body = write.get("requestObject")
+    grace = body.get("gracePeriodSeconds") if isinstance(body, dict) else None
+    return "force-delete" if grace == 0 else "delete"
+
+
 def job_status_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
     """Job status patches (``fail-job``) the executor sent, per the API server's audit log."""
     assert audit_log is not None, "these tests need the stack's audit log"
