@@ -46,6 +46,7 @@ from .ladder import (
     rate_slot,
 )
 from .settings import FORCE_POLICIES, OFF, SHADOW, Effective, Resolver
+from .show import KILL_TIMESTAMP, KILLING, RULE_SHOW, SHOW_JOB, wanted
 from .state import (
     ADS,
     CLEAN,
@@ -346,6 +347,8 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
     if ep is not None and ep.open and ep.open_count <= 0:
         ep.open = False
         ctx.events.extend(_job_killed(ctx, gen, ep, eff.enforce == SHADOW))
+    if gen.uid and gen.observed and gen.deleted_us is None:
+        _show(ctx, gen, latch, eff, enforcing)
     if (
         gen.alive <= 0
         and (ep is None or not ep.open)
@@ -467,6 +470,39 @@ def _fail_job(ctx: _Ctx, gen: JobGen, latch: Latch, eff: Effective) -> None:
             decided_at=ctx.now,
             attempt=attempt,
             shadow=eff.enforce == SHADOW,
+        )
+    )
+
+
+def _show(ctx: _Ctx, gen: JobGen, latch: Latch | None, eff: Effective, enforcing: bool) -> None:
+    """Rule *job.show-kill* (``core.show``): tell the Job what it is to show when that
+    changed. ``killing`` is written by ``fail-job`` itself: only remembered here."""
+    want = wanted(gen, ctx.state.keys[gen.key], latch, enforcing, ctx.now_us)
+    if want is None or want == gen.shown:
+        return
+    gen.shown = want
+    if want.state == KILLING:
+        return
+    gen.show_attempt += 1
+    attempt = gen.show_attempt
+    trigger = latch.trigger if latch is not None else KILL_TIMESTAMP
+    ctx.commands.append(
+        CommandIssued(
+            command_id=command_id(gen.uid, "", SHOW_JOB, attempt),
+            step=SHOW_JOB,
+            namespace=gen.namespace,
+            job_name=gen.name,
+            job_uid=gen.uid,
+            trigger=trigger,
+            reason=latch.reason if latch is not None else trigger,
+            rule=RULE_SHOW,
+            config_version=eff.version,
+            due_at=ctx.now,
+            decided_at=ctx.now,
+            attempt=attempt,
+            shadow=eff.enforce == SHADOW,
+            kill_state=want.state,
+            kill_due_at=from_us(want.due_us),
         )
     )
 

@@ -45,6 +45,7 @@ from schemas.observations import (
 from schemas.requests import KillCancelRequested, KillRequested
 
 from .ladder import LADDER_FACTS, RULE_DELETE_AFTER_TIMEOUT, is_done, retry_backoff_us
+from .show import SHOW_JOB
 from .state import (
     APPLIED,
     DELETE,
@@ -69,6 +70,7 @@ from .state import (
     NodeState,
     PodState,
     Request,
+    Shown,
     add_pod,
     find_gen,
     mark_gen,
@@ -548,6 +550,12 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
     if ev.step == "force-delete":
         # The rate limit's window (``decide`` drops what left it).
         state.force_recent[ev.command_id] = to_us(ev.decided_at)
+    if ev.kill_state is not None and ev.kill_due_at is not None:  # annotate-job (core.show)
+        gen = _job_of(state, ev)
+        if gen.show_attempt < ev.attempt:
+            gen.show_attempt = ev.attempt
+            gen.shown = Shown(ev.kill_state, to_us(ev.kill_due_at))
+        return
     if ev.pod_name is None or ev.pod_uid is None:  # fail-job: the Job-level step
         gen = _job_of(state, ev)
         if gen.fail_cmd is None or gen.fail_cmd.attempt < ev.attempt:
@@ -573,6 +581,8 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
 
 
 def _on_applied(state: KillerState, ev: CommandApplied) -> None:
+    if ev.step == SHOW_JOB:
+        return  # not retried (core.show): the next state writes the whole set again
     if ev.pod_name is None or ev.pod_uid is None:
         _on_job_applied(state, ev)
         return

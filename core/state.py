@@ -25,12 +25,12 @@ from bisect import insort
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from schemas.annotations import NO_JOB_ANNOTATIONS, JobAnnotations
 
 if TYPE_CHECKING:
-    from schemas.commands import Step, Trigger
+    from schemas.commands import KillState, Step, Trigger
     from schemas.config import ConfigSnapshot
 
 SECOND: Final = 1_000_000
@@ -226,6 +226,14 @@ class PodState:
         return self.done_us is not None
 
 
+class Shown(NamedTuple):
+    """A kill state a Job shows (rule *job.show-kill*, ``core.show``), with the
+    kill's due time (microseconds)."""
+
+    state: KillState
+    due_us: int
+
+
 @dataclass(slots=True, eq=False)
 class JobGen:
     """One Job object (uid) under a ``namespace/name`` key; ``uid == ""`` holds
@@ -266,6 +274,10 @@ class JobGen:
     latch: Latch | None = None
     fail_cmd: Cmd | None = None
     """The newest attempt of the Job-level step ``fail-job`` (``core.fail_job``)."""
+    shown: Shown | None = None
+    """What the Job's annotations were last told to show (``core.show``)."""
+    show_attempt: int = 0
+    """The newest ``annotate-job`` command's attempt (each new state is the next)."""
     episode: Episode | None = None
     episodes: int = 0
     eff: object = None

@@ -20,10 +20,11 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from .base import Message, UtcDatetime, job_key
 from .topics import KILL_COMMANDS, KILL_RESULTS
 
-Step = Literal["set-active-deadline", "delete", "force-delete", "fail-job"]
-"""A rung of the per-pod escalation ladder, or ``fail-job``: the Job-level step."""
+Step = Literal["set-active-deadline", "delete", "force-delete", "fail-job", "annotate-job"]
+"""A rung of the per-pod escalation ladder, or a Job-level step: ``fail-job`` (the
+kill of the Job) or ``annotate-job`` (what the Job shows of its kill, ``core.show``)."""
 
-JOB_STEPS: frozenset[str] = frozenset({"fail-job"})
+JOB_STEPS: frozenset[str] = frozenset({"fail-job", "annotate-job"})
 """Steps that target the Job, not a pod: no ``pod_name``/``pod_uid``, ``job_uid`` required."""
 
 Trigger = Literal[
@@ -49,9 +50,22 @@ Rule = Literal[
     "ladder.force-delete",
     "ladder.force-delete-fenced",
     "job.failure-target",
+    "job.show-kill",
 ]
-"""Which rule made a command due (see ``core``): a ladder rule, or
-``job.failure-target`` for ``fail-job``."""
+"""Which rule made a command due (see ``core``): a ladder rule,
+``job.failure-target`` for ``fail-job``, ``job.show-kill`` for ``annotate-job``."""
+
+KillState = Literal["due", "killing", "killed", "cancelled"]
+"""What a Job shows of its kill in its ``jobreaper.io/kill-state`` annotation:
+``due`` (a kill time is set and in the future), ``killing`` (written with the
+``FailureTarget``), ``killed`` (every pod of the kill ended), ``cancelled`` (a kill
+shown due was cancelled or moved out of scope)."""
+
+
+def is_none(value: object) -> bool:
+    """``exclude_if`` of optional fields added after records existed: absent, the
+    record is written as before (byte for byte, so a derived event id is unchanged)."""
+    return value is None
 
 
 def is_false(value: bool) -> bool:
@@ -145,10 +159,20 @@ class CommandIssued(Message):
     shadow: Shadow = False
     """Decided for a Job under ``enforce: shadow``: the executor makes no API call and
     records ``would-apply``. The id is the one a live run issues for the same step."""
+    kill_state: Annotated[KillState | None, Field(exclude_if=is_none)] = None
+    """For ``annotate-job``: the state the Job's annotations are to show (for
+    ``killed``, ``decided_at`` is when the kill ended)."""
+    kill_due_at: Annotated[UtcDatetime | None, Field(exclude_if=is_none)] = None
+    """For ``annotate-job``: when the kill is (or was) due. Its ``due_at`` is when the
+    step itself was due, as for every command (never after ``decided_at``)."""
 
     @model_validator(mode="after")
     def _target(self) -> CommandIssued:
         _check_target(self.step, self.job_uid, self.pod_name, self.pod_uid)
+        if (self.step == "annotate-job") != (self.kill_state is not None):
+            raise ValueError("kill_state is required for annotate-job and only there")
+        if (self.kill_state is None) != (self.kill_due_at is None):
+            raise ValueError("kill_due_at goes with kill_state")
         return self
 
     def kafka_key(self) -> str:
@@ -199,6 +223,7 @@ __all__ = [
     "JOB_STEPS",
     "CommandApplied",
     "CommandIssued",
+    "KillState",
     "Outcome",
     "Rule",
     "Shadow",

@@ -64,16 +64,19 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from schemas.commands import CommandIssued, Outcome, Step
+from schemas.commands import JOB_STEPS, CommandIssued, Outcome, Step
 from services.runtime.retry import sleep_unless_stopped
 
 from .job import (
     JSON_MERGE_PATCH,
+    KILL_STATE,
     BadJob,
     JobView,
+    StatusPatch,
     job_path,
     managed_elsewhere,
     parse_job,
+    plan_annotate_job,
     plan_fail_job,
 )
 from .retry import RetryPolicy
@@ -130,9 +133,9 @@ def invalid_names(command: CommandIssued) -> tuple[Refusal, str] | None:
             "is not a DNS-1123 label "
             f"(at most {DNS1123_LABEL_MAX} of a-z, 0-9 and '-', alphanumeric at both ends)"
         )
-    if command.step == "fail-job":
+    if command.step in JOB_STEPS:
         if command.pod_name is not None or not command.job_uid:
-            return "invalid-command", "fail-job names a pod, or no Job uid"
+            return "invalid-command", f"{command.step} names a pod, or no Job uid"
     elif command.pod_name is None or command.pod_uid is None:
         return "invalid-command", f"{command.step} without pod_name and pod_uid"
     elif not is_dns1123_subdomain(command.pod_name):
@@ -384,7 +387,7 @@ class AlreadyDone:
 def plan(command: CommandIssued, pod: PodView) -> Write | AlreadyDone:
     """The write that applies a pod step ``command`` to ``pod`` (whose uid matched),
     if one is needed."""
-    if command.pod_name is None or command.pod_uid is None or command.step == "fail-job":
+    if command.pod_name is None or command.pod_uid is None or command.step in JOB_STEPS:
         raise ValueError(f"{command.step} is not a pod step with a pod")
     path = pod_path(command.namespace, command.pod_name)
     pod_uid = command.pod_uid
@@ -609,8 +612,8 @@ class Applier:
                 attempts=0,
                 refusal=reason,
             )
-        if command.step == "fail-job":
-            return await self._fail_job(command, stopping)
+        if command.step in JOB_STEPS:
+            return await self._job_step(command, stopping)
         if command.pod_name is None or command.pod_uid is None:  # refused by invalid_names
             raise ValueError(f"{command.step} without a pod")
         pod_uid = command.pod_uid
@@ -714,10 +717,11 @@ class Applier:
                 return done("forbidden", answer, f"{verb} pods denied: {answer.message}")
             return done("failed", answer, describe(answer))
 
-    async def _fail_job(self, command: CommandIssued, stopping: asyncio.Event) -> Result:
+    async def _job_step(self, command: CommandIssued, stopping: asyncio.Event) -> Result:
         """``fail-job``: read the Job, then write ``FailureTarget`` unless the Job's end
-        is already decided (module docstring; :mod:`.job`). Always read first: the
-        killer's view of a Job's status is not kept precise enough to write blind."""
+        is already decided (module docstring; :mod:`.job`). ``annotate-job``: read the
+        Job, then write what it shows of its kill. Always read first: the killer's
+        view of a Job's status is not kept precise enough to write blind."""
         calls = _Calls(self, command, stopping)
         rechecks = 0
         where = f"Job {command.namespace}/{command.job_name}"
@@ -726,7 +730,7 @@ class Applier:
 
         while True:
             got = await calls.call("GET", read, None, JSON)
-            verdict = classify(got.status, step="fail-job", write=False)
+            verdict = classify(got.status, step=command.step, write=False)
             if verdict == "retry":
                 if (gave_up := await calls.wait_or_give_up(got)) is not None:
                     return gave_up
@@ -747,18 +751,22 @@ class Applier:
                     got,
                     f"{where} is now uid {job.uid}, not {command.job_uid}: not touched",
                 )
-            if (elsewhere := managed_elsewhere(job)) is not None:
+            action: StatusPatch | str
+            if command.step == "annotate-job":
+                action = plan_annotate_job(command, job)
+            elif (elsewhere := managed_elsewhere(job)) is not None:
                 return done(
                     "refused",
                     got,
                     f"refused, not written: {elsewhere}",
                     refusal="managed-elsewhere",
                 )
-            action = plan_fail_job(command, job, self.now())
+            else:
+                action = plan_fail_job(command, job, self.now())
             if isinstance(action, str):
                 return done("applied", got, action)
             answer = await calls.call("PATCH", action.path, action.body, JSON_MERGE_PATCH)
-            verdict = classify(answer.status, step="fail-job", write=True)
+            verdict = classify(answer.status, step=command.step, write=True)
             if verdict == "ok":
                 return done("applied", answer, applied_message(command), wrote=True)
             if verdict == "retry":
@@ -773,16 +781,19 @@ class Applier:
             if verdict == "gone":
                 return done("gone", answer, answer.message or f"{where} not found")
             if verdict == "forbidden":
+                what = "jobs" if command.step == "annotate-job" else "jobs/status"
                 return done(
                     "forbidden",
                     answer,
-                    f"patch jobs/status denied: {answer.message} "
-                    "(grant the executor patch on jobs/status in group batch)",
+                    f"patch {what} denied: {answer.message} "
+                    f"(grant the executor patch on {what} in group batch)",
                 )
             return done("failed", answer, describe(answer))
 
 
 def applied_message(command: CommandIssued) -> str:
+    if command.step == "annotate-job":
+        return f"the Job shows its kill {command.kill_state} ({KILL_STATE} and the others)"
     if command.step == "fail-job":
         return (
             "FailureTarget written on the Job: the Job controller stops creating pods, "

@@ -31,6 +31,13 @@ REASONS = {
     "force-delete": "JobreaperForceDeleted",
     "fail-job": "JobreaperFailureTarget",
 }
+SHOWN_REASONS = {
+    "due": "JobreaperKillDue",
+    "cancelled": "JobreaperKillCancelled",
+    "killed": "JobreaperKilled",
+}
+"""``annotate-job``: one Event per kill state shown, so ``kubectl describe job`` tells the
+kill's story in order (killing: the ``fail-job`` Event)."""
 FAILED_REASON = "JobreaperKillFailed"
 FORBIDDEN_REASON = "JobreaperKillForbidden"
 
@@ -47,6 +54,8 @@ def event_name(object_name: str, command_id: str) -> str:
 def reason_for(command: CommandIssued, result: Result) -> tuple[str, str] | None:
     """(reason, type) of the Event for a result, or None when there is nothing to tell."""
     if result.outcome == "applied":
+        if command.step == "annotate-job":
+            return SHOWN_REASONS.get(command.kill_state or "", "JobreaperKillShown"), "Normal"
         kind = "Warning" if command.step == "force-delete" else "Normal"
         return REASONS[command.step], kind
     if result.outcome == "failed":

@@ -1,4 +1,9 @@
-"""The Job-level step ``fail-job``: the Job as far as it cares, and its one write.
+"""The Job-level steps: the Job as far as they care, and their one write each.
+
+``fail-job`` writes the kill on the Job's status; ``annotate-job`` (rule
+*job.show-kill*, ``core.show``) writes what the Job shows of its kill in its
+annotations (``fail-job`` writes the ``killing`` ones in the same status write: the
+status subresource of a Job keeps metadata changes).
 
 jobreaper does not own ``batch/v1`` Jobs, so it does not end them itself: it
 writes a ``FailureTarget`` condition on the Job's status and the Job controller
@@ -31,6 +36,31 @@ ours would replace the controller's reason, measured), and 422 if we tried on a
 succeeding Job."""
 
 REASON_PREFIX = "JobReaper"
+
+KILL_STATE = "jobreaper.io/kill-state"
+KILL_TRIGGER = "jobreaper.io/kill-trigger"
+KILL_DUE_AT = "jobreaper.io/kill-due-at"
+KILLED_AT = "jobreaper.io/killed-at"
+SHOWN = (KILL_STATE, KILL_TRIGGER, KILL_DUE_AT, KILLED_AT)
+"""What a Job shows of its kill (docs/user-guide.md). jobreaper writes them and never
+reads them back: a user editing them changes nothing but what the Job shows."""
+
+
+def rfc3339(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shown_annotations(command: CommandIssued) -> dict[str, str | None]:
+    """The annotations for the kill state the command carries (``fail-job``: killing).
+    ``None`` removes one (a merge patch's null)."""
+    state = command.kill_state or "killing"
+    due = command.kill_due_at or command.due_at
+    return {
+        KILL_STATE: state,
+        KILL_TRIGGER: command.trigger,
+        KILL_DUE_AT: rfc3339(due),
+        KILLED_AT: rfc3339(command.decided_at) if state == "killed" else None,
+    }
 
 
 @dataclass(frozen=True)
@@ -140,10 +170,22 @@ def plan_fail_job(command: CommandIssued, job: JobView, now: datetime) -> Status
         "lastProbeTime": stamp,
         "lastTransitionTime": stamp,
     }
-    metadata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {"annotations": shown_annotations(command)}
     if job.resource_version is not None:
         metadata["resourceVersion"] = job.resource_version
     return StatusPatch(
         path=job_path(command.namespace, command.job_name) + "/status",
         body={"metadata": metadata, "status": {"conditions": [*job.conditions, ours]}},
+    )
+
+
+def plan_annotate_job(command: CommandIssued, job: JobView) -> StatusPatch:
+    """``annotate-job``: the annotations of the command's kill state, on the Job read
+    (its uid matched), at the version read (409: read again). Also on a Job managed
+    by another controller: annotations are not the Job controller's business."""
+    metadata: dict[str, Any] = {"annotations": shown_annotations(command)}
+    if job.resource_version is not None:
+        metadata["resourceVersion"] = job.resource_version
+    return StatusPatch(
+        path=job_path(command.namespace, command.job_name), body={"metadata": metadata}
     )

@@ -355,11 +355,13 @@ class PartitionWorker:
                 missing_permission=(
                     f"{verb} jobs/status (batch) in namespace {command.namespace}"
                     if command.step == "fail-job"
+                    else f"{verb} jobs (batch) in namespace {command.namespace}"
+                    if command.step == "annotate-job"
                     else f"{verb} pods in namespace {command.namespace}"
                 ),
                 hint=(
                     "grant the executor's service account get, patch and delete on pods, "
-                    "get on jobs and patch on jobs/status in group batch "
+                    "get and patch on jobs and patch on jobs/status in group batch "
                     "(and create on events.events.k8s.io)"
                 ),
                 **fields,

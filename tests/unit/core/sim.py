@@ -92,6 +92,9 @@ class SimJob:
     deleted_at: float | None = None
     created: float = 0.0
     pods: list[SimPod] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
+    """The ``jobreaper.io/kill-state`` values written on it, in order (``annotate-job``
+    and ``fail-job``)."""
 
 
 @dataclass
@@ -288,7 +291,18 @@ class Sim:
                 self.result(c, "applied")
                 if not j.failed:
                     j.failed = True
+                    j.shown.append("killing")
                     self.observe_job(j)
+            return
+        if c.step == "annotate-job":
+            j = next(j for j in self.jobs if j.uid == c.job_uid)
+            if j.deleted:
+                self.result(c, "gone")
+            else:
+                assert c.kill_state is not None
+                j.shown.append(c.kill_state)
+                self.result(c, "applied")
+                self.observe_job(j)  # a metadata write: a new resourceVersion
             return
         assert c.pod_uid is not None
         p = self.pod_by_uid(c.pod_uid)

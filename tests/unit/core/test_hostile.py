@@ -385,9 +385,12 @@ def test_the_hostile_annotations_of_the_issue_do_not_stop_other_kills() -> None:
     )
     h.feed(b.pod(1, "good-p", job="good", job_uid="good-1"))
     h.decide(29)
-    assert not [c for c in h.commands if c.job_name == "good"]
+    # nothing before its time, but its Job is told it is due (rule job.show-kill)
+    assert [(c.step, c.kill_state) for c in h.commands if c.job_name == "good"] == [
+        ("annotate-job", "due")
+    ]
     h.decide(30)
-    good = [c for c in h.commands if c.job_name == "good"]
+    good = [c for c in h.commands if c.job_name == "good" and c.step != "annotate-job"]
     assert [(c.step, c.due_at) for c in good] == [
         ("fail-job", at(30)),
         ("set-active-deadline", at(30)),

@@ -5,6 +5,7 @@ every pod of a killed Job ends done."""
 from __future__ import annotations
 
 import difflib
+import itertools
 import os
 import random
 from collections import deque
@@ -210,7 +211,7 @@ def test_no_command_id_twice_and_never_before_due(script: tuple[Any, ...]) -> No
             prev = earliest.get(ev.job_name)
             earliest[ev.job_name] = ev.kill_at if prev is None else min(prev, ev.kill_at)
     for c in sim.commands:
-        if c.trigger == "Killed":
+        if c.trigger == "Killed" and c.step != "annotate-job":  # a due kill is shown early
             assert c.job_name in earliest
             assert c.decided_at >= earliest[c.job_name]
             assert c.due_at >= earliest[c.job_name]
@@ -229,7 +230,7 @@ def test_a_requested_kill_starts_only_as_the_newest_uncancelled_request_says(
     started: set[str | None] = set()
 
     def check(sim: Sim, c: CommandIssued) -> None:
-        if c.trigger != "Killed" or c.job_uid in started:
+        if c.trigger != "Killed" or c.step == "annotate-job" or c.job_uid in started:
             return
         started.add(c.job_uid)
         assert c.job_uid is not None
@@ -239,6 +240,31 @@ def test_a_requested_kill_starts_only_as_the_newest_uncancelled_request_says(
         assert c.decided_at >= at(kill_at), "started before the newest request's time"
 
     play(script, check=check)
+
+
+@FAST
+@given(scripts)
+def test_a_job_shows_its_kill_in_order(script: tuple[Any, ...]) -> None:
+    """Rule *job.show-kill*: what a Job shows of its kill (the sim records every value
+    written, by ``annotate-job`` and ``fail-job``) never goes back: ``due`` and
+    ``cancelled`` only before ``killing``, ``killed`` last and once, and only for a Job
+    whose kill ended (its ``JobKilled``); ``due`` only for a kill time in the future."""
+    sim = play(script)
+    killed_jobs = {e.job_uid for e in sim.events if type(e).__name__ == "JobKilled"}
+    for job in sim.jobs:
+        shown = job.shown
+        if "killing" in shown:
+            after = shown[shown.index("killing") + 1 :]
+            assert set(after) <= {"killed"}, shown
+        if "killed" in shown:
+            assert shown.count("killed") == 1 and shown[-1] == "killed", shown
+            assert job.uid in killed_jobs
+        for a, b in itertools.pairwise(shown):
+            assert not (a == b == "cancelled"), shown
+    for c in sim.commands:
+        if c.step == "annotate-job" and c.kill_state == "due":
+            assert c.kill_due_at is not None and c.kill_due_at > c.decided_at
+            assert c.trigger == "Killed", c
 
 
 @FAST

@@ -35,7 +35,8 @@ def test_a_refreshed_copy_changes_nothing_in_a_state_that_folded_the_original() 
     originals = history(h)
     h.feed(*originals)
     first = h.decide(10)
-    assert first.commands == ()
+    # The future kill is shown on its Job (rule job.show-kill), once.
+    assert [(c.step, c.kill_state) for c in first.commands] == [("annotate-job", "due")]
     assert first.next_due_at == at(205)
     h.feed(*(refreshed(o) for o in originals))
     assert not h.state.dirty, "a duplicate marks nothing for decide"
@@ -53,15 +54,23 @@ def test_a_state_rebuilt_from_refreshed_copies_only_decides_what_the_continuous_
     continuous = Harness()
     originals = history(continuous)
     continuous.feed(*originals)
-    continuous.decide(10)
+    (shown,) = continuous.decide(10).commands  # the kill shown due on its Job
     # Refreshed at 100 s (the originals' records getting old), then the originals expire.
     copies = [refreshed(o) for o in originals]
     continuous.feed(*copies)
     rebuilt = Harness()
     rebuilt.feed(*copies)
-    for t in (120, 204.9):
-        assert continuous.decide(t).commands == ()
-        assert rebuilt.decide(t).commands == (), "nothing early after a rebuild"
+    assert continuous.decide(120).commands == ()
+    # Its own commands expired too: the rebuilt state tells the Job again what it
+    # shows, under the same id (the executor writes the same values), and no more.
+    (again,) = rebuilt.decide(120).commands
+    assert (again.command_id, again.kill_state, again.kill_due_at) == (
+        shown.command_id,
+        shown.kill_state,
+        shown.kill_due_at,
+    )
+    assert continuous.decide(204.9).commands == ()
+    assert rebuilt.decide(204.9).commands == (), "nothing early after a rebuild"
     for t in (205, 299.9, 300, 301):
         a, b = continuous.decide(t), rebuilt.decide(t)
         assert [c.model_dump() for c in a.commands] == [c.model_dump() for c in b.commands]

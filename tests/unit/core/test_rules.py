@@ -35,6 +35,7 @@ from schemas.parts import MAX_PODS_PER_PART
 
 from .harness import (
     IN_SCOPE,
+    T0,
     CmdTuple,
     Harness,
     at,
@@ -62,6 +63,8 @@ R_FENCED = "ladder.force-delete-fenced"
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 NS_ = "ns"
 FAIL = "fail-job"
+SHOW = "annotate-job"
+JOB_LEVEL = (FAIL, SHOW)
 R_FAIL = "job.failure-target"
 ENDS_JOB = {"Killed", "PendingTimeout", "RunningTimeout"}
 
@@ -117,11 +120,22 @@ class D:
     check: Callable[[Decision], None] | None = None
     job: list[tuple[str, float, int]] | None = None
     """The ``fail-job`` commands: (trigger, due seconds, attempt); None: not checked here."""
+    shows: list[tuple[str, float]] | None = None
+    """The ``annotate-job`` commands (rule *job.show-kill*): (kill state, the kill's due
+    seconds); None: not checked here (every decision checks they come last)."""
 
     def __call__(self, h: Harness) -> Decision:
         d = h.decide(self.t)
-        pod_cmds = [c for c in d.commands if c.step != FAIL]
+        pod_cmds = [c for c in d.commands if c.step not in JOB_LEVEL]
         job_cmds = [c for c in d.commands if c.step == FAIL]
+        show_cmds = [c for c in d.commands if c.step == SHOW]
+        if self.shows is not None:
+            got_shows = [(c.kill_state, secs(c.kill_due_at or T0)) for c in show_cmds]
+            assert got_shows == self.shows, f"at {self.t}"
+        for c in show_cmds:
+            assert c.rule == "job.show-kill" and c.job_uid and c.pod_name is None
+        if show_cmds:
+            assert d.commands[-len(show_cmds) :] == tuple(show_cmds), "annotate-job last"
         if self.cmds is not None:
             assert [cmd_tuple(c) for c in pod_cmds] == self.cmds, f"at {self.t}"
         if self.job is not None:
@@ -161,7 +175,7 @@ def only(**expected: Any) -> Callable[[Decision], None]:
     """Every command of the decision has these attribute values."""
 
     def check(d: Decision) -> None:
-        pod_cmds = [c for c in d.commands if c.step != FAIL]
+        pod_cmds = [c for c in d.commands if c.step not in JOB_LEVEL]
         assert pod_cmds
         for c in pod_cmds:
             for key, value in expected.items():
@@ -299,6 +313,86 @@ CASES = [
         # (was kill-request-earliest-wins: the newer request is also the earlier here)
         "kill-request-newer-one-advances-the-kill",
         [J(0), P(0), Req(1, 100, rid="a"), Req(2, 60, rid="b"), D(60, [(AD, "p1", R_AD, 60)])],
+    ),
+    # ---- what the Job shows of its kill (rule job.show-kill, core.show) ---------------
+    Case(
+        "show-kill-due-then-killing-then-killed",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(10, [], [], shows=[("due", 100)]),
+            D(20, [], [], shows=[]),  # told once
+            J(30, annotations={KILL_TIMESTAMP: iso(100)}),  # our own write, observed
+            D(31, [], [], shows=[]),
+            # killing: written by fail-job itself, no annotate-job
+            D(100, [(AD, "p1", R_AD, 100)], job=[("Killed", 100, 1)], shows=[]),
+            P(102, phase="Failed", ads=1, containers="terminated"),
+            D(103, [], ["JobKilled"], shows=[("killed", 100)]),
+            D(104, [], [], shows=[]),
+            J(105, annotations={KILL_TIMESTAMP: iso(100)}),
+            D(106, [], [], shows=[]),  # killed is final
+        ],
+    ),
+    Case(
+        "show-kill-a-kill-time-in-the-past-is-never-shown-due",
+        [
+            J(5, annotations={KILL_TIMESTAMP: iso(1)}),
+            P(5),
+            D(6, [(AD, "p1", R_AD, 5)], job=[("Killed", 1, 1)], shows=[]),
+        ],
+    ),
+    Case(
+        "show-kill-a-postponed-kill-shows-its-new-time",
+        [
+            J(0),
+            P(0),
+            Req(1, 60, rid="a"),
+            D(2, [], [], shows=[("due", 60)]),
+            Req(3, 100, rid="b"),
+            D(4, [], [], shows=[("due", 100)]),
+            D(100, [(AD, "p1", R_AD, 100)], job=[("Killed", 100, 1)], shows=[]),
+        ],
+    ),
+    Case(
+        "show-kill-a-cancelled-kill-shows-cancelled-once",
+        [
+            J(0),
+            P(0),
+            Req(1, 60),
+            D(2, [], [], shows=[("due", 60)]),
+            Cancel(3),
+            D(4, [], [], shows=[("cancelled", 60)]),
+            D(5, [], [], shows=[]),
+            D(60, [], [], job=[], shows=[]),
+            Req(70, 200, rid="again"),
+            D(71, [], [], shows=[("due", 200)]),  # asked again: due again
+        ],
+    ),
+    Case(
+        "show-kill-a-timeout-is-not-announced-but-its-kill-is-shown-killed",
+        [
+            J(0, annotations={RUNNING_TIMEOUT: "20"}),
+            P(0, start=0),
+            D(1, [], [], shows=[]),
+            D(20, [(AD, "p1", R_AD, 20)], job=[("RunningTimeout", 20, 1)], shows=[]),
+            P(22, phase="Failed", ads=1, containers="terminated"),
+            D(23, [], ["JobKilled"], shows=[("killed", 20)]),
+        ],
+    ),
+    Case(
+        "show-kill-a-job-finished-by-itself-cancels-what-was-due",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(100)}),
+            P(0),
+            D(10, [], [], shows=[("due", 100)]),
+            J(
+                20,
+                annotations={KILL_TIMESTAMP: iso(100)},
+                conditions=[("Complete", "True", None, 20)],
+                active=0,
+            ),
+            D(21, [], [], shows=[("cancelled", 100)]),
+        ],
     ),
     # ---- cancel and postpone (before the kill starts; final after) -------------------
     Case(

@@ -54,7 +54,7 @@ def test_shadow_publishes_what_on_does_marked_shadow_with_the_same_ids() -> None
     live, shadow = _run("on"), _run("shadow")
     assert [c.command_id for c in shadow.commands] == [c.command_id for c in live.commands]
     steps = [c.step for c in shadow.commands]
-    assert steps == ["fail-job", "set-active-deadline", "delete"]
+    assert steps == ["fail-job", "set-active-deadline", "delete", "annotate-job"]  # killed
     assert all(c.shadow for c in shadow.commands)
     assert [type(e).__name__ for e in shadow.events] == [type(e).__name__ for e in live.events]
     assert all(e.shadow for e in shadow.events)  # KillStarted, KillSteps, JobKilled

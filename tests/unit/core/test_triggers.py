@@ -109,6 +109,8 @@ BOOKKEEPING = frozenset(
         "alive",
         "latch",
         "fail_cmd",
+        "shown",
+        "show_attempt",
         "episode",
         "episodes",
         "eff",

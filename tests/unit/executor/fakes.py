@@ -43,6 +43,10 @@ def command(step: str = "delete", **overrides: Any) -> CommandIssued:
         fields["rule"] = "ladder.force-delete"
     if step == "fail-job":
         fields.update(pod_name=None, pod_uid=None, rule="job.failure-target")
+    if step == "annotate-job":
+        fields.update(
+            pod_name=None, pod_uid=None, rule="job.show-kill", kill_state="due", kill_due_at=T0
+        )
     fields.update(overrides)
     return CommandIssued(**fields)
 

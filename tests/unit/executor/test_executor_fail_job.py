@@ -47,7 +47,16 @@ async def test_a_clean_fail_job_is_a_read_and_one_conditional_status_merge_patch
     assert (get.verb, get.path) == ("GET", "/apis/batch/v1/namespaces/ns/jobs/job")
     assert (patch.verb, patch.path) == ("PATCH", STATUS_PATH)
     assert patch.content_type == "application/merge-patch+json"
-    assert patch.body["metadata"] == {"resourceVersion": "70"}
+    assert patch.body["metadata"] == {
+        "resourceVersion": "70",
+        # what the Job shows of its kill, in the same write (rule job.show-kill)
+        "annotations": {
+            "jobreaper.io/kill-state": "killing",
+            "jobreaper.io/kill-trigger": "PendingTimeout",
+            "jobreaper.io/kill-due-at": "2026-01-01T00:00:00Z",
+            "jobreaper.io/killed-at": None,
+        },
+    }
     existing, ours = patch.body["status"]["conditions"]
     assert existing == RUNNING, "a merge patch replaces the list: the existing ones are kept"
     stamp = (T0 + timedelta(seconds=2.5)).strftime("%Y-%m-%dT%H:%M:%SZ")

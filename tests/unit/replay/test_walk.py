@@ -49,11 +49,12 @@ def test_a_recorded_history_replays_without_divergence() -> None:
     rec, b = Recorder(), Builder()
     _lost_node_kill(rec, b)
     steps = [c.step for c in _commands(rec)]
-    assert steps == ["fail-job", "set-active-deadline", "delete", "force-delete"]
+    # ... and its Job shown killed once the pod is gone (rule job.show-kill)
+    assert steps == ["fail-job", "set-active-deadline", "delete", "force-delete", "annotate-job"]
     report = replay(rec.history)
     assert report.divergences == []
     assert report.total("decisions") == rec.decisions >= 4
-    assert report.total("commands") == 4
+    assert report.total("commands") == 5
     assert report.total("events") > 0
 
 
@@ -87,7 +88,7 @@ def test_window_compares_only_decisions_inside_but_folds_everything_before() -> 
     later = replay(rec.history, window=Window(start=at(13)))
     assert later.divergences == []
     assert 0 < later.total("decisions") < rec.decisions
-    assert later.total("commands") == 1  # the force deletion only
+    assert later.total("commands") == 2  # the force deletion, the Job shown killed
     nothing = replay(rec.history, window=Window(end=at(0)))
     assert nothing.total("decisions") == 0
 
@@ -188,7 +189,7 @@ def test_what_if_with_the_same_config_changes_nothing() -> None:
     _lost_node_kill(rec, b, force=4)
     result = what_if(rec.history, snapshot(2, **FAST))
     (ns,) = result.namespaces
-    assert ns.commands.same == 4  # fail-job and the three rungs
+    assert ns.commands.same == 5  # fail-job, the three rungs, the Job shown killed
     assert ns.commands.added == ns.commands.removed == 0
     assert timedelta(0) == max(
         abs(c.what_if - c.recorded) for c in result.steps if c.what_if and c.recorded
@@ -246,7 +247,7 @@ def test_a_decision_written_in_parts_replays_as_one_decision() -> None:
     report = replay(rec.history)
     assert report.divergences == []
     assert report.total("decisions") == rec.decisions == 3
-    assert report.total("commands") == 12_001  # and one fail-job
+    assert report.total("commands") == 12_002  # and one fail-job, one annotate-job
     assert report.total("events") == 12_012
     result = what_if(rec.history, snapshot(2, **FAST))
     (ns,) = result.namespaces
