@@ -187,6 +187,9 @@ class Board:
                     message.step, message.rule, message.due_at, message.decided_at
                 )
                 self.note(now, job, f"step {message.step} decided (rule {message.rule})")
+        elif isinstance(message, CommandApplied) and message.step == "annotate-job":
+            # Not a kill step: what the Job shows of its kill (kubectl get job -o yaml).
+            self.note(now, job, f"annotations: {message.message or message.outcome}")
         elif isinstance(message, CommandApplied):
             step = row.steps.get(message.command_id)
             if step is None:  # the result overtook the event: the topics are not ordered together

@@ -18,7 +18,7 @@ write (or that there is none); the loop is :class:`~.apply.Applier`'s.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -47,7 +47,10 @@ reads them back: a user editing them changes nothing but what the Job shows."""
 
 
 def rfc3339(value: datetime) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    """UTC, to the microsecond when there are any (a due time shown to the second would
+    read earlier than it is)."""
+    text = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{value.microsecond:06d}Z" if value.microsecond else f"{text}Z"
 
 
 def shown_annotations(command: CommandIssued) -> dict[str, str | None]:

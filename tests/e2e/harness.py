@@ -33,6 +33,8 @@ from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
 from tests.integration.helpers import (
     eventually,
+    issued,
+    job_metadata_writes,
     job_status_writes,
     messages,
     pod_creations,
@@ -163,11 +165,17 @@ class System:
     async def topic(self, name: str) -> list[Any]:
         return await messages(self.stack.kafka_bootstrap, self.names(name))
 
-    async def commands(self) -> list[CommandIssued]:
-        return [m for m in await self.topic("kill.commands") if isinstance(m, CommandIssued)]
+    async def commands(self, *, shows: bool = False) -> list[CommandIssued]:
+        """The commands issued, ``annotate-job`` only with ``shows`` (``helpers.issued``)."""
+        return issued(await self.topic("kill.commands"), shows=shows)
 
-    async def results(self) -> list[CommandApplied]:
-        return [m for m in await self.topic("kill.results") if isinstance(m, CommandApplied)]
+    async def results(self, *, shows: bool = False) -> list[CommandApplied]:
+        """The results, of ``annotate-job`` only with ``shows`` (as :meth:`commands`)."""
+        return [
+            m
+            for m in await self.topic("kill.results")
+            if isinstance(m, CommandApplied) and (shows or m.step != "annotate-job")
+        ]
 
     async def kill_events(
         self,
@@ -193,6 +201,10 @@ class System:
     def job_writes(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """The executor's Job status writes (``fail-job``), from the audit log."""
         return job_status_writes(self.stack.audit_log, namespace or self.namespace)
+
+    def job_annotation_writes(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The executor's Job metadata writes (``annotate-job``), from the audit log."""
+        return job_metadata_writes(self.stack.audit_log, namespace or self.namespace)
 
     def pod_creations(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Every pod created in the namespace (by the Job controller), from the audit log."""

@@ -113,13 +113,22 @@ async def test_the_audit_of_a_force_deleted_pod_matches_the_api_servers_audit_lo
     shown = sorted(
         (s.step, s.pod_name)
         for s in timeline.steps
-        if s.result and s.result.wrote and s.step != "fail-job"
+        if s.result and s.result.wrote and s.step not in ("fail-job", "annotate-job")
     )
     assert shown == expected, "every executor write to a pod, and nothing else"
     job_writes = [w for w in system.job_writes() if w["responseStatus"]["code"] < 400]
     failed = [s for s in timeline.steps if s.step == "fail-job" and s.result and s.result.wrote]
     assert len(failed) == len(job_writes) == 1, "the Job's FailureTarget, written once"
-    assert [s.step for s in timeline.steps if s.step != "fail-job"] == ["delete", "force-delete"]
+    # The Job shown killed once its pod was gone (rule job.show-kill): a write of its own.
+    shown_writes = [w for w in system.job_annotation_writes() if w["responseStatus"]["code"] < 400]
+    annotated = [s for s in timeline.steps if s.step == "annotate-job" and s.result]
+    assert len(shown_writes) == len(annotated) == 1 and annotated[0].result
+    assert annotated[0].result.wrote
+    assert [s.step for s in timeline.steps if s.step != "fail-job"] == [
+        "delete",
+        "force-delete",
+        "annotate-job",
+    ]
     for step in timeline.steps:
         assert step.decision is not None, "each command's DecisionRecorded was found"
         assert step.decision.decided_at == step.decided_at
@@ -146,7 +155,7 @@ async def test_the_audit_of_a_force_deleted_pod_matches_the_api_servers_audit_lo
     assert code == 0, err
     document = json.loads(out)
     assert document["uid"] == timeline.uid
-    command_ids = {c.command_id for c in await system.commands()}
+    command_ids = {c.command_id for c in await system.commands(shows=True)}
     assert {s["command_id"] for s in document["steps"]} == command_ids
     for s in document["steps"]:
         assert s["decision"]["decided_at"] and s["result"]["applied_at"]

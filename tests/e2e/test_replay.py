@@ -55,7 +55,7 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
     report = replay(history)
     assert report.divergences == []
     assert report.total("decisions") >= 2
-    assert report.total("commands") == 3
+    assert report.total("commands") == 4  # and the Job shown killed (annotate-job)
     assert report.total("events") == len(await system.kill_events())
 
     # 2. A changed rule (the force timeout, 4 s -> 1 s, same config version): the
@@ -87,7 +87,7 @@ async def test_replay_after_a_real_kill_matches_then_catches_a_changed_rule_and_
     snapshot = changed.model_copy(update={"version": system.version + 1})
     result = what_if(history, snapshot)
     steps = {c.step: c for c in result.steps}
-    assert set(steps) == {"fail-job", "delete", "force-delete"}, result.steps
+    assert set(steps) == {"fail-job", "delete", "force-delete", "annotate-job"}, result.steps
     assert steps["fail-job"].what_if is not None
     assert steps["fail-job"].what_if <= recorded[0].decided_at, "the kill does not move later"
     assert steps["delete"].recorded == recorded[1].decided_at

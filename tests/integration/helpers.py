@@ -24,6 +24,7 @@ from devtools.stack.api import StackInfo
 from schemas.annotations import ENFORCE
 from schemas.base import Message
 from schemas.cloudevents import DecodeError
+from schemas.commands import CommandIssued
 from services.runtime.kafka import make_producer, read_topics_to_end
 from services.runtime.messages import CODEC, outgoing
 from services.runtime.settings import KafkaSettings
@@ -203,6 +204,31 @@ def job_status_writes(audit_log: Path | None, namespace: str) -> list[dict[str, 
         and e.get("stage") == "ResponseComplete"
         and e.get("objectRef", {}).get("resource") == "jobs"
         and e.get("objectRef", {}).get("subresource") == "status"
+        and e.get("objectRef", {}).get("namespace") == namespace
+        and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
+    ]
+
+
+def issued(messages: list[Any], *, shows: bool = False) -> list[CommandIssued]:
+    """The commands among ``messages``; ``annotate-job`` (what a Job shows of its kill,
+    issued when a kill time is set and when the kill ended: its timing is the
+    tests' business only where they look at it) only with ``shows``."""
+    return [
+        m for m in messages if isinstance(m, CommandIssued) and (shows or m.step != "annotate-job")
+    ]
+
+
+def job_metadata_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
+    """Job patches (not of its status: ``annotate-job``, what a Job shows of its kill)
+    the executor sent, per the API server's audit log."""
+    assert audit_log is not None, "these tests need the stack's audit log"
+    return [
+        e
+        for e in _audit_events_of(audit_log, namespace)
+        if e.get("verb") == "patch"
+        and e.get("stage") == "ResponseComplete"
+        and e.get("objectRef", {}).get("resource") == "jobs"
+        and not e.get("objectRef", {}).get("subresource")
         and e.get("objectRef", {}).get("namespace") == namespace
         and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
     ]

@@ -24,7 +24,14 @@ from services.runtime.kube import load_api_client
 from services.runtime.settings import KafkaSettings
 from services.watcher.service import Watcher
 from services.watcher.settings import WatcherSettings
-from tests.integration.helpers import eventually, job_manifest, messages, publish, read_topic
+from tests.integration.helpers import (
+    eventually,
+    issued,
+    job_manifest,
+    messages,
+    publish,
+    read_topic,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -104,8 +111,7 @@ class Services:
         await asyncio.wait_for(task, 30)
 
     async def commands(self) -> list[CommandIssued]:
-        msgs = await messages(self.stack.kafka_bootstrap, f"{self.prefix}kill.commands")
-        return [m for m in msgs if isinstance(m, CommandIssued)]
+        return issued(await messages(self.stack.kafka_bootstrap, f"{self.prefix}kill.commands"))
 
     async def close(self) -> None:
         for service, task in self.tasks:

@@ -34,7 +34,7 @@ from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TopicNames
-from tests.integration.helpers import eventually, messages
+from tests.integration.helpers import eventually, issued, messages
 
 pytestmark = pytest.mark.stack
 
@@ -171,10 +171,9 @@ class Log:
             await asyncio.wait_for(task, 30)
 
     async def commands(self) -> list[CommandIssued]:
-        found = await messages(
-            self.stack.kafka_bootstrap, f"{self.kafka.topic_prefix}kill.commands"
+        return issued(
+            await messages(self.stack.kafka_bootstrap, f"{self.kafka.topic_prefix}kill.commands")
         )
-        return [m for m in found if isinstance(m, CommandIssued)]
 
 
 def sample(killer: Killer, name: str, **labels: str) -> float:
