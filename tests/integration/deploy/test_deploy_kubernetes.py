@@ -147,7 +147,8 @@ Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, ve
 #: What each ServiceAccount is granted, derived from the API calls in services/:
 #: watcher stream.py (list, watch) + annotation_events.py (events.k8s.io POST)
 #: + runtime/lease.py (GET/PUT by name, POST);
-#: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status)
+#: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status;
+#: annotate-job: PATCH its jobreaper.io/kill-* annotations)
 #: + events.py (events.k8s.io POST);
 #: config sources.py (list/watch with fieldSelector metadata.name, core Events POST)
 #: + lease.py + runtime/kube_auth.py (TokenReview, SubjectAccessReview: cluster-scoped
@@ -165,7 +166,7 @@ GRANTS: dict[str, set[Grant]] = {
     },
     "executor": {
         *(("cluster", "", "pods", v, None) for v in ("get", "patch", "delete")),
-        ("cluster", "batch", "jobs", "get", None),
+        *(("cluster", "batch", "jobs", v, None) for v in ("get", "patch")),
         ("cluster", "batch", "jobs/status", "patch", None),
         ("cluster", "events.k8s.io", "events", "create", None),
     },
@@ -247,8 +248,7 @@ DENIED: dict[str, list[Check]] = {
         ("list", "", "nodes", "", "", ""),
         ("get", "coordination.k8s.io", "leases", "OWN", "jobreaper-watcher", ""),
         ("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""),
-        # fail-job writes the status only: never the spec, never the whole Job
-        ("patch", "batch", "jobs", "OWN", "x", ""),
+        # fail-job writes the status, annotate-job patches metadata: never an update
         ("update", "batch", "jobs", "OWN", "x", "status"),
         ("get", "batch", "jobs", "OWN", "x", "status"),
         ("list", "batch", "jobs", "", "", ""),
