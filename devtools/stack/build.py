@@ -33,6 +33,7 @@ _INPUTS: dict[str, tuple[str, ...]] = {
     "kwok": ("go/kwok/go.mod", "go/kwok/go.sum"),
     "kubelet": ("go/kubelet/go.mod", "go/kubelet/go.sum"),
     "kustomize": ("go/kustomize/go.mod", "go/kustomize/go.sum"),
+    "helm": ("go/helm/go.mod", "go/helm/go.sum"),
 }
 
 _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -41,6 +42,7 @@ _GO_PACKAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "kwok": (("kwok", "sigs.k8s.io/kwok/cmd/kwok"),),
     "kubelet": (("kubelet", "k8s.io/kubernetes/cmd/kubelet"),),
     "kustomize": (("kustomize", "sigs.k8s.io/kustomize/kustomize/v5"),),
+    "helm": (("helm", "helm.sh/helm/v3/cmd/helm"),),
 }
 
 
@@ -181,6 +183,15 @@ def _ldflags(build: Build) -> str:
             f"-X {pkg}.gitMinor={minor}",
             f"-X {pkg}.gitTreeState=clean",
         ]
+    if build.component == "helm":
+        # As helm's Makefile stamps them: its version (unstamped: only "v3.19"), and the
+        # Kubernetes version `helm template` and `lint` assume, from its client-go
+        # (unstamped: 1.20, which a chart's kubeVersion >= 1.30 refuses).
+        client_go = config.go_requirement("helm", "k8s.io/client-go")
+        minor = client_go.lstrip("v").split(".")[1]
+        flags.append(f"-X helm.sh/helm/v3/internal/version.version={build.version}")
+        for pkg in ("helm.sh/helm/v3/pkg/chartutil", "helm.sh/helm/v3/pkg/lint/rules"):
+            flags += [f"-X {pkg}.k8sVersionMajor=1", f"-X {pkg}.k8sVersionMinor={minor}"]
     return " ".join(flags)
 
 
@@ -228,9 +239,11 @@ def _build_go(build: Build, tmp: Path, say: Say) -> None:
 
 def _check_binary(path: Path, build: Build, log: Path) -> None:
     """The binary runs and (for Kubernetes) reports the stamped version."""
+    # helm has no --version flag: its `version --short` prints the stamped version.
+    args = ["version", "--short"] if build.component == "helm" else ["--version"]
     try:
         out = subprocess.run(
-            [str(path), "--version"],
+            [str(path), *args],
             capture_output=True,
             text=True,
             timeout=60,
@@ -240,10 +253,10 @@ def _check_binary(path: Path, build: Build, log: Path) -> None:
         raise StackError(f"{path} does not run: {e}", step=f"check {path.name}", log=log) from None
     text = out.stdout + out.stderr
     with log.open("a") as f:
-        f.write(f"$ {path} --version\n{text}")
-    if build.component in ("kube", "kubelet") and build.version not in text:
+        f.write(f"$ {path} {' '.join(args)}\n{text}")
+    if build.component in ("kube", "kubelet", "helm") and build.version not in text:
         raise StackError(
-            f"{path.name} --version does not report {build.version}: {text.strip()[:200]}",
+            f"{path.name} {' '.join(args)} does not report {build.version}: {text.strip()[:200]}",
             step=f"check {path.name}",
             log=log,
         )

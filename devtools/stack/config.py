@@ -17,8 +17,9 @@ from devtools.stack.errors import StackError
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
 #: Tools built the same way, on demand only (``jobreaper-dev stack tool NAME``): the
-#: deployment tests render the manifests with kustomize. ``stack up`` never builds it.
-TOOLS = ("kustomize",)
+#: deployment tests render the manifests with kustomize and the Helm chart with helm.
+#: ``stack up`` never builds them.
+TOOLS = ("kustomize", "helm")
 #: Built only for a stack with real nodes (``stack up --real-nodes N``): the kubelet,
 #: from its own wrapper module pinned to the control plane's Kubernetes version.
 REAL_NODE_COMPONENTS = ("kubelet",)
@@ -78,6 +79,11 @@ def _go_requirement(go_mod: Path, module: str) -> str:
     return match.group(1)
 
 
+def go_requirement(wrapper: str, module: str) -> str:
+    """The version of ``module`` that the wrapper module ``stack/go/<wrapper>`` requires."""
+    return _go_requirement(stack_sources() / "go" / wrapper / "go.mod", module)
+
+
 @dataclass(frozen=True)
 class Versions:
     kafka: str
@@ -85,6 +91,7 @@ class Versions:
     etcd: str
     kwok: str
     kustomize: str
+    helm: str
     kubelet: str
 
     def of(self, component: str) -> str:
@@ -107,6 +114,7 @@ def versions() -> Versions:
         kustomize=_go_requirement(
             src / "go" / "kustomize" / "go.mod", "sigs.k8s.io/kustomize/kustomize/v5"
         ),
+        helm=_go_requirement(src / "go" / "helm" / "go.mod", "helm.sh/helm/v3"),
         kubelet=_go_requirement(src / "go" / "kubelet" / "go.mod", "k8s.io/kubernetes"),
     )
 

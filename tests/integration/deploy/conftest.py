@@ -1,7 +1,7 @@
 """Build the deployment tools before any test's timeout runs.
 
-kustomize takes about a minute to build the first time; it is cached afterwards
-(like the stack).
+kustomize takes about a minute to build the first time, helm a few; both are
+cached afterwards (like the stack).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.stack import build
+from devtools.stack import build, config
 from devtools.stack.errors import StackError
 from devtools.stack.util import say_stderr
 from tests.integration.helpers import one_process_at_a_time
@@ -26,9 +26,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     capture = session.config.pluginmanager.getplugin("capturemanager")
     # A failure is reported by the tests that need the tool (skip or fail).
-    with (
-        capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
-        contextlib.suppress(StackError),
-        one_process_at_a_time("build-kustomize"),
-    ):
-        build.ensure_tool("kustomize", say_stderr)
+    for tool in config.TOOLS:
+        with (
+            capture.global_and_fixture_disabled() if capture else contextlib.nullcontext(),
+            contextlib.suppress(StackError),
+            one_process_at_a_time(f"build-{tool}"),
+        ):
+            build.ensure_tool(tool, say_stderr)

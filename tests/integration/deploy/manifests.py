@@ -1,8 +1,8 @@
-"""The deployment manifests as the tests use them: rendered by a real kustomize,
-moved into a test namespace, applied with server-side apply.
+"""The deployment manifests as the tests use them: rendered by a real kustomize
+(or helm, for the chart), moved into a test namespace, applied with server-side apply.
 
-kustomize is built from the Go module proxy by the stack's build machinery
-(``jobreaper-dev stack tool kustomize``, cached under ~/.cache/jobreaper/builds).
+kustomize and helm are built from the Go module proxy by the stack's build machinery
+(``jobreaper-dev stack tool kustomize|helm``, cached under ~/.cache/jobreaper/builds).
 """
 
 from __future__ import annotations
@@ -34,10 +34,13 @@ from tests.integration.helpers import eventually
 ROOT = Path(__file__).resolve().parents[3]
 KUSTOMIZE_DIR = ROOT / "deploy" / "kubernetes"
 BASE = KUSTOMIZE_DIR / "base"
+CHART = ROOT / "deploy" / "helm" / "jobreaper"
 OVERLAYS = sorted(p.parent for p in (KUSTOMIZE_DIR / "overlays").glob("*/kustomization.yaml"))
 NAMESPACE = "jobreaper"  # the base's namespace
 FIELD_MANAGER = "jobreaper-deploy-test"
 SERVICES = ("watcher", "killer", "executor", "config")
+#: Deployed beside SERVICES, with no Kubernetes access: alerts to a webhook.
+NOTIFY = "notify"
 
 Obj = dict[str, Any]
 
@@ -55,6 +58,10 @@ RESOURCES: dict[tuple[str, str], Resource] = {
     ("v1", "ServiceAccount"): Resource("/api/v1", "serviceaccounts", True),
     ("v1", "ConfigMap"): Resource("/api/v1", "configmaps", True),
     ("v1", "Service"): Resource("/api/v1", "services", True),
+    ("v1", "PersistentVolumeClaim"): Resource("/api/v1", "persistentvolumeclaims", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): Resource(
+        "/apis/networking.k8s.io/v1", "networkpolicies", True
+    ),
     ("apps/v1", "Deployment"): Resource("/apis/apps/v1", "deployments", True),
     ("batch/v1", "Job"): Resource("/apis/batch/v1", "jobs", True),
     ("policy/v1", "PodDisruptionBudget"): Resource("/apis/policy/v1", "poddisruptionbudgets", True),
@@ -79,12 +86,21 @@ RESOURCES: dict[tuple[str, str], Resource] = {
 }
 
 
-def kustomize_binary() -> Path:
+def tool_binary(tool: str) -> Path:
+    """A deployment tool (kustomize, helm), built or taken from the cache."""
     try:
-        built = build.ensure_tool("kustomize", say_stderr)
+        built = build.ensure_tool(tool, say_stderr)
     except StackError as e:
-        pytest.fail(f"kustomize cannot be built: {e}", pytrace=False)
-    return built.bin(build.tool_binary("kustomize"))
+        pytest.fail(f"{tool} cannot be built: {e}", pytrace=False)
+    return built.bin(build.tool_binary(tool))
+
+
+def kustomize_binary() -> Path:
+    return tool_binary("kustomize")
+
+
+def helm_binary() -> Path:
+    return tool_binary("helm")
 
 
 def render(kustomize: Path, directory: Path) -> list[Obj]:

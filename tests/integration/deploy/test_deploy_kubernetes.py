@@ -24,6 +24,7 @@ from services.config.settings import WRITE_GROUP, WRITE_RESOURCE, WRITE_VERB
 from services.runtime.kube import request_json
 from tests.integration.deploy.manifests import (
     BASE,
+    NOTIFY,
     OVERLAYS,
     SERVICES,
     Obj,
@@ -79,7 +80,7 @@ def test_deployments_are_locked_down(kustomize: Path) -> None:
     objects = render(kustomize, BASE)
     workloads = [o for o in objects if o["kind"] in ("Deployment", "Job")]
     assert {o["metadata"]["name"] for o in workloads} == {
-        *(f"jobreaper-{s}" for s in SERVICES),
+        *(f"jobreaper-{s}" for s in (*SERVICES, NOTIFY)),
         "jobreaper-topics",
     }
     for obj in workloads:
@@ -106,14 +107,36 @@ def test_deployments_are_locked_down(kustomize: Path) -> None:
             assert any(
                 o["kind"] == "Service" and o["spec"]["selector"] == labels for o in objects
             ), f"no Service for {name}'s /metrics"
-    # The killer's token reads the API server's clock and nothing else: no binding names it.
+    # The killer's token reads the API server's clock and nothing else, the notifier
+    # calls no Kubernetes API at all: no binding names either.
     bound = [
         o["metadata"]["name"]
         for o in objects
         if o["kind"] in ("RoleBinding", "ClusterRoleBinding")
-        and any(s.get("name") == "jobreaper-killer" for s in o.get("subjects", []))
+        and any(
+            s.get("name") in ("jobreaper-killer", f"jobreaper-{NOTIFY}")
+            for s in o.get("subjects", [])
+        )
     ]
-    assert bound == [], f"the killer needs no RBAC: {bound}"
+    assert bound == [], f"the killer and the notifier need no RBAC: {bound}"
+    notify = find(objects, "Deployment", f"jobreaper-{NOTIFY}")["spec"]["template"]["spec"]
+    assert notify["automountServiceAccountToken"] is False
+    # Its webhook URL is a secret: a file from a Secret, never an argument.
+    (container,) = notify["containers"]
+    assert container["args"] == [NOTIFY]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["JOBREAPER_NOTIFY_WEBHOOK_FILE"]["value"] == "/etc/jobreaper/webhook/url"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "webhook"]
+    assert mount == {"name": "webhook", "mountPath": "/etc/jobreaper/webhook", "readOnly": True}
+    (volume,) = [v for v in notify["volumes"] if v["name"] == "webhook"]
+    assert volume["secret"]["items"] == [{"key": "url", "path": "url"}]
+    # The killer snapshots its state where a volume is mounted (docs/killer.md).
+    killer = find(objects, "Deployment", "jobreaper-killer")["spec"]["template"]["spec"]
+    (container,) = killer["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    directory = env["JOBREAPER_KILLER_SNAPSHOT_DIR"]["value"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    assert {"name": mount["name"], "emptyDir": {}} in killer["volumes"]
 
 
 # -- RBAC: exactly what the code calls -----------------------------------------------------
@@ -124,7 +147,8 @@ Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, ve
 #: What each ServiceAccount is granted, derived from the API calls in services/:
 #: watcher stream.py (list, watch) + annotation_events.py (events.k8s.io POST)
 #: + runtime/lease.py (GET/PUT by name, POST);
-#: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status)
+#: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status;
+#: annotate-job: PATCH its jobreaper.io/kill-* annotations)
 #: + events.py (events.k8s.io POST);
 #: config sources.py (list/watch with fieldSelector metadata.name, core Events POST)
 #: + lease.py + runtime/kube_auth.py (TokenReview, SubjectAccessReview: cluster-scoped
@@ -142,7 +166,7 @@ GRANTS: dict[str, set[Grant]] = {
     },
     "executor": {
         *(("cluster", "", "pods", v, None) for v in ("get", "patch", "delete")),
-        ("cluster", "batch", "jobs", "get", None),
+        *(("cluster", "batch", "jobs", v, None) for v in ("get", "patch")),
         ("cluster", "batch", "jobs/status", "patch", None),
         ("cluster", "events.k8s.io", "events", "create", None),
     },
@@ -224,8 +248,7 @@ DENIED: dict[str, list[Check]] = {
         ("list", "", "nodes", "", "", ""),
         ("get", "coordination.k8s.io", "leases", "OWN", "jobreaper-watcher", ""),
         ("create", "authorization.k8s.io", "subjectaccessreviews", "", "", ""),
-        # fail-job writes the status only: never the spec, never the whole Job
-        ("patch", "batch", "jobs", "OWN", "x", ""),
+        # fail-job writes the status, annotate-job patches metadata: never an update
         ("update", "batch", "jobs", "OWN", "x", "status"),
         ("get", "batch", "jobs", "OWN", "x", "status"),
         ("list", "batch", "jobs", "", "", ""),
@@ -436,5 +459,20 @@ async def test_services_with_the_manifests_settings_become_ready(
             overrides["JOBREAPER_KUBECONFIG"] = str(kubeconfig)
         env = local_env(container_env(objects, pod, f"{name}-0"), overrides)
         services[service] = (jobreaper_command(pod["containers"][0]["args"]), env)
+    # The notifier: its webhook file where the Secret would be mounted (it needs no
+    # token; readiness is its consumer group's assignment, no POST is made).
+    pod = find(objects, "Deployment", f"jobreaper-{NOTIFY}")["spec"]["template"]["spec"]
+    webhook = tmp_path / "webhook-url"
+    webhook.write_text("http://127.0.0.1:9/hook\n")
+    env = local_env(
+        container_env(objects, pod, f"jobreaper-{NOTIFY}-0"),
+        {
+            **local,
+            "JOBREAPER_HTTP_PORT": str(free_port()),
+            "JOBREAPER_NOTIFY_WEBHOOK_FILE": str(webhook),
+            "JOBREAPER_NOTIFY_GROUP_ID": f"deploy-notify-{isolation}",
+        },
+    )
+    services[NOTIFY] = (jobreaper_command(pod["containers"][0]["args"]), env)
     async with all_ready(services, tmp_path):
         pass
