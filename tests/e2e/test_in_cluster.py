@@ -36,10 +36,12 @@ from tests.e2e.in_cluster import (
     undeploy,
     user,
 )
-from tests.e2e.test_ladder import FAST, job_condition, kill_now, pods, running, stranded
+from tests.e2e.test_ladder import FAST, job_condition, kill_now, pods, running
 from tests.integration.deploy.manifests import kustomize_binary
 from tests.integration.helpers import eventually, job_manifest, step_of
 from tests.integration.lossy_nodes import ReservedNodeLoss
+
+GRACE_S = 2
 
 pytestmark = [
     pytest.mark.stack,
@@ -202,15 +204,20 @@ async def test_the_in_cluster_ladder_on_a_lost_kwok_node(
     _, run_id = in_cluster
     assert stack.audit_log is not None
     since = rfc3339(datetime.now(UTC))
-    await stranded(
-        kube_api,
-        namespace,
+    job = job_manifest(
         "stranded",
-        node_loss,
-        node_loss.reserved,
+        run="never",
+        node=node_loss.reserved,
         enforce=None,
         labels={RUN_LABEL: run_id},
+        backoff_limit=6,
     )
+    # The force deletion is due at deletionTimestamp (the graceful delete + this
+    # grace period) + forceDeleteTaskTimeoutSeconds: a short grace keeps the test short.
+    job.spec.template.spec.termination_grace_period_seconds = GRACE_S
+    await client.BatchV1Api(kube_api).create_namespaced_job(namespace, job)
+    await running(kube_api, namespace, "stranded")
+    await asyncio.to_thread(node_loss.lose, node_loss.reserved)  # waits for NotReady
     await kill_now(kube_api, namespace, "stranded")
 
     async def gone() -> bool:
@@ -227,9 +234,14 @@ async def test_the_in_cluster_ladder_on_a_lost_kwok_node(
     steps = [step_of(e) for e in sorted(deletes, key=lambda e: e["requestReceivedTimestamp"])]
     assert steps == ["delete", "force-delete"], steps
     graceful, force = sorted(deletes, key=lambda e: e["requestReceivedTimestamp"])
-    gap = (
-        datetime.fromisoformat(force["requestReceivedTimestamp"])
-        - datetime.fromisoformat(graceful["requestReceivedTimestamp"])
-    ).total_seconds()
-    print(f"in-cluster: graceful delete -> force delete {gap:.2f}s")
-    assert gap >= FAST["forceDeleteTaskTimeoutSeconds"] - 0.5, "force only after the timeout"
+    forced_at = datetime.fromisoformat(force["requestReceivedTimestamp"])
+    gap = (forced_at - datetime.fromisoformat(graceful["requestReceivedTimestamp"])).total_seconds()
+    deletion = graceful["responseObject"]["metadata"]["deletionTimestamp"]
+    after_deadline = (forced_at - datetime.fromisoformat(deletion)).total_seconds()
+    print(
+        f"in-cluster: graceful delete -> force delete {gap:.2f}s "
+        f"(deletionTimestamp + {after_deadline:.2f}s)"
+    )
+    # deletionTimestamp is whole seconds: up to 1 s early on its face.
+    assert after_deadline >= FAST["forceDeleteTaskTimeoutSeconds"] - 1, "not before the timeout"
+    assert graceful["requestObject"].get("gracePeriodSeconds") in (None, GRACE_S), graceful
