@@ -501,4 +501,10 @@ def import_image(layout: Layout, node: str, image: Image) -> bool:
     if realnode.ctr(layout, node, "images", "ls", "-q", f"name=={image.ref}").strip():
         return False
     realnode.ctr(layout, node, "images", "import", str(image.archive), timeout=300)
+    # Earlier builds' tags go (a running container keeps its snapshot); the kubelet's
+    # image GC is off on a real node, so nothing else would remove them.
+    for ref in realnode.ctr(layout, node, "images", "ls", "-q").split():
+        if ref.startswith(f"{REPOSITORY}:") and ref != image.ref:
+            with contextlib.suppress(StackError):
+                realnode.ctr(layout, node, "images", "rm", ref)
     return True
