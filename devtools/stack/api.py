@@ -10,11 +10,13 @@ stop_stack("test")
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
+from devtools.stack import appimage, config, faults, realnode
 from devtools.stack import build as buildmod
-from devtools.stack import config, faults, realnode
 from devtools.stack.errors import StackError
 from devtools.stack.launch import Launcher
 from devtools.stack.layout import Layout, StackInfo, info_from, load_state
@@ -27,11 +29,13 @@ __all__ = [
     "attach",
     "build_stack",
     "compact_etcd",
+    "ensure_jobreaper_image",
     "ensure_stack",
     "freeze_kubelet",
     "lose_node",
     "node_is_lost",
     "real_node_clean_containers",
+    "real_node_container_spec",
     "real_node_tasks",
     "restart_component",
     "restore_node",
@@ -174,3 +178,20 @@ def real_node_clean_containers(info: StackInfo, node: str) -> list[str]:
     """Kill and remove every container in ``node``'s containerd (the kubelet is not
     asked): for a test that must leave no orphan behind. Returns their ids."""
     return realnode.clean_containers(_real_node_layout(info, node), node)
+
+
+def ensure_jobreaper_image(info: StackInfo, node: str, say: Say = say_stderr) -> str:
+    """The jobreaper image of this checkout, built without Docker (cached; see
+    ``devtools/stack/appimage.py``) and imported into real node ``node``'s
+    containerd; returns its reference (``jobreaper.local/jobreaper:<key>``)."""
+    image = appimage.ensure_image(say)
+    appimage.import_image(_real_node_layout(info, node), node, image)
+    return image.ref
+
+
+def real_node_container_spec(info: StackInfo, node: str, container_id: str) -> dict[str, Any]:
+    """The OCI runtime spec containerd runs container ``container_id`` of ``node``
+    with (``ctr containers info``'s ``Spec``): process args, user, env, root."""
+    raw = realnode.ctr(_real_node_layout(info, node), node, "containers", "info", container_id)
+    spec: dict[str, Any] = json.loads(raw)["Spec"]
+    return spec

@@ -12,13 +12,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from devtools.stack import appimage, config, faults, process, realnode
 from devtools.stack import build as buildmod
-from devtools.stack import config, faults, process, realnode
 from devtools.stack.certs import Pki
 from devtools.stack.errors import StackError
 from devtools.stack.kuberest import KubeRest
 from devtools.stack.kwok import node_ready
-from devtools.stack.layout import info_from, kwok_proc, stack_names
+from devtools.stack.layout import info_from, kwok_proc, load_state, stack_names
 from devtools.stack.stack import Stack
 from devtools.stack.util import say_stderr
 
@@ -182,6 +182,36 @@ def tool(
     """
     b = _run(lambda: buildmod.ensure_tool(name, say_stderr))
     print(b.bin(buildmod.tool_binary(name)))
+
+
+@app.command()
+def image(
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Also import it into this stack's real node."),
+    ] = None,
+) -> None:
+    """Build the jobreaper image without Docker (cached; devtools/stack/appimage.py),
+    print its reference, and import it into the stack's real node with --name."""
+    t0 = time.monotonic()
+    built = _run(lambda: appimage.ensure_image(say_stderr))
+    imported = False
+    if name is not None:
+        layout = Stack(name, say_stderr).launcher.layout
+        state = load_state(layout)
+        nodes = state.real_nodes if state is not None and state.up else []
+        if not nodes:
+            say_stderr(f"stack {name!r} is not up with a real node: nothing imported")
+        for node in nodes:
+            imported |= _run(
+                lambda node=node: appimage.import_image(layout, node, built)  # type: ignore[misc]
+            )
+    say_stderr(
+        f"{built.ref} ({built.size_bytes / 2**20:.0f} MiB, "
+        f"{'built' if built.built else 'cached'}{', imported' if imported else ''}) "
+        f"in {time.monotonic() - t0:.1f}s"
+    )
+    print(built.ref)
 
 
 @app.command("lose-node")
