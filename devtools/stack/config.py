@@ -17,8 +17,9 @@ from devtools.stack.errors import StackError
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
 #: Tools built the same way, on demand only (``jobreaper-dev stack tool NAME``): the
-#: deployment tests render the manifests with kustomize. ``stack up`` never builds it.
-TOOLS = ("kustomize",)
+#: deployment tests render the manifests with kustomize and check the alerting rules
+#: with promtool. ``stack up`` never builds them.
+TOOLS = ("kustomize", "promtool")
 #: Built only for a stack with real nodes (``stack up --real-nodes N``): the kubelet,
 #: from its own wrapper module pinned to the control plane's Kubernetes version.
 REAL_NODE_COMPONENTS = ("kubelet",)
@@ -86,6 +87,7 @@ class Versions:
     kwok: str
     kustomize: str
     kubelet: str
+    promtool: str
 
     def of(self, component: str) -> str:
         value: str = getattr(self, component)
@@ -108,6 +110,9 @@ def versions() -> Versions:
             src / "go" / "kustomize" / "go.mod", "sigs.k8s.io/kustomize/kustomize/v5"
         ),
         kubelet=_go_requirement(src / "go" / "kubelet" / "go.mod", "k8s.io/kubernetes"),
+        promtool=_go_requirement(
+            src / "go" / "promtool" / "go.mod", "github.com/prometheus/prometheus"
+        ),
     )
 
 
