@@ -83,8 +83,10 @@ async def test_kill_now_through_the_plugin_kills_the_job_and_status_shows_it(
         (await plugin(system, "status", "-n", namespace, "doomed", "-o", "json")).stdout
     )
     assert doc["started"] is True and doc["uid"]
-    ours = [e["reason"] for e in doc["events"] if e["from_jobreaper"]]
-    assert ours[:2] == ["JobreaperFailureTarget", "JobreaperActiveDeadlineSet"], ours
+    ours = {e["reason"] for e in doc["events"] if e["from_jobreaper"]}
+    assert {"JobreaperFailureTarget", "JobreaperActiveDeadlineSet"} <= ours, ours
+    assert doc["outputs"]["jobreaper.io/kill-state"] in ("killing", "killed"), doc["outputs"]
+    assert doc["outputs"]["jobreaper.io/kill-trigger"] == "Killed"
     assert {c["reason"] for c in doc["conditions"] if c["type"] == "Failed"} == {"JobReaperKilled"}
 
     # Too late: the kill started, a cancel writes nothing and says so.
@@ -118,13 +120,15 @@ async def test_a_kill_cancelled_through_the_plugin_does_not_happen(
     await system.job_killed("control", timeout=60)
     await sleep_until(kill_at + timedelta(seconds=FAST["deleteKillingTasksTimeoutSeconds"] + 3))
     assert writes_to(system, {pods["spared"].metadata.name, "spared"}) == []
-    assert not [c for c in await system.commands() if c.job_name == "spared"]
+    steps = [c.step for c in await system.commands() if c.job_name == "spared"]
+    assert set(steps) <= {"annotate-job"}, f"no kill step, only the kill-state shown: {steps}"
     left = await client.CoreV1Api(kube_api).read_namespaced_pod(
         pods["spared"].metadata.name, namespace
     )
     assert left.metadata.deletion_timestamp is None and left.status.phase == "Running"
     status = (await plugin(system, "status", f"{namespace}/spared")).stdout
     assert KILL_AT not in status.split("Outputs")[0], "the input is gone"
+    assert "jobreaper.io/kill-state=cancelled" in status, status
     assert "Conditions set by jobreaper:\n  (none)" in status
 
 

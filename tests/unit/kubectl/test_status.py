@@ -140,3 +140,21 @@ def test_a_job_with_nothing_filled_in_reads_as_no_kill() -> None:
     seen = kill_status({}, [{}], [{}])
     assert seen.summary(NOW).startswith("no kill time set")
     render(seen, NOW)
+
+
+def test_the_annotations_read_are_the_ones_jobreaper_writes() -> None:
+    """The plugin does not import the executor (it ships to users without it): its
+    names and final states must agree with what the executor writes."""
+    import typing
+
+    from schemas.commands import KillState
+    from services.executor import job as executor_job
+    from services.kubectl import status
+
+    assert (status.KILL_STATE, status.KILL_TRIGGER, status.KILL_DUE_AT, status.KILLED_AT) == (
+        executor_job.KILL_STATE,
+        executor_job.KILL_TRIGGER,
+        executor_job.KILL_DUE_AT,
+        executor_job.KILLED_AT,
+    )
+    assert status.FINAL_STATES == {"killing", "killed"} < set(typing.get_args(KillState))
