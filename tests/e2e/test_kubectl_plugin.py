@@ -28,9 +28,15 @@ from tests.integration.helpers import _audit_events_of
 pytestmark = pytest.mark.stack
 
 
-async def plugin(system: System, *args: str, code: int = 0) -> Any:
-    """``kubectl jobreaper ...`` as kubectl runs it: only a kubeconfig, no Kafka."""
+async def plugin(system: System, *args: str, code: int = 0, kafka: bool = False) -> Any:
+    """``kubectl jobreaper ...`` as kubectl runs it: only a kubeconfig, no Kafka
+    (``kafka``: the stack's, for ``audit``)."""
     env = {"KUBECONFIG": str(system.stack.kubeconfig), "JOBREAPER_KAFKA_BOOTSTRAP": "0.0.0.0:9"}
+    if kafka:
+        env |= {
+            "JOBREAPER_KAFKA_BOOTSTRAP": system.stack.kafka_bootstrap,
+            "JOBREAPER_KAFKA_TOPIC_PREFIX": system.prefix,
+        }
     done = await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
     assert done.exit_code == code, done.output
     return done
@@ -88,6 +94,13 @@ async def test_kill_now_through_the_plugin_kills_the_job_and_status_shows_it(
     assert doc["outputs"]["jobreaper.io/kill-state"] in ("killing", "killed"), doc["outputs"]
     assert doc["outputs"]["jobreaper.io/kill-trigger"] == "Killed"
     assert {c["reason"] for c in doc["conditions"] if c["type"] == "Failed"} == {"JobReaperKilled"}
+
+    # Where Kafka is reachable, the whole timeline (jobreaper audit's, JSON here).
+    audit = json.loads(
+        (await plugin(system, "audit", f"{namespace}/doomed", "--json", kafka=True)).stdout
+    )
+    assert (audit["job"], audit["uid"]) == ("doomed", doc["uid"])
+    assert "fail-job" in {step["step"] for step in audit["steps"]}, audit["steps"]
 
     # Too late: the kill started, a cancel writes nothing and says so.
     late = await plugin(system, "cancel", f"{namespace}/doomed", code=EXIT_TOO_LATE)
