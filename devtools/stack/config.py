@@ -17,9 +17,9 @@ from devtools.stack.errors import StackError
 #: Components, in the order they are built.
 COMPONENTS = ("kafka", "kube", "etcd", "kwok")
 #: Tools built the same way, on demand only (``jobreaper-dev stack tool NAME``): the
-#: deployment tests render the manifests with kustomize and the Helm chart with helm.
-#: ``stack up`` never builds them.
-TOOLS = ("kustomize", "helm")
+#: deployment tests render the manifests with kustomize and the Helm chart with helm,
+#: and check the alerting rules with promtool. ``stack up`` never builds them.
+TOOLS = ("kustomize", "helm", "promtool")
 #: Built only for a stack with real nodes (``stack up --real-nodes N``): the kubelet,
 #: from its own wrapper module pinned to the control plane's Kubernetes version.
 REAL_NODE_COMPONENTS = ("kubelet",)
@@ -93,6 +93,7 @@ class Versions:
     kustomize: str
     helm: str
     kubelet: str
+    promtool: str
 
     def of(self, component: str) -> str:
         value: str = getattr(self, component)
@@ -116,6 +117,9 @@ def versions() -> Versions:
         ),
         helm=_go_requirement(src / "go" / "helm" / "go.mod", "helm.sh/helm/v3"),
         kubelet=_go_requirement(src / "go" / "kubelet" / "go.mod", "k8s.io/kubernetes"),
+        promtool=_go_requirement(
+            src / "go" / "promtool" / "go.mod", "github.com/prometheus/prometheus"
+        ),
     )
 
 

@@ -60,6 +60,13 @@ class KillerMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300),
             registry=registry,
         )
+        self.decision_overdue = Gauge(
+            "jobreaper_killer_decision_overdue_seconds",
+            "How long the earliest due decision of the owned partitions has waited "
+            "(now - its due instant; 0 when none is due): grows while a partition is "
+            "held, stale or rebuilding, or the loop does not decide. Read at scrape time",
+            registry=registry,
+        )
         self.rebuild_seconds = Histogram(
             "jobreaper_killer_rebuild_seconds",
             "Time from a partition's assignment to its state being caught up, by where it "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
@@ -156,6 +157,16 @@ def input_positions(positions: dict[tuple[str, int], int]) -> tuple[InputPositio
         InputPosition(topic=topic, partition=number, offset=offset)
         for (topic, number), offset in sorted(positions.items())
     )
+
+
+def overdue_seconds(partitions: Iterable[Partition], now: datetime) -> float:
+    """How long the earliest due decision among ``partitions`` has waited (0 if none is
+    due). A partition that cannot decide (held after ``decide`` raised, stale, rebuilding)
+    keeps the due instant it last computed, so its wait grows until it decides again."""
+    due = [p.next_due for p in partitions if p.next_due is not None and not p.released]
+    if not due:
+        return 0.0
+    return max(0.0, (now - min(due)).total_seconds())
 
 
 def readiness(partitions: dict[int, Partition], *, assigned: bool) -> tuple[bool, str]:

@@ -50,7 +50,15 @@ from services.runtime.topics import TopicNames
 from .committing import Committer, Outcome
 from .folding import Folder
 from .metrics import KillerMetrics
-from .partition import CAUGHT_UP, GLOBAL_TOPICS, JOB_TOPICS, Partition, Phase, readiness
+from .partition import (
+    CAUGHT_UP,
+    GLOBAL_TOPICS,
+    JOB_TOPICS,
+    Partition,
+    Phase,
+    overdue_seconds,
+    readiness,
+)
 from .rebuilding import Rebuilder
 from .settings import KillerServiceSettings
 from .snapshots import SnapshotStore
@@ -104,6 +112,10 @@ class Killer:
         self.metrics = KillerMetrics(self.registry)
         self.source = f"/jobreaper/killer/{settings.identity}"
         self.partitions: dict[int, Partition] = {}
+        # At scrape time: an alert on it needs no loop iteration to see a stuck loop.
+        self.metrics.decision_overdue.set_function(
+            lambda: overdue_seconds(self.partitions.values(), self.clock.now())
+        )
         self.folder = Folder(self.names, self.metrics, self.partitions)
         self.snapshotter = (
             Snapshotter(

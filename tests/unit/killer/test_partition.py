@@ -12,6 +12,7 @@ from services.killer.partition import (
     IllegalTransition,
     Partition,
     Phase,
+    overdue_seconds,
     readiness,
 )
 
@@ -103,3 +104,16 @@ def test_ready_only_once_every_partition_taken_is_caught_up() -> None:
         False,
         "taking partitions (fencing their previous owner)",
     )
+
+
+def test_overdue_is_how_long_the_earliest_due_timer_has_waited() -> None:
+    owned = [partition(Phase.DECIDING, n) for n in range(3)]
+    assert overdue_seconds(owned, T0) == 0.0, "no timer at all"
+    owned[0].next_due = T0 + timedelta(seconds=5)
+    assert overdue_seconds(owned, T0) == 0.0, "a timer in the future is not overdue"
+    owned[1].next_due = T0 - timedelta(seconds=3)
+    owned[2].next_due = T0 - timedelta(seconds=7)
+    owned[2].phase = Phase.STALE  # cannot decide: its wait counts all the same
+    assert overdue_seconds(owned, T0) == 7.0
+    owned[2].phase = Phase.RELEASED  # another instance owns it now
+    assert overdue_seconds(owned, T0) == 3.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from services.killer.partition import Partition, Phase
 from services.killer.service import Killer
 from tests.unit.core.harness import Builder, request, snapshot
 
-from .fakes import NAMES, FakeKafka, eventually, killer, running
+from .fakes import NAMES, T0, FakeKafka, FakeTime, eventually, killer, running
 
 Transitions = list[tuple[int, Phase, Phase]]
 
@@ -313,6 +314,44 @@ async def test_decide_failure_holds_the_partition_while_the_others_decide(
     assert k.registry.get_sample_value(
         "jobreaper_killer_core_errors_total", {"function": "decide"}
     ) == len(calls)
+
+
+async def test_a_due_timer_not_decided_shows_as_overdue_until_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``jobreaper_killer_decision_overdue_seconds``: 0 while the next timer is ahead,
+    growing while a held partition does not decide it, 0 again once decided."""
+    kafka = FakeKafka()
+    job(kafka, "slow", 0)
+    clock = FakeTime(T0 + timedelta(seconds=10))
+    k = killer(kafka, time=clock, decide_failure_hold_s=0.3, max_poll_wait_s=0.05)
+
+    def overdue() -> float | None:
+        return k.registry.get_sample_value("jobreaper_killer_decision_overdue_seconds")
+
+    real = service.decide
+    raised: list[int] = []
+
+    def buggy(state: KillerState, now: Any) -> Any:
+        raised.append(1)
+        raise ZeroDivisionError("a simulated core bug")
+
+    async with running(k) as task:
+        await kafka.rebalance(await kafka.subscribed(), {0})
+        kill(kafka, "slow", 0)
+        await eventually("the first step", lambda: commands(kafka, 0), task=task)
+        next_due = k.partitions[0].next_due
+        assert next_due is not None, "the ladder's next step has a timer"
+        assert overdue() == 0.0
+        monkeypatch.setattr(service, "decide", buggy)
+        clock.now = next_due + timedelta(seconds=5)
+        await eventually("decide raised", lambda: raised, task=task)
+        assert overdue() == pytest.approx(5.0)
+        clock.advance(10)
+        assert overdue() == pytest.approx(15.0), "it grows while nothing decides"
+        monkeypatch.setattr(service, "decide", real)
+        await eventually("decided after the hold", lambda: overdue() == 0.0, task=task)
+    assert len(commands(kafka, 0)) > 1, "the due step was issued"
 
 
 async def test_a_failed_transaction_rebuilds_the_partition_and_decides_the_same_again(
