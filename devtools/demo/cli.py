@@ -6,6 +6,7 @@ import asyncio
 import io
 import sys
 import time
+from pathlib import Path
 
 import typer
 from kubernetes_asyncio import client
@@ -51,6 +52,13 @@ def demo(
     stop: bool = typer.Option(
         False, "--stop", help="Stop what a --keep run left (services, namespace) and exit"
     ),
+    picture: Path | None = typer.Option(
+        None,
+        "--picture",
+        metavar="FILE.svg",
+        help="Also write the node-lost Job's audit timeline as a picture (the one in "
+        "docs/pictures/ is made so: docs/pictures/README.md)",
+    ),
 ) -> None:
     """Watch jobreaper kill Jobs on a real (local) Kubernetes, in about a minute.
 
@@ -95,7 +103,9 @@ def demo(
             console.print(f"==> stopping the local stack '{stack}' (the demo started it)")
             stop_stack(stack)
 
-    options = Options(keep=keep, plain=plain, timeout_s=timeout, later_s=later)
+    if picture is not None and picture.suffix.lower() != ".svg":
+        raise typer.BadParameter(f"{picture}: the picture's name must end in .svg")
+    options = Options(keep=keep, plain=plain, timeout_s=timeout, later_s=later, picture=picture)
     try:
         code = asyncio.run(Demo(info, options, console, stop_stack=stop_our_stack).run())
     except KeyboardInterrupt:

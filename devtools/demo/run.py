@@ -66,6 +66,8 @@ class Options:
     """How long the scenarios may take, from the Jobs' creation, before the demo fails."""
     later_s: int = 20
     ready_timeout_s: float = 120.0
+    picture: Path | None = None
+    """Where to write the node-lost Job's audit timeline as SVG (``--picture``)."""
 
 
 class Demo:
@@ -421,7 +423,7 @@ class Demo:
         if job not in {s.job for s in self.scenarios}:
             return
         self.say(f"the audit of {self.namespace}/{job}: every input, decision and result")
-        await show_audit(self.kafka, self.namespace, job, self.console)
+        await show_audit(self.kafka, self.namespace, job, self.console, self.options.picture)
 
     async def cleanup(self) -> None:
         """Undo what was done; each step on its own, so one failure does not skip the rest."""
@@ -486,8 +488,11 @@ class Demo:
         )
 
 
-async def show_audit(kafka: KafkaSettings, namespace: str, job: str, console: Console) -> None:
-    """``services.audit``'s timeline of one Job, rendered on ``console``.
+async def show_audit(
+    kafka: KafkaSettings, namespace: str, job: str, console: Console, picture: Path | None = None
+) -> None:
+    """``services.audit``'s timeline of one Job, rendered on ``console`` (and, with
+    ``picture``, as SVG into that file).
 
     Looked up at run time: the audit module is built separately, and a build
     without it still runs the demo. Only its absence is forgiven; an error
@@ -504,6 +509,10 @@ async def show_audit(kafka: KafkaSettings, namespace: str, job: str, console: Co
     if inspect.isawaitable(timeline):
         timeline = await timeline
     audit.render_terminal(timeline, console)
+    if picture is not None:
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        picture.write_text(audit.render_svg(timeline))
+        console.print(f"the timeline as a picture: {picture}")
 
 
 def _pod_text(pods: list[Any], node_ready: dict[str, bool]) -> str:

@@ -9,6 +9,8 @@ import re
 import subprocess
 import sys
 import uuid
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from kubernetes_asyncio import client
@@ -27,17 +29,17 @@ OUTCOMES = {
 
 
 async def test_the_demo_plays_every_scenario_to_its_end(
-    stack: StackInfo, kube_api: client.ApiClient, topic_prefix: str
+    stack: StackInfo, kube_api: client.ApiClient, topic_prefix: str, tmp_path: Path
 ) -> None:
     if stack.stack_dir is None or len(stack.nodes) < 2:
         pytest.skip("the demo loses a node: it needs a stack started by devtools.stack")
     # The demo pins its pods to the first node, and the node-lost one to the last, which
     # it loses: that node is reserved for this test (tests/integration/lossy_nodes.py).
     async with reserved(kube_api, stack, stack.nodes[-1]):
-        await _play_the_demo(stack, topic_prefix)
+        await _play_the_demo(stack, topic_prefix, tmp_path / "audit-node-lost.svg")
 
 
-async def _play_the_demo(stack: StackInfo, topic_prefix: str) -> None:
+async def _play_the_demo(stack: StackInfo, topic_prefix: str, picture: Path) -> None:
     run = uuid.uuid4().hex[:8]
     env = {
         **os.environ,
@@ -51,7 +53,8 @@ async def _play_the_demo(stack: StackInfo, topic_prefix: str) -> None:
     }
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "devtools", "demo", "--from-env"],  # not a TTY: plain output
+        # not a TTY: plain output. --picture: how docs/pictures/ is made (its README)
+        [sys.executable, "-m", "devtools", "demo", "--from-env", "--picture", str(picture)],
         env=env,
         capture_output=True,
         text=True,
@@ -66,3 +69,9 @@ async def _play_the_demo(stack: StackInfo, topic_prefix: str) -> None:
         assert re.search(rf"^  ok +{job}: .*{outcome}", summary, re.MULTILINE), summary
     for step in ("stopping the services", "restoring node", "deleting namespace"):
         assert step in done.stdout, f"cleanup: {step}"
+    # The picture of the node-lost Job's timeline: SVG, with the ladder's steps applied.
+    root = ET.parse(picture).getroot()
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    titles = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title"))
+    for step in ("set-active-deadline", "delete", "force-delete"):
+        assert f"{step}" in titles, (step, titles)
