@@ -167,6 +167,18 @@ def thaw_kubelet(info: StackInfo, node: str) -> None:
     realnode.thaw(_real_node_layout(info, node), node)
 
 
+def crash_kubelet(info: StackInfo, node: str) -> None:
+    """SIGKILL the kubelet of real node ``node``: a lost node by a crash (its containers
+    keep running). :func:`revive_kubelet` starts it again."""
+    realnode.crash(_real_node_layout(info, node), node)
+
+
+def revive_kubelet(info: StackInfo, node: str) -> None:
+    """Start the crashed kubelet of ``node`` again, with its recorded command line."""
+    _real_node_layout(info, node)
+    realnode.revive(_launcher(info), node)
+
+
 def real_node_tasks(info: StackInfo, node: str) -> dict[str, tuple[int, str]]:
     """containerd's tasks on ``node`` (``ctr -n k8s.io tasks ls``): container id ->
     (pid, status: RUNNING, STOPPED, PAUSED...). A pod's container id is its

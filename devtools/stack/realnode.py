@@ -455,6 +455,28 @@ def thaw(layout: Layout, node: str) -> None:
     _signal_kubelet(layout, node, signal.SIGCONT)
 
 
+def crash(layout: Layout, node: str) -> None:
+    """SIGKILL ``node``'s kubelet (a crash): its containers keep running under
+    containerd's shims; :func:`revive` starts it again."""
+    _signal_kubelet(layout, node, signal.SIGKILL)
+    record = process.read(layout.pid(kubelet_proc(node)))
+    deadline = time.monotonic() + 10
+    while record is not None and process.alive(record) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def revive(launcher: Launcher, node: str) -> None:
+    """Start ``node``'s crashed kubelet again with its recorded command line (same
+    root dir, certificates and config): it re-registers and reconciles its pods."""
+    pid_file = launcher.layout.pid(kubelet_proc(node))
+    if process.running(pid_file) is not None:
+        return
+    record = process.read(pid_file)
+    if record is None:
+        raise StackError(f"the kubelet of {node} was never started here", step=f"revive {node}")
+    launcher.spawn(kubelet_proc(node), record.argv)
+
+
 def _signal_kubelet(layout: Layout, node: str, sig: int) -> None:
     record = process.running(layout.pid(kubelet_proc(node)))
     if record is None:

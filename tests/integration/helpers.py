@@ -49,16 +49,21 @@ def one_process_at_a_time(what: str) -> Iterator[None]:
 
 
 async def eventually(
-    what: str, probe: Callable[[], Awaitable[T | None]], *, timeout: float = 60
+    what: str,
+    probe: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = 60,
+    interval: float = 0.2,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
+    """Poll ``probe`` every ``interval`` s until it returns something truthy; fail after
+    ``timeout`` s."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
         last = await probe()
         if last:
             return last
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(interval)
     pytest.fail(f"{what}: not within {timeout:.0f}s (last: {last!r})")
 
 
