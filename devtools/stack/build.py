@@ -174,7 +174,8 @@ def _build_kafka(build: Build, tmp: Path, say: Say) -> None:
     say(f"  fetched Kafka jars in {elapsed(start)}")
 
 
-def _go_env() -> dict[str, str]:
+def go_env() -> dict[str, str]:
+    """The environment every go command of the stack runs with (builds, the stage tests)."""
     env = dict(os.environ)
     env["GOTOOLCHAIN"] = "local"  # never download a toolchain
     env["GOFLAGS"] = (env.get("GOFLAGS", "") + " -buildvcs=false -mod=readonly").strip()
@@ -206,7 +207,7 @@ def _ldflags(build: Build) -> str:
 
 def _build_go(build: Build, tmp: Path, say: Say) -> None:
     module_dir = config.stack_sources() / "go" / build.component
-    env = _go_env()
+    env = go_env()
     log = log_path(build, "download")
     log.unlink(missing_ok=True)
     start = time.monotonic()
