@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Final
 from pydantic import StringConstraints
 
 from .base import Message, UtcDatetime, job_key
-from .topics import KILL_REQUESTS
+from .topics import K8S_NODES, KILL_REQUESTS
 
 MAX_REASON_CHARS: Final = 1024
 MAX_REQUESTED_BY_CHARS: Final = 256
@@ -87,6 +87,39 @@ class KillCancelRequested(Message):
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
+
+
+RESUME_KEY: Final = "jobreaper.io/force-resume"
+"""The record key of every :class:`ForceResumeRequested`."""
+_Zone = Annotated[str, StringConstraints(max_length=253)]
+
+
+class ForceResumeRequested(Message):
+    """An operator says force deletion may go on although the mass-disruption guard
+    is tripped (``jobreaper force resume``): the nodes silent now (their loss
+    observed at or before ``requested_at``) no longer count towards the guard, in
+    ``zone`` or, without one, in every zone. Nodes lost later count again (a new
+    mass event trips the guard again).
+
+    On ``k8s.nodes``, not ``kill.requests``: the guard is decided from the node
+    observations by every killer partition, and only a message on the topic every
+    partition folds whole, in one order with those observations (one partition),
+    makes every partition, every rebuild and every replay decide the same."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.force.resume-requested.v1"
+    TOPIC: ClassVar[str] = K8S_NODES
+
+    request_id: _Id
+    zone: _Zone | None = None
+    """Only this ``topology.kubernetes.io/zone`` (``""``: the nodes without one);
+    ``None``: every zone."""
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)] = ""
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUESTED_BY_CHARS)]
+    """Who (user@host, or ``--by``)."""
+    requested_at: UtcDatetime
+
+    def kafka_key(self) -> str:
+        return RESUME_KEY
 
 
 REQUESTS: tuple[type[Message], ...] = (KillRequested, KillCancelRequested)

@@ -96,6 +96,10 @@ OPERATOR = Principal(
     "`jobreaper audit`, `jobreaper replay`, `jobreaper config get --topic` / `history`",
 )
 TOPICS = Principal("jobreaper-topics", "`jobreaper topics create` (the topics Job)")
+RESUMER = Principal(
+    "jobreaper-resumer",
+    "`jobreaper force resume` (an operator lifting the mass-disruption guard)",
+)
 
 PRINCIPALS: tuple[Principal, ...] = (
     WATCHER,
@@ -107,6 +111,7 @@ PRINCIPALS: tuple[Principal, ...] = (
     EVENTS,
     OPERATOR,
     TOPICS,
+    RESUMER,
 )
 
 
@@ -292,6 +297,15 @@ def grants(
             ("Read",),
             "read without a group: a Job's timeline (`services/audit/history.py`), a replay "
             "(`services/replay/history.py`), the config history (`services/config/cli.py`)",
+        ),
+        *topics(
+            RESUMER,
+            (t.K8S_NODES,),
+            ("Write",),
+            "`ForceResumeRequested` (idempotent producer, `services/kill/force.py`): on the "
+            "topic every killer partition folds whole, in one order with the node "
+            "observations the guard is decided from. Whoever holds it could also write node "
+            "observations: grant it to those trusted with the watcher's word on nodes",
         ),
         Grant(
             TOPICS,

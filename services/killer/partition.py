@@ -29,6 +29,7 @@ from core import KillerState, new_state
 from schemas.config import ConfigSnapshot
 from schemas.decisions import InputPosition
 from schemas.observations import NodeObserved
+from schemas.requests import ForceResumeRequested
 from schemas.topics import (
     CONFIG,
     K8S_NODES,
@@ -88,7 +89,7 @@ class IllegalTransition(RuntimeError):
     """A bug of the shell: a transition :data:`TRANSITIONS` does not allow."""
 
 
-Backlogged: TypeAlias = "Record | NodeObserved | ConfigSnapshot"
+Backlogged: TypeAlias = "Record | NodeObserved | ConfigSnapshot | ForceResumeRequested"
 """What arrives for a frozen partition: its records, and node and config changes."""
 
 
