@@ -4,7 +4,8 @@
 stuck in deletion since 0 s (force timeout 900 s: not due yet, so a tripping looks
 at the zone's 1,000 pods again and sets their timers). Nodes of zone 0 go
 unreachable one a second; after each observation: ``evolve`` + ``decide`` (CPU
-time). The 55th trips the guard (0.55 * 100). Reports the decision that tripped it and the others (median, max).
+time). The 55th trips the guard (0.55 * 100). Reports the decision that tripped
+it and the others (median, max).
 
     uv run python bench/bench_guard.py
 """
