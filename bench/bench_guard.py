@@ -35,7 +35,7 @@ def node(t: float, name: str, zone: str, status: str, rv: int) -> NodeObserved:
         resource_version=str(rv),
         name=name,
         uid=f"u-{name}",
-        status=status,  # type: ignore[arg-type]
+        status=status,
         zone=zone,
     )
 

@@ -6,7 +6,7 @@ rebalance, a failed transaction) starts from this memory, not from their whole
 history. The memory must therefore hold everything a state's decisions depend
 on, not just the newest record of each:
 
-* the mass-disruption guard's resumes (``ForceResumeRequested``, on ``k8s.nodes``):
+* the mass-disruption guard's resumes (``ForceResumeRequested``, on ``force.resumes``):
   the newest per zone;
 * config: the newest snapshot (versions only grow; an older one shown again by
   compaction or a replay is ignored);
@@ -44,7 +44,7 @@ class GlobalInputs:
     """Per node, what folding its whole history gives (the same ``fold_node``)."""
     config: ConfigSnapshot | None = None
     resumes: dict[str, int] = field(default_factory=dict)
-    """The guard's resumes (``ForceResumeRequested`` on ``k8s.nodes``), as a state
+    """The guard's resumes (``ForceResumeRequested`` on ``force.resumes``), as a state
     folds them (``fold_resume``): zone -> newest ``requested_at``."""
     resumed_by: dict[str, str] = field(default_factory=dict)
 

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Final
 from pydantic import StringConstraints
 
 from .base import Message, UtcDatetime, job_key
-from .topics import K8S_NODES, KILL_REQUESTS
+from .topics import FORCE_RESUMES, KILL_REQUESTS
 
 MAX_REASON_CHARS: Final = 1024
 MAX_REQUESTED_BY_CHARS: Final = 256
@@ -89,8 +89,6 @@ class KillCancelRequested(Message):
         return job_key(self.namespace, self.job_name)
 
 
-RESUME_KEY: Final = "jobreaper.io/force-resume"
-"""The record key of every :class:`ForceResumeRequested`."""
 _Zone = Annotated[str, StringConstraints(max_length=253)]
 
 
@@ -101,13 +99,16 @@ class ForceResumeRequested(Message):
     ``zone`` or, without one, in every zone. Nodes lost later count again (a new
     mass event trips the guard again).
 
-    On ``k8s.nodes``, not ``kill.requests``: the guard is decided from the node
-    observations by every killer partition, and only a message on the topic every
-    partition folds whole, in one order with those observations (one partition),
-    makes every partition, every rebuild and every replay decide the same."""
+    On ``force.resumes``, a topic of its own that every killer partition reads whole
+    (as ``k8s.nodes`` and ``config``), not ``kill.requests``, which is partitioned by
+    Job: every partition decides the guard, and must fold every resume. Not on
+    ``k8s.nodes`` either: only the watcher writes that topic, and whoever may write
+    it could forge a node's deletion (a fence). The guard compares ``requested_at``
+    with the nodes' loss times, so the order between this topic and ``k8s.nodes`` does
+    not matter. Compacted by zone: the newest resume per zone is all a state keeps."""
 
     CE_TYPE: ClassVar[str] = "io.jobreaper.force.resume-requested.v1"
-    TOPIC: ClassVar[str] = K8S_NODES
+    TOPIC: ClassVar[str] = FORCE_RESUMES
 
     request_id: _Id
     zone: _Zone | None = None
@@ -119,7 +120,7 @@ class ForceResumeRequested(Message):
     requested_at: UtcDatetime
 
     def kafka_key(self) -> str:
-        return RESUME_KEY
+        return "*" if self.zone is None else f"zone/{self.zone}"
 
 
 REQUESTS: tuple[type[Message], ...] = (KillRequested, KillCancelRequested)

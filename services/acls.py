@@ -190,8 +190,8 @@ def grants(
             KILLER,
             killer_reads_only,
             ("Read",),
-            "folds them: the Job-keyed ones in its group, `k8s.nodes` and `config` "
-            "whole without a group (`services/killer/service.py`)",
+            "folds them: the Job-keyed ones in its group, `k8s.nodes`, `config` and "
+            "`force.resumes` whole without a group (`services/killer/service.py`)",
         ),
         *topics(
             KILLER,
@@ -300,12 +300,11 @@ def grants(
         ),
         *topics(
             RESUMER,
-            (t.K8S_NODES,),
+            (t.FORCE_RESUMES,),
             ("Write",),
-            "`ForceResumeRequested` (idempotent producer, `services/kill/force.py`): on the "
-            "topic every killer partition folds whole, in one order with the node "
-            "observations the guard is decided from. Whoever holds it could also write node "
-            "observations: grant it to those trusted with the watcher's word on nodes",
+            "`ForceResumeRequested` (idempotent producer, `services/kill/force.py`): lifts "
+            "the mass-disruption guard; its own topic, so that it cannot write node "
+            "observations (`k8s.nodes` stays the watcher's)",
         ),
         Grant(
             TOPICS,

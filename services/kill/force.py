@@ -1,9 +1,9 @@
 """``jobreaper force resume``: let force deletion go on although the mass-disruption
 guard is tripped (docs/user-guide.md, "The mass-disruption guard").
 
-Publishes one ``ForceResumeRequested`` on ``k8s.nodes``, the topic every killer
-partition folds whole and in one order with the node observations, so every
-partition (and every rebuild and replay) lifts the guard alike. The message is the
+Publishes one ``ForceResumeRequested`` on ``force.resumes``, a topic every killer
+partition folds whole (as ``k8s.nodes``), so every partition (and every rebuild and
+replay) lifts the guard alike. The message is the
 audit record: who (``requested_by``), when (``requested_at``), why (``reason``).
 
 Exit codes: 0 published; 1 Kafka could not be reached; 2 bad usage.
@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from schemas.requests import ForceResumeRequested
-from schemas.topics import K8S_NODES
+from schemas.topics import FORCE_RESUMES
 from services.runtime.cli_support import BOOTSTRAP_HELP, PREFIX_HELP, fail
 from services.runtime.kafka import ensure_topics, make_producer
 from services.runtime.messages import outgoing
@@ -58,9 +58,10 @@ def build_resume(
 async def publish_resume(
     kafka: KafkaSettings, resume: ForceResumeRequested, *, timeout_s: float = 30.0
 ) -> tuple[str, int, int]:
-    """Send ``resume`` to ``k8s.nodes`` (acks=all, idempotent); (topic, partition, offset)."""
+    """Send ``resume`` to ``force.resumes`` (acks=all, idempotent); (topic, partition,
+    offset)."""
     if kafka.create_topics:
-        specs = [s for s in TOPIC_SPECS if s.name == K8S_NODES]
+        specs = [s for s in TOPIC_SPECS if s.name == FORCE_RESUMES]
         await asyncio.wait_for(
             ensure_topics(kafka, job_partitions=kafka.job_partitions, specs=specs), timeout_s
         )
