@@ -483,7 +483,7 @@ def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
         changed = True
     if ev.status != "ready" or deleted:
         if node.lost_us is None:
-            node.lost_us = at_us
+            node.lost_us = node.onset_us = at_us
             return True
         return changed
     if node.lost_us is not None:
@@ -512,7 +512,7 @@ def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
         node = state.nodes[_intern(name)] = NodeState()
     changed = folded.lost_us != node.lost_us or folded.fenced_us != node.fenced_us
     node.lost_us, node.fenced_us, node.rv = folded.lost_us, folded.fenced_us, folded.rv
-    node.zone, node.gone = folded.zone, folded.gone
+    node.zone, node.gone, node.onset_us = folded.zone, folded.gone, folded.onset_us
     state.nodes_version += 1
     if changed:
         mark_node_pods(state, name)

@@ -9,19 +9,24 @@ The node lifecycle controller stops evicting in such a zone for the same reason
 (``--unhealthy-zone-threshold`` 0.55, with more than 2 nodes not ready).
 
 A zone (the ``topology.kubernetes.io/zone`` label; ``""`` for nodes without one,
-the whole cluster when no node has it) is **tripped** when at least
-``massDisruptionMinNodes`` of its nodes, and at least ``massDisruptionFraction``
-of them, are *silent* and turned silent within ``massDisruptionWindowSeconds`` of
-each other. Silent: lost (not ready, unreachable), not fenced by an administrator
-(a deleted Node, the out-of-service taint: those are known to be down), and lost
-after the newest ``ForceResumeRequested`` for its zone (an operator said those
-may go). Deleted Nodes are not counted at all.
+the whole cluster when no node has it) is **tripped** when the most recent losses
+(not ready, unreachable) of at least ``massDisruptionMinNodes`` of its nodes, and
+of at least ``massDisruptionFraction`` of them, began within
+``massDisruptionWindowSeconds`` of each other, and one node of those is still
+*silent*: lost and not fenced by an administrator (a deleted Node, the
+out-of-service taint: known to be down). A loss observed at or before the newest
+``ForceResumeRequested`` for its zone (or for all) does not count (an operator said
+those may go). Deleted Nodes are not counted at all.
 
-The answer depends on each node's folded state only (when it was lost, fenced,
-its zone), never on the order in which observations of different nodes were
-folded, nor on ``now``: every killer partition, rebuild and replay that folded the
-same node observations decides the same guard. It lifts when the nodes return
-(or are fenced, or deleted) or an operator resumes them.
+So it lifts only when **every** node of the mass loss is back (or fenced, deleted,
+or resumed), not as soon as fewer than the threshold are still away: a partition
+that heals node by node must not force-delete the pods of the nodes still cut off.
+
+The answer depends on each node's folded state only (when its latest loss began,
+whether it is still lost, fenced, its zone), never on the order in which
+observations of different nodes were folded, nor on ``now``: every killer
+partition, rebuild and replay that folded the same node observations decides the
+same guard.
 """
 
 from __future__ import annotations
@@ -51,9 +56,10 @@ class Trip:
 
     zone: str
     tripped_us: int
-    """The loss of the silent node that reached the threshold (the earliest such)."""
+    """The loss that reached the threshold (in the earliest window that has a node
+    still silent)."""
     silent: tuple[str, ...]
-    """Every silent node of the zone, sorted by name."""
+    """The zone's nodes still silent (lost, not fenced, not resumed), sorted by name."""
     zone_nodes: int
 
 
@@ -84,32 +90,37 @@ def trips(
     if window <= 0:
         return {}
     members: dict[str, int] = {}
-    silent: dict[str, list[tuple[int, str]]] = {}
+    onsets: dict[str, list[tuple[int, str, bool]]] = {}
     for name, node in nodes.items():
         if node.gone:
             continue
         zone = node.zone
         members[zone] = members.get(zone, 0) + 1
-        lost = node.lost_us
-        if lost is None or node.fenced_us is not None:
+        onset = node.onset_us
+        if onset is None:
             continue
         resumed = resumed_until(resumes, zone)
-        if resumed is not None and lost <= resumed:
+        if resumed is not None and onset <= resumed:
             continue
-        silent.setdefault(zone, []).append((lost, name))
+        silent = node.lost_us is not None and node.fenced_us is None
+        onsets.setdefault(zone, []).append((onset, name, silent))
     out: dict[str, Trip] = {}
-    for zone, losses in silent.items():
+    for zone, losses in onsets.items():
         size = members[zone]
         need = needed(settings, size)
-        if len(losses) < need:
+        if len(losses) < need or not any(silent for _, _, silent in losses):
             continue
         losses.sort()
+        # silent_before[i]: how many of losses[:i] are still silent (a prefix sum).
+        silent_before = [0]
+        for _, _, silent in losses:
+            silent_before.append(silent_before[-1] + silent)
         first = 0
         for last in range(len(losses)):
             while losses[last][0] - losses[first][0] >= window:
                 first += 1
-            if last - first + 1 >= need:
-                names = tuple(sorted(name for _, name in losses))
+            if last - first + 1 >= need and silent_before[last + 1] > silent_before[first]:
+                names = tuple(sorted(name for _, name, silent in losses if silent))
                 out[zone] = Trip(zone, losses[last][0], names, size)
                 break
     return out

@@ -330,6 +330,10 @@ class NodeState:
     """Since when the node is fenced by an administrator: its Node object deleted, or
     the ``node.kubernetes.io/out-of-service`` taint (non-graceful node shutdown);
     None while neither (the configured unreachable fence is computed by ``decide``)."""
+    onset_us: int | None = None
+    """When its most recent loss began, kept after it is found again (None: never
+    lost): the mass-disruption guard counts the losses that began within its window,
+    and holds until every node of them is back."""
     rv: int = -1
     zone: str = ""
     """Its ``topology.kubernetes.io/zone`` label (``""``: none): the guard's group."""

@@ -96,8 +96,13 @@ def test_guard_fenced_node_still_proceeds() -> None:
     assert _forced(d) == ["p1"]
     assert _of(d, ForceDeletionResumed) == []  # 4 of 6 still silent: still tripped
     h.feed(h.b.node(1001, "n2", "unreachable", (OUT_OF_SERVICE,), zone="a"))
-    d = h.decide(1001)  # 3 of 6 silent: below 4, the guard lifts
-    assert _forced(d) == ["p2", "p3", "p4", "p5", "p6"]
+    d = h.decide(1001)  # 3 of 6 silent, below 4: the mass loss goes on all the same
+    assert _forced(d) == ["p2"]
+    assert _of(d, ForceDeletionResumed) == []
+    for name in ("n3", "n4", "n5"):
+        h.feed(h.b.node(1002, name, "unreachable", (OUT_OF_SERVICE,), zone="a"))
+    d = h.decide(1002)  # every node of the mass loss fenced: lifted
+    assert _forced(d) == ["p3", "p4", "p5", "p6"]
     assert [e.cause for e in _of(d, ForceDeletionResumed)] == ["nodes-returned"]
 
 
@@ -106,7 +111,10 @@ def test_guard_lifts_when_the_nodes_return_and_the_held_pods_go() -> None:
     _lose(h, 100, "n1", "n2", "n3", "n4")
     h.decide(930)
     _lose(h, 1000, "n1", "n2", status="ready")
-    d = h.decide(1002)
+    d = h.decide(1002)  # 2 back, 2 still away: held (a partition healing node by node)
+    assert _forced(d) == [] and _of(d, ForceDeletionResumed) == []
+    _lose(h, 1010, "n3", "n4", status="ready")
+    d = h.decide(1012)
     (resumed,) = _of(d, ForceDeletionResumed)
     assert resumed.cause == "nodes-returned" and resumed.requested_by is None
     assert _forced(d) == [f"p{i}" for i in range(1, 7)]
@@ -120,6 +128,10 @@ def test_guard_needs_the_losses_within_the_window() -> None:
     _lose(h, 301, "n5")  # n2..n5 within 120 s: 4 of 6
     (paused,) = _of(h.decide(301), ForceDeletionPaused)
     assert paused.tripped_at == at(301) and paused.silent_nodes == 5
+    # n1 and n2 back: n3..n5 still away, their losses began within the window with
+    # n2's: still tripped until all of them are back
+    _lose(h, 400, "n1", "n2", status="ready")
+    assert _forced(h.decide(930)) == []
     h2 = _cluster()
     _lose(h2, 100, "n1")
     _lose(h2, 300, "n2")
