@@ -17,6 +17,7 @@ import signal
 import subprocess
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,10 @@ from kubernetes_asyncio import client
 from devtools.stack import build, config
 from devtools.stack.api import StackInfo
 from devtools.stack.layout import Layout
+from schemas.config import ConfigSnapshot, KillerConfig
 from schemas.events import ForceDeletionHeld, ForceDeletionPaused, ForceDeletionResumed
+from services.replay.history import read_history
+from services.replay.report import replay, what_if
 from tests.e2e.harness import System
 from tests.e2e.test_fences import FAST, force_deletes
 from tests.e2e.test_ladder import job_manifest, kill_now, running
@@ -75,8 +79,12 @@ class Fleet:
 
     def start(self, node: str) -> None:
         i = self.nodes.index(node)
-        log = (self.logs / f"test-kwok-{node}.log").open("ab")
-        self.procs[node] = subprocess.Popen(
+        # The child keeps its own copy of the descriptor: ours is closed at once.
+        with (self.logs / f"test-kwok-{node}.log").open("ab") as log:
+            self.procs[node] = self._spawn(node, i, log)
+
+    def _spawn(self, node: str, i: int, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(self.kwok),
                 f"--kubeconfig={self.layout.component_kubeconfig('kwok')}",
@@ -176,6 +184,21 @@ async def test_losing_4_of_6_nodes_at_once_pauses_force_deletion_with_one_alert(
         events = await system.kill_events()
         assert len([e for e in events if isinstance(e, ForceDeletionPaused)]) == 1
         assert force_deletes(system) == []
+        # Replay re-makes the holds and the alerts byte for byte; a what-if without the
+        # guard force-deletes the four pods while their nodes were away.
+        await system.stop()
+        history = await read_history(system.kafka)
+        report = replay(history)
+        assert report.divergences == []
+        snapshot = ConfigSnapshot(
+            version=system.version + 1,
+            config=KillerConfig.model_validate({**FAST, "massDisruptionWindowSeconds": 0}),
+            changed_at=datetime.now(UTC),
+        )
+        forced = [c for c in what_if(history, snapshot).steps if c.step == "force-delete"]
+        assert len(forced) == LOST and all(
+            c.recorded is None and c.what_if is not None for c in forced
+        ), forced
         print(
             f"guard: tripped at {alert.tripped_at.isoformat()}, decided "
             f"{(alert.decided_at - alert.tripped_at).total_seconds():.3f} s after the "
