@@ -481,9 +481,11 @@ def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
     elif node.fenced_us is not None:
         node.fenced_us = None
         changed = True
+    first, node.seen = not node.seen, True
     if ev.status != "ready" or deleted:
         if node.lost_us is None:
-            node.lost_us = node.onset_us = at_us
+            node.lost_us = at_us
+            node.onset_us = None if first else at_us
             return True
         return changed
     if node.lost_us is not None:
@@ -513,6 +515,7 @@ def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
     changed = folded.lost_us != node.lost_us or folded.fenced_us != node.fenced_us
     node.lost_us, node.fenced_us, node.rv = folded.lost_us, folded.fenced_us, folded.rv
     node.zone, node.gone, node.onset_us = folded.zone, folded.gone, folded.onset_us
+    node.seen = folded.seen
     state.nodes_version += 1
     if changed:
         mark_node_pods(state, name)

@@ -332,8 +332,12 @@ class NodeState:
     None while neither (the configured unreachable fence is computed by ``decide``)."""
     onset_us: int | None = None
     """When its most recent loss began, kept after it is found again (None: never
-    lost): the mass-disruption guard counts the losses that began within its window,
-    and holds until every node of them is back."""
+    lost, or lost since before its first observation: when is unknown): the
+    mass-disruption guard counts the losses that began within its window, and holds
+    until every node of them is back."""
+    seen: bool = False
+    """Observed at least once (a loss in the first observation has no known onset: a
+    watcher starting beside nodes down for days must not see a mass loss)."""
     rv: int = -1
     zone: str = ""
     """Its ``topology.kubernetes.io/zone`` label (``""``: none): the guard's group."""

@@ -141,6 +141,25 @@ def test_guard_needs_the_losses_within_the_window() -> None:
     assert _forced(d) == [f"p{i}" for i in range(1, 7)]
 
 
+def test_guard_does_not_count_nodes_lost_before_their_first_observation() -> None:
+    """A watcher (or killer) starting beside nodes down for days sees them all lost at
+    once: when they were lost is unknown, and it is no mass loss."""
+    h = Harness()
+    h.state.announces = True
+    for name in NODES[:4]:
+        h.feed(h.b.node(0, name, "unreachable", zone="a"))
+    for name in NODES[4:]:
+        h.feed(h.b.node(0, name, "ready", zone="a"))
+    h.feed(h.b.job(0))
+    h.feed(h.b.pod(0, "p1", node="n1", deletion=30))
+    d = h.decide(930)
+    assert _forced(d) == ["p1"] and _of(d, ForceDeletionPaused) == []
+    # Back and lost again: now the onsets are known and they count.
+    _lose(h, 1000, "n2", "n3", "n4", status="ready")
+    _lose(h, 1100, "n2", "n3", "n4", "n5")
+    assert len(_of(h.decide(1104), ForceDeletionPaused)) == 1
+
+
 def test_guard_counts_per_zone() -> None:
     h = Harness()
     h.state.announces = True
