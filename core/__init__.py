@@ -11,7 +11,8 @@ No I/O, no clock reads, imports only :mod:`schemas` and the standard library
 ``NodeObserved``), ``KillRequested``, ``KillCancelRequested``, ``ConfigSnapshot``,
 and the killer's own output folded back (``CommandIssued``, ``CommandApplied``,
 ``KillStarted``, ``KillStep``, ``ForceDeletionForbidden``, ``ForceDeletionHeld``,
-``JobKilled``), so re-deciding after
+``JobKilled``, ``ForceDeletionPaused``, ``ForceDeletionResumed``), and the
+guard's ``ForceResumeRequested``, so re-deciding after
 a replay yields nothing new. ``decide`` touches only Job generations that
 changed or whose timer is due and returns ``next_due_at`` for the runtime's
 timer. See ``docs/core.md`` for the model (generations, episodes, K) and the
@@ -20,10 +21,10 @@ assumptions.
 Modules: ``triggers`` (when a Job must be killed: the one table of triggers,
 ``TRIGGERS``, that ``decide`` and ``evolve`` read), ``ladder`` (how a pod is
 killed, step by step; fences, ``forceDeletePolicy`` and the force-deletion rate
-limit), ``fail_job`` (the Job-level step of a kill), ``decide``,
-``evolve``, ``settings`` (configuration and scope per Job), ``state`` and
-``seed``. The rule -> function -> test table, and the places a new trigger
-goes, are in ``docs/core.md``.
+limit), ``guard`` (the mass-disruption guard), ``fail_job`` (the Job-level
+step of a kill), ``decide``, ``evolve``, ``settings`` (configuration and
+scope per Job), ``state`` and ``seed``. The rule -> function -> test table,
+and the places a new trigger goes, are in ``docs/core.md``.
 """
 
 from __future__ import annotations

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from schemas.commands import CommandIssued, Rule, Trigger
 from schemas.events import (
+    MAX_GUARD_NODES,
     ForceDeletionForbidden,
     ForceDeletionHeld,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
     JobKilled,
     KillStarted,
     KillStep,
@@ -33,7 +36,9 @@ from schemas.events import (
     kill_started_parts,
 )
 
+from .evolve import mark_node_pods
 from .fail_job import FAIL_JOB, RULE_FAILURE_TARGET, fail_job_due
+from .guard import EVERY_ZONE, Trip, resumed_until, trips
 from .ladder import (
     RATE_WINDOW_US,
     active_deadline,
@@ -56,6 +61,7 @@ from .state import (
     FORCE,
     FULL_DIRTY,
     HELD_FENCE,
+    HELD_GUARD,
     HELD_RATE,
     ISSUED,
     JOB_DIRTY,
@@ -85,7 +91,15 @@ from .triggers import (
 if TYPE_CHECKING:
     from schemas.config import ConfigSnapshot
 
-KillEvent = KillStarted | KillStep | ForceDeletionForbidden | ForceDeletionHeld | JobKilled
+KillEvent = (
+    KillStarted
+    | KillStep
+    | ForceDeletionForbidden
+    | ForceDeletionHeld
+    | JobKilled
+    | ForceDeletionPaused
+    | ForceDeletionResumed
+)
 
 
 class Decision(NamedTuple):
@@ -93,8 +107,9 @@ class Decision(NamedTuple):
 
     commands: tuple[CommandIssued, ...] = ()
     kill_events: tuple[KillEvent, ...] = ()
-    """In order: per Job, ``KillStarted``, then steps and alerts, then ``JobKilled``
-    (each of the two in parts 1..n when it lists more pods than one record holds)."""
+    """In order: the guard's ``ForceDeletionPaused``/``Resumed`` (partition 0 only),
+    then per Job, ``KillStarted``, then steps and alerts, then ``JobKilled`` (each of
+    the two in parts 1..n when it lists more pods than one record holds)."""
     next_due_at: datetime | None = None
     """When to call ``decide`` again if no event arrives first (None: no timer)."""
 
@@ -129,10 +144,20 @@ class _Ctx:
         "prev_timers",
         "resolver",
         "state",
+        "trips",
     )
 
-    def __init__(self, state: KillerState, now: datetime, now_us: int, resolver: Resolver) -> None:
+    def __init__(
+        self,
+        state: KillerState,
+        now: datetime,
+        now_us: int,
+        resolver: Resolver,
+        tripped: dict[str, Trip],
+    ) -> None:
         self.state = state
+        self.trips = tripped
+        """The zones where the mass-disruption guard is tripped (``core.guard``)."""
         # normalised to UTC, as the models would
         self.now = now if now.tzinfo is UTC else from_us(now_us)
         self.now_us = now_us
@@ -169,11 +194,13 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
     if now.tzinfo is None or now.utcoffset() is None:
         now = now.replace(tzinfo=UTC)  # total: a naive clock reading is taken as UTC
     now_us = to_us(now)
+    tripped, alerts = _guard(state, resolver, now)
     heap = state.heap
     dirty = state.dirty
-    if not dirty and (not heap or heap[0][0] > now_us):
+    if not dirty and not alerts and (not heap or heap[0][0] > now_us):
         return _nothing(state, heap)
-    ctx = _Ctx(state, now, now_us, resolver)
+    ctx = _Ctx(state, now, now_us, resolver, tripped)
+    ctx.events.extend(alerts)
 
     while heap and heap[0][0] <= now_us:
         due, _, gen, pod = heapq.heappop(heap)
@@ -200,6 +227,75 @@ def decide(state: KillerState, now: datetime, config: ConfigSnapshot | None = No
     if not ctx.commands and not ctx.events:
         return _nothing(state, heap)
     return Decision(tuple(ctx.commands), tuple(ctx.events), _next_due(state, heap))
+
+
+def _guard(
+    state: KillerState, resolver: Resolver, now: datetime
+) -> tuple[dict[str, Trip], list[KillEvent]]:
+    """Rule *force.guard*: the tripped zones, computed again only when a node, a
+    resume or the config changed; the pods on the nodes of a zone that tripped or
+    lifted are looked at again. A state that ``announces`` (partition 0) raises one
+    ``ForceDeletionPaused`` per tripping and one ``ForceDeletionResumed`` when it
+    lifts."""
+    cached = state.guard
+    if (
+        isinstance(cached, tuple)
+        and cached[0] == state.nodes_version
+        and cached[1] is resolver
+        and isinstance(cached[2], dict)
+    ):
+        return cached[2], []
+    old: dict[str, Trip] = cached[2] if isinstance(cached, tuple) else {}
+    now_trips = trips(state.nodes, resolver.guard, state.resumes)
+    changed = {z for z in old.keys() ^ now_trips.keys()}
+    if changed:
+        for name in sorted(n for n, node in state.nodes.items() if node.zone in changed):
+            mark_node_pods(state, name)
+    state.guard = (state.nodes_version, resolver, now_trips)
+    if not state.announces:
+        return now_trips, []
+    alerts: list[KillEvent] = []
+    opened = state.guard_open
+    g = resolver.guard
+    for zone in sorted(now_trips.keys() - opened.keys()):
+        trip = now_trips[zone]
+        opened[zone] = trip.tripped_us
+        alerts.append(
+            ForceDeletionPaused(
+                zone=zone,
+                tripped_at=from_us(trip.tripped_us),
+                silent_nodes=len(trip.silent),
+                zone_nodes=trip.zone_nodes,
+                nodes=trip.silent[:MAX_GUARD_NODES],
+                min_nodes=g.min_nodes,
+                fraction=float(g.fraction),
+                window_seconds=g.window_us // 1_000_000,
+                config_version=resolver.version,
+                decided_at=now,
+            )
+        )
+    ended = sorted(opened.keys() - now_trips.keys())
+    if ended:
+        unresumed = trips(state.nodes, g, {})
+        for zone in ended:
+            tripped_us = opened.pop(zone)
+            by_operator = zone in unresumed
+            resumed_us = resumed_until(state.resumes, zone) if by_operator else None
+            who = None
+            if resumed_us is not None:
+                own = state.resumes.get(zone)
+                who = state.resumed_by.get(zone if own == resumed_us else EVERY_ZONE)
+            alerts.append(
+                ForceDeletionResumed(
+                    zone=zone,
+                    tripped_at=from_us(tripped_us),
+                    cause="operator" if by_operator else "nodes-returned",
+                    requested_by=who,
+                    requested_at=None if resumed_us is None else from_us(resumed_us),
+                    decided_at=now,
+                )
+            )
+    return now_trips, alerts
 
 
 def _next_due(
@@ -524,7 +620,15 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
     since = force_since(pod)
     if since is None or eff.force_timeout_us == 0:
         return  # not being deleted, or force deletion disabled
-    due = force_delete(pod, eff, node_fence_us(node, ctx.resolver.fence_after_us))
+    # Rule *force.guard*: in a tripped zone only an administrator's fence counts (a
+    # mass event is when "unreachable for long" stops meaning "down").
+    trip = None
+    fence_after_us = ctx.resolver.fence_after_us
+    if ctx.trips and node is not None and node.fenced_us is None:
+        trip = ctx.trips.get(node.zone)
+        if trip is not None:
+            fence_after_us = 0
+    due = force_delete(pod, eff, node_fence_us(node, fence_after_us))
     # When something is due: the force deletion, or (held for a fence) the report that
     # it would have been, at the timeout.
     at = due[0] if due is not None else since + eff.force_timeout_us
@@ -564,6 +668,12 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
             pod.held |= HELD_FENCE
             steps.append(_held(ctx, gen, pod, eff, "fence", trigger, reason, since, at, None))
         return
+    if trip is not None:
+        # Held until the guard lifts (its change marks the zone's pods again).
+        if not pod.held & HELD_GUARD:
+            pod.held |= HELD_GUARD
+            steps.append(_held(ctx, gen, pod, eff, "guard", trigger, reason, since, at, None))
+        return
     until = _step(ctx, gen, pod, FORCE, due[0], due[1], trigger, reason, eff, steps)
     if until is not None and not pod.held & HELD_RATE:
         pod.held |= HELD_RATE
@@ -582,7 +692,7 @@ def _held(
     gen: JobGen,
     pod: PodState,
     eff: Effective,
-    waits_for: Literal["fence", "rate-limit"],
+    waits_for: Literal["fence", "rate-limit", "guard"],
     trigger: Trigger,
     reason: str,
     since_us: int,

@@ -32,6 +32,8 @@ from schemas.config import ConfigSnapshot
 from schemas.events import (
     ForceDeletionForbidden,
     ForceDeletionHeld,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
     JobKilled,
     KillStarted,
     KillStep,
@@ -42,8 +44,9 @@ from schemas.observations import (
     NodeObserved,
     PodObserved,
 )
-from schemas.requests import KillCancelRequested, KillRequested
+from schemas.requests import ForceResumeRequested, KillCancelRequested, KillRequested
 
+from .guard import EVERY_ZONE
 from .ladder import LADDER_FACTS, RULE_DELETE_AFTER_TIMEOUT, is_done, retry_backoff_us
 from .show import SHOW_JOB
 from .state import (
@@ -94,6 +97,9 @@ Event = (
     | ForceDeletionForbidden
     | ForceDeletionHeld
     | JobKilled
+    | ForceResumeRequested
+    | ForceDeletionPaused
+    | ForceDeletionResumed
 )
 """Everything ``evolve`` folds. Anything else is ignored."""
 
@@ -463,6 +469,9 @@ def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
     if not deleted and rv >= 0 and rv <= node.rv:
         return None
     node.rv = rv
+    node.gone = deleted
+    if ev.zone is not None or not deleted:  # a deletion may come without the labels
+        node.zone = ev.zone or ""
     at_us = to_us(ev.observed_at)
     changed = False
     if deleted or OUT_OF_SERVICE in ev.taints:
@@ -472,9 +481,11 @@ def fold_node(node: NodeState, ev: NodeObserved) -> bool | None:
     elif node.fenced_us is not None:
         node.fenced_us = None
         changed = True
+    first, node.seen = not node.seen, True
     if ev.status != "ready" or deleted:
         if node.lost_us is None:
             node.lost_us = at_us
+            node.onset_us = None if first else at_us
             return True
         return changed
     if node.lost_us is not None:
@@ -487,8 +498,11 @@ def _on_node(state: KillerState, ev: NodeObserved) -> None:
     node = state.nodes.get(ev.name)
     if node is None:
         node = state.nodes[_intern(ev.name)] = NodeState()
-    if fold_node(node, ev):
-        _mark_node_pods(state, ev.name)
+    changed = fold_node(node, ev)
+    if changed is not None:
+        state.nodes_version += 1  # the guard looks again (a zone may have changed too)
+    if changed:
+        mark_node_pods(state, ev.name)
 
 
 def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
@@ -500,11 +514,15 @@ def seed_node(state: KillerState, name: str, folded: NodeState) -> None:
         node = state.nodes[_intern(name)] = NodeState()
     changed = folded.lost_us != node.lost_us or folded.fenced_us != node.fenced_us
     node.lost_us, node.fenced_us, node.rv = folded.lost_us, folded.fenced_us, folded.rv
+    node.zone, node.gone, node.onset_us = folded.zone, folded.gone, folded.onset_us
+    node.seen = folded.seen
+    state.nodes_version += 1
     if changed:
-        _mark_node_pods(state, name)
+        mark_node_pods(state, name)
 
 
-def _mark_node_pods(state: KillerState, name: str) -> None:
+def mark_node_pods(state: KillerState, name: str) -> None:
+    """Queue every not-done pod on node ``name`` for the next ``decide``."""
     # Sorted: a set's order depends on object ids, and decisions must not.
     for pod in sorted(state.node_pods.get(name, ()), key=_pod_order):
         mark_pod(state, pod)
@@ -705,6 +723,36 @@ def _on_held(state: KillerState, ev: ForceDeletionHeld) -> None:
     pod.held |= HELD_BITS.get(ev.waits_for, 0)
 
 
+def fold_resume(resumes: dict[str, int], who: dict[str, str], ev: ForceResumeRequested) -> bool:
+    """Fold an operator's resume of the mass-disruption guard: the newest
+    ``requested_at`` per zone (``"*"``: every zone) counts, whatever the order (a
+    resume older than one folded changes nothing). False when it changed nothing."""
+    zone = EVERY_ZONE if ev.zone is None else ev.zone
+    at_us = to_us(ev.requested_at)
+    known = resumes.get(zone)
+    if known is not None and known >= at_us:
+        return False
+    resumes[zone] = at_us
+    who[zone] = ev.requested_by
+    return True
+
+
+def _on_resume(state: KillerState, ev: ForceResumeRequested) -> None:
+    if fold_resume(state.resumes, state.resumed_by, ev):
+        state.nodes_version += 1
+
+
+def _on_paused(state: KillerState, ev: ForceDeletionPaused) -> None:
+    state.guard_open[ev.zone] = to_us(ev.tripped_at)
+    state.nodes_version += 1
+
+
+def _on_resumed(state: KillerState, ev: ForceDeletionResumed) -> None:
+    if state.guard_open.get(ev.zone) == to_us(ev.tripped_at):
+        del state.guard_open[ev.zone]
+    state.nodes_version += 1
+
+
 def _ignore(state: KillerState, ev: Any) -> None:
     return None
 
@@ -723,6 +771,9 @@ _HANDLERS: dict[type, Callable[[KillerState, Any], None]] = {
     ForceDeletionForbidden: _on_forbidden,
     ForceDeletionHeld: _on_held,
     JobKilled: _on_killed,
+    ForceResumeRequested: _on_resume,
+    ForceDeletionPaused: _on_paused,
+    ForceDeletionResumed: _on_resumed,
 }
 
-__all__ = ["Event", "evolve"]
+__all__ = ["Event", "evolve", "fold_resume", "mark_node_pods"]

@@ -6,6 +6,8 @@ rebalance, a failed transaction) starts from this memory, not from their whole
 history. The memory must therefore hold everything a state's decisions depend
 on, not just the newest record of each:
 
+* the mass-disruption guard's resumes (``ForceResumeRequested``, on ``force.resumes``):
+  the newest per zone;
 * config: the newest snapshot (versions only grow; an older one shown again by
   compaction or a replay is ignored);
 * a node: its folded state (newest resourceVersion, and since when it is
@@ -28,8 +30,9 @@ from dataclasses import dataclass, field
 
 from schemas.config import ConfigSnapshot
 from schemas.observations import NodeObserved
+from schemas.requests import ForceResumeRequested
 
-from .evolve import evolve, fold_node, seed_node
+from .evolve import evolve, fold_node, fold_resume, seed_node
 from .state import KillerState, NodeState
 
 
@@ -40,10 +43,17 @@ class GlobalInputs:
     nodes: dict[str, NodeState] = field(default_factory=dict)
     """Per node, what folding its whole history gives (the same ``fold_node``)."""
     config: ConfigSnapshot | None = None
+    resumes: dict[str, int] = field(default_factory=dict)
+    """The guard's resumes (``ForceResumeRequested`` on ``force.resumes``), as a state
+    folds them (``fold_resume``): zone -> newest ``requested_at``."""
+    resumed_by: dict[str, str] = field(default_factory=dict)
 
-    def fold(self, message: NodeObserved | ConfigSnapshot) -> bool:
+    def fold(self, message: NodeObserved | ConfigSnapshot | ForceResumeRequested) -> bool:
         """Remember ``message``; False when a state would ignore it (a stale node
-        observation, a config snapshot not newer than the newest)."""
+        observation, a config snapshot not newer than the newest, a resume older than
+        one remembered)."""
+        if isinstance(message, ForceResumeRequested):
+            return fold_resume(self.resumes, self.resumed_by, message)
         if isinstance(message, ConfigSnapshot):
             if self.config is not None and message.version <= self.config.version:
                 return False
@@ -59,6 +69,12 @@ class GlobalInputs:
         from a snapshot, which they supersede (they reflect more of the log)."""
         for name, node in self.nodes.items():
             seed_node(state, name, node)
+        for zone, at_us in self.resumes.items():
+            known = state.resumes.get(zone)
+            if known is None or known < at_us:
+                state.resumes[zone] = at_us
+                state.resumed_by[zone] = self.resumed_by.get(zone, "")
+                state.nodes_version += 1
         if self.config is not None:
             evolve(state, self.config)
         return state

@@ -26,10 +26,12 @@ invalid label value counts as absent (the watcher warns about it).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from schemas.config import ForceDeletePolicy, KillerConfig, KillerSettings
 
+from .guard import GuardSettings
 from .state import SECOND, JobGen
 
 if TYPE_CHECKING:
@@ -91,7 +93,16 @@ DEFAULTS = _effective(0, _DEFAULT_CONFIG)
 class Resolver:
     """Effective settings per generation for one snapshot, cached on the generation."""
 
-    __slots__ = ("base", "config", "fence_after_us", "force_limit", "key", "shared", "version")
+    __slots__ = (
+        "base",
+        "config",
+        "fence_after_us",
+        "force_limit",
+        "guard",
+        "key",
+        "shared",
+        "version",
+    )
 
     def __init__(self, snapshot: ConfigSnapshot | None) -> None:
         self.key: object = snapshot if snapshot is not None else _DEFAULT_CONFIG
@@ -109,6 +120,14 @@ class Resolver:
         """A node lost this long counts as fenced; 0: never."""
         self.force_limit = self.config.max_force_deletions_per_second_per_partition
         """Force deletions in any one-second window of this state; 0: no limit."""
+        c = self.config
+        self.guard = GuardSettings(
+            c.mass_disruption_window_seconds * SECOND,
+            c.mass_disruption_min_nodes,
+            # The decimal the operator wrote, exactly (0.55 is 11/20, not a binary float).
+            Fraction(repr(c.mass_disruption_fraction)),
+        )
+        """The mass-disruption guard's thresholds (``core.guard``)."""
 
     def for_gen(self, gen: JobGen) -> Effective:
         """Defaults < namespace override < label-selector overrides, for ``gen``; the

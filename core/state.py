@@ -114,7 +114,12 @@ sign that the pod is gone."""
 # Why a force deletion was held back (PodState.held, bits).
 HELD_FENCE: Final = 1
 HELD_RATE: Final = 2
-HELD_BITS: Final[Mapping[str, int]] = {"fence": HELD_FENCE, "rate-limit": HELD_RATE}
+HELD_GUARD: Final = 4
+HELD_BITS: Final[Mapping[str, int]] = {
+    "fence": HELD_FENCE,
+    "rate-limit": HELD_RATE,
+    "guard": HELD_GUARD,
+}
 
 # How a pod of a killed Job ended (PodState.ended); 0 = not decided yet.
 ENDED_NONE: Final = 0
@@ -215,8 +220,8 @@ class PodState:
     force_applied: bool = False
     forbidden_emitted: bool = False
     held: int = 0
-    """The ``ForceDeletionHeld`` events emitted for it (``HELD_FENCE`` | ``HELD_RATE``):
-    one per pod and reason."""
+    """The ``ForceDeletionHeld`` events emitted for it (``HELD_FENCE`` | ``HELD_RATE`` |
+    ``HELD_GUARD``): one per pod and reason."""
     # scheduling
     timer_us: int | None = None
     dirty: bool = False
@@ -325,7 +330,19 @@ class NodeState:
     """Since when the node is fenced by an administrator: its Node object deleted, or
     the ``node.kubernetes.io/out-of-service`` taint (non-graceful node shutdown);
     None while neither (the configured unreachable fence is computed by ``decide``)."""
+    onset_us: int | None = None
+    """When its most recent loss began, kept after it is found again (None: never
+    lost, or lost since before its first observation: when is unknown): the
+    mass-disruption guard counts the losses that began within its window, and holds
+    until every node of them is back."""
+    seen: bool = False
+    """Observed at least once (a loss in the first observation has no known onset: a
+    watcher starting beside nodes down for days must not see a mass loss)."""
     rv: int = -1
+    zone: str = ""
+    """Its ``topology.kubernetes.io/zone`` label (``""``: none): the guard's group."""
+    gone: bool = False
+    """Its Node object was deleted (not counted by the mass-disruption guard)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -343,6 +360,21 @@ class KillerState:
     """Force deletions decided lately: command id -> ``decided_at`` (the rate limit's
     window; ``decide`` records its own, ``evolve`` folds them back or from a rebuild,
     ``decide`` drops those out of the window)."""
+    resumes: dict[str, int] = field(default_factory=dict)
+    """The mass-disruption guard's resumes (``ForceResumeRequested``): zone (``"*"``:
+    every zone) -> the newest ``requested_at``; ``resumed_by`` -> who asked."""
+    resumed_by: dict[str, str] = field(default_factory=dict)
+    nodes_version: int = 0
+    """Bumped by every node observation or resume folded: the guard is computed again."""
+    announces: bool = False
+    """This state raises the guard's alerts (``ForceDeletionPaused``/``Resumed``): the
+    killer's partition 0, so that one alert is raised per tripping although every
+    partition decides the guard alike."""
+    guard_open: dict[str, int] = field(default_factory=dict)
+    """Zone -> ``tripped_at`` of the ``ForceDeletionPaused`` raised and not yet ended
+    by a ``ForceDeletionResumed`` (own events, folded back)."""
+    guard: object = None
+    """Cache: ``(nodes_version, resolver, {zone: Trip})`` of the last guard computed."""
     decided_config: object = None
     """The snapshot the last ``decide`` used (``None``: none yet); a change re-evaluates
     every Job generation."""

@@ -7,9 +7,17 @@ from .base import Message
 from .commands import CommandApplied, CommandIssued
 from .config import ConfigSnapshot, KillerConfig, KillerSettings
 from .decisions import DecisionRecorded
-from .events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted, KillStep
+from .events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
+    JobKilled,
+    KillStarted,
+    KillStep,
+)
 from .observations import JobObserved, NodeObserved, PodObserved
-from .requests import KillCancelRequested, KillRequested
+from .requests import ForceResumeRequested, KillCancelRequested, KillRequested
 
 ALL_MESSAGES: tuple[type[Message], ...] = (
     PodObserved,
@@ -17,6 +25,7 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     NodeObserved,
     KillRequested,
     KillCancelRequested,
+    ForceResumeRequested,
     ConfigSnapshot,
     CommandIssued,
     CommandApplied,
@@ -25,6 +34,8 @@ ALL_MESSAGES: tuple[type[Message], ...] = (
     ForceDeletionForbidden,
     ForceDeletionHeld,
     JobKilled,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
     DecisionRecorded,
 )
 
@@ -36,6 +47,9 @@ __all__ = [
     "DecisionRecorded",
     "ForceDeletionForbidden",
     "ForceDeletionHeld",
+    "ForceDeletionPaused",
+    "ForceDeletionResumed",
+    "ForceResumeRequested",
     "JobKilled",
     "JobObserved",
     "KillCancelRequested",

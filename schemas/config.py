@@ -157,7 +157,14 @@ class Overrides(_Body):
 
 
 GLOBAL_ONLY: frozenset[str] = frozenset(
-    {"overrides", "fence_unreachable_after_seconds", "max_force_deletions_per_second_per_partition"}
+    {
+        "overrides",
+        "fence_unreachable_after_seconds",
+        "max_force_deletions_per_second_per_partition",
+        "mass_disruption_window_seconds",
+        "mass_disruption_min_nodes",
+        "mass_disruption_fraction",
+    }
 )
 """The keys of ``KillerConfig`` that are not per-Job settings (no override sets them)."""
 
@@ -176,6 +183,20 @@ class KillerConfig(KillerSettings):
     """At most this many force deletions decided in any one-second window by one killer
     partition (the killer is partitioned by Job: the cluster-wide bound is this times
     the partitions of ``k8s.objects``, 6 by default, so 120/s); 0: no limit."""
+    mass_disruption_window_seconds: Seconds = Field(120, alias="massDisruptionWindowSeconds")
+    """The mass-disruption guard (``core.guard``): nodes of one
+    ``topology.kubernetes.io/zone`` that turned silent (not ready, unreachable) within
+    this many seconds of each other count together; 0 turns the guard off."""
+    mass_disruption_min_nodes: Annotated[int, Field(ge=1, strict=True)] = Field(
+        3, alias="massDisruptionMinNodes"
+    )
+    """The guard trips when at least this many nodes of a zone turned silent within the
+    window **and** ..."""
+    mass_disruption_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.55, alias="massDisruptionFraction"
+    )
+    """... they are at least this fraction of the zone's nodes (the node lifecycle
+    controller's ``--unhealthy-zone-threshold``, 0.55, and its "more than 2")."""
     overrides: Overrides = Field(default_factory=Overrides)
 
     def defaults(self) -> KillerSettings:

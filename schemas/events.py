@@ -176,7 +176,10 @@ class ForceDeletionHeld(Message):
       ``fenceUnreachableAfterSeconds``); emitted when the force timeout passes;
     * ``rate-limit``: its killer partition decided its limit of force deletions in
       the last second (``maxForceDeletionsPerSecondPerPartition``); ``until`` says
-      when a slot frees.
+      when a slot frees;
+    * ``guard``: the mass-disruption guard is tripped for its node's zone
+      (:class:`ForceDeletionPaused`) and its node is not fenced by an administrator;
+      it goes when the guard lifts (nodes back, or ``jobreaper force resume``).
 
     Emitted once per pod and ``waits_for``; the release is the ``KillStep`` of its
     ``force-delete`` (rule ``ladder.force-delete-fenced`` when a fence released it)."""
@@ -190,7 +193,7 @@ class ForceDeletionHeld(Message):
     pod_name: str
     pod_uid: str
     node_name: str | None = None
-    waits_for: Literal["fence", "rate-limit"]
+    waits_for: Literal["fence", "rate-limit", "guard"]
     policy: ForceDeletePolicy
     trigger: Trigger
     reason: str
@@ -290,10 +293,76 @@ def job_killed_parts(event: JobKilled, pods: tuple[PodEnding, ...]) -> tuple[Job
     )
 
 
+GUARD_KEY: Final = "jobreaper.io/force-guard"
+"""The record key of the guard's events (they are about a zone, not a Job)."""
+MAX_GUARD_NODES: Final = 100
+"""A guard event names at most this many nodes (``silent_nodes`` counts them all)."""
+
+
+class ForceDeletionPaused(Message):
+    """The mass-disruption guard tripped for ``zone``: at least
+    ``massDisruptionMinNodes`` of its nodes, and at least ``massDisruptionFraction``
+    of them, turned silent (not ready, unreachable) within
+    ``massDisruptionWindowSeconds``, and no administrator fenced them. Until it lifts
+    (:class:`ForceDeletionResumed`) no pod on a node of the zone is force-deleted
+    unless its node is fenced by an administrator (Node deleted, or tainted
+    ``node.kubernetes.io/out-of-service``). One per tripping, from killer partition 0
+    (every partition decides the guard alike from the node observations, and holds
+    its pods: ``ForceDeletionHeld`` ``waits_for: guard``)."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.force-deletion.paused.v1"
+    TOPIC: ClassVar[str] = KILL_EVENTS
+
+    zone: str
+    """The ``topology.kubernetes.io/zone`` of the nodes; ``""``: nodes without one
+    (the whole cluster when no node carries the label)."""
+    tripped_at: UtcDatetime
+    """When the threshold was reached: the observation of the silent node that
+    reached it (the watcher's clock)."""
+    silent_nodes: NonNegativeInt
+    """Nodes of the zone silent in the tripping window (not fenced, not resumed)."""
+    zone_nodes: NonNegativeInt
+    """Nodes of the zone (Node objects not deleted)."""
+    nodes: tuple[str, ...] = ()
+    """The silent nodes' names, sorted (at most ``MAX_GUARD_NODES``)."""
+    min_nodes: NonNegativeInt
+    fraction: float
+    window_seconds: NonNegativeInt
+    config_version: NonNegativeInt
+    decided_at: UtcDatetime
+
+    def kafka_key(self) -> str:
+        return GUARD_KEY
+
+
+class ForceDeletionResumed(Message):
+    """The guard of ``zone`` lifted: force deletion there goes on (held pods go, within
+    the rate limit). ``cause``: ``nodes-returned`` (fewer silent nodes than the
+    threshold now: nodes came back, were fenced or deleted, or the configuration
+    changed) or ``operator`` (``jobreaper force resume``: ``requested_by``,
+    ``requested_at``)."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.force-deletion.resumed.v1"
+    TOPIC: ClassVar[str] = KILL_EVENTS
+
+    zone: str
+    tripped_at: UtcDatetime
+    """The ``tripped_at`` of the ``ForceDeletionPaused`` it ends."""
+    cause: Literal["nodes-returned", "operator"]
+    requested_by: str | None = None
+    requested_at: UtcDatetime | None = None
+    decided_at: UtcDatetime
+
+    def kafka_key(self) -> str:
+        return GUARD_KEY
+
+
 KILL_EVENT_TYPES: tuple[type[Message], ...] = (
     KillStarted,
     KillStep,
     ForceDeletionForbidden,
     ForceDeletionHeld,
     JobKilled,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
 )

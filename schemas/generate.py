@@ -50,6 +50,10 @@ _TOPIC_DOCS = {
         " byte-for-byte replay and audit."
     ),
     t.DEADLETTER: "Records no consumer could handle: original bytes, headers, and the reason.",
+    t.FORCE_RESUMES: (
+        "Operators' resumes of the mass-disruption guard (`jobreaper force resume`), read"
+        " whole by every killer partition (compacted, keyed by zone)."
+    ),
 }
 
 _WRITERS = {
@@ -62,6 +66,7 @@ _WRITERS = {
     t.KILL_EVENTS: "The killer and the executor",
     t.KILL_DECISIONS: "The killer",
     t.DEADLETTER: "Any consumer",
+    t.FORCE_RESUMES: "`jobreaper force resume` (an operator)",
 }
 
 

@@ -185,6 +185,9 @@ class NodeObserved(Message):
     taints: tuple[str, ...] = ()
     """Keys of the relevant taints present, e.g. ``node.kubernetes.io/unreachable``,
     ``node.kubernetes.io/not-ready``."""
+    zone: str | None = None
+    """The node's ``topology.kubernetes.io/zone`` label, if any: the mass-disruption
+    guard counts silent nodes per zone (``core.guard``)."""
 
     def kafka_key(self) -> str:
         return self.name

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Final
 from pydantic import StringConstraints
 
 from .base import Message, UtcDatetime, job_key
-from .topics import KILL_REQUESTS
+from .topics import FORCE_RESUMES, KILL_REQUESTS
 
 MAX_REASON_CHARS: Final = 1024
 MAX_REQUESTED_BY_CHARS: Final = 256
@@ -87,6 +87,40 @@ class KillCancelRequested(Message):
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)
+
+
+_Zone = Annotated[str, StringConstraints(max_length=253)]
+
+
+class ForceResumeRequested(Message):
+    """An operator says force deletion may go on although the mass-disruption guard
+    is tripped (``jobreaper force resume``): the nodes silent now (their loss
+    observed at or before ``requested_at``) no longer count towards the guard, in
+    ``zone`` or, without one, in every zone. Nodes lost later count again (a new
+    mass event trips the guard again).
+
+    On ``force.resumes``, a topic of its own that every killer partition reads whole
+    (as ``k8s.nodes`` and ``config``), not ``kill.requests``, which is partitioned by
+    Job: every partition decides the guard, and must fold every resume. Not on
+    ``k8s.nodes`` either: only the watcher writes that topic, and whoever may write
+    it could forge a node's deletion (a fence). The guard compares ``requested_at``
+    with the nodes' loss times, so the order between this topic and ``k8s.nodes`` does
+    not matter. Compacted by zone: the newest resume per zone is all a state keeps."""
+
+    CE_TYPE: ClassVar[str] = "io.jobreaper.force.resume-requested.v1"
+    TOPIC: ClassVar[str] = FORCE_RESUMES
+
+    request_id: _Id
+    zone: _Zone | None = None
+    """Only this ``topology.kubernetes.io/zone`` (``""``: the nodes without one);
+    ``None``: every zone."""
+    reason: Annotated[str, StringConstraints(max_length=MAX_REASON_CHARS)] = ""
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REQUESTED_BY_CHARS)]
+    """Who (user@host, or ``--by``)."""
+    requested_at: UtcDatetime
+
+    def kafka_key(self) -> str:
+        return "*" if self.zone is None else f"zone/{self.zone}"
 
 
 REQUESTS: tuple[type[Message], ...] = (KillRequested, KillCancelRequested)

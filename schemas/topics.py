@@ -13,6 +13,8 @@ KILL_RESULTS: Final = "kill.results"
 KILL_EVENTS: Final = "kill.events"
 KILL_DECISIONS: Final = "kill.decisions"
 DEADLETTER: Final = "deadletter"
+FORCE_RESUMES: Final = "force.resumes"
+"""Operators' resumes of the mass-disruption guard (``jobreaper force resume``)."""
 
 ALL_TOPICS: Final = (
     K8S_OBJECTS,
@@ -24,4 +26,5 @@ ALL_TOPICS: Final = (
     KILL_EVENTS,
     KILL_DECISIONS,
     DEADLETTER,
+    FORCE_RESUMES,
 )

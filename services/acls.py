@@ -96,6 +96,10 @@ OPERATOR = Principal(
     "`jobreaper audit`, `jobreaper replay`, `jobreaper config get --topic` / `history`",
 )
 TOPICS = Principal("jobreaper-topics", "`jobreaper topics create` (the topics Job)")
+RESUMER = Principal(
+    "jobreaper-resumer",
+    "`jobreaper force resume` (an operator lifting the mass-disruption guard)",
+)
 
 PRINCIPALS: tuple[Principal, ...] = (
     WATCHER,
@@ -107,6 +111,7 @@ PRINCIPALS: tuple[Principal, ...] = (
     EVENTS,
     OPERATOR,
     TOPICS,
+    RESUMER,
 )
 
 
@@ -185,8 +190,8 @@ def grants(
             KILLER,
             killer_reads_only,
             ("Read",),
-            "folds them: the Job-keyed ones in its group, `k8s.nodes` and `config` "
-            "whole without a group (`services/killer/service.py`)",
+            "folds them: the Job-keyed ones in its group, `k8s.nodes`, `config` and "
+            "`force.resumes` whole without a group (`services/killer/service.py`)",
         ),
         *topics(
             KILLER,
@@ -292,6 +297,14 @@ def grants(
             ("Read",),
             "read without a group: a Job's timeline (`services/audit/history.py`), a replay "
             "(`services/replay/history.py`), the config history (`services/config/cli.py`)",
+        ),
+        *topics(
+            RESUMER,
+            (t.FORCE_RESUMES,),
+            ("Write",),
+            "`ForceResumeRequested` (idempotent producer, `services/kill/force.py`): lifts "
+            "the mass-disruption guard; its own topic, so that it cannot write node "
+            "observations (`k8s.nodes` stays the watcher's)",
         ),
         Grant(
             TOPICS,

@@ -11,6 +11,7 @@ from services.audit import cli as audit_cli
 from services.config.cli import app as config_app
 from services.executor.cli import app as executor_app
 from services.kill.cli import kill
+from services.kill.force import app as force_app
 from services.killer.cli import app as killer_app
 from services.notify.cli import notify
 from services.replay.cli import main as replay_main
@@ -30,6 +31,7 @@ app.add_typer(watcher_app, name="watcher")
 app.add_typer(executor_app, name="executor")
 app.add_typer(killer_app, name="killer")
 app.add_typer(config_app, name="config")
+app.add_typer(force_app, name="force")
 app.command("kill")(kill)
 app.command("audit")(audit_cli.audit)
 app.command("events")(audit_cli.events)

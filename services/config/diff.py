@@ -24,6 +24,9 @@ SETTING_ORDER = (
     # cluster-wide: only at the top level (no override sets them)
     "fenceUnreachableAfterSeconds",
     "maxForceDeletionsPerSecondPerPartition",
+    "massDisruptionWindowSeconds",
+    "massDisruptionMinNodes",
+    "massDisruptionFraction",
 )
 
 DEFAULTS = KillerConfig()

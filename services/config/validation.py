@@ -54,7 +54,18 @@ FENCE_AFTER_ALIAS = "fenceUnreachableAfterSeconds"
 FORCE_RATE_ALIAS = "maxForceDeletionsPerSecondPerPartition"
 MAX_FORCE_RATE = 100_000
 """The largest rate limit accepted; 0 means no limit."""
-GLOBAL_KEYS: tuple[str, ...] = (FENCE_AFTER_ALIAS, FORCE_RATE_ALIAS)
+GUARD_WINDOW_ALIAS = "massDisruptionWindowSeconds"
+GUARD_MIN_NODES_ALIAS = "massDisruptionMinNodes"
+GUARD_FRACTION_ALIAS = "massDisruptionFraction"
+MAX_GUARD_NODES = 100_000
+"""The largest ``massDisruptionMinNodes`` accepted (more than any cluster has nodes)."""
+GLOBAL_KEYS: tuple[str, ...] = (
+    FENCE_AFTER_ALIAS,
+    FORCE_RATE_ALIAS,
+    GUARD_WINDOW_ALIAS,
+    GUARD_MIN_NODES_ALIAS,
+    GUARD_FRACTION_ALIAS,
+)
 """Cluster-wide keys: only at the top level, no override sets them."""
 SECONDS_KEYS: tuple[str, ...] = (
     "deleteKillingTasksTimeoutSeconds",
@@ -289,6 +300,12 @@ class _Walk:
                 self.seconds(value, [key])
             elif key == FORCE_RATE_ALIAS:
                 self.rate(value, [key])
+            elif key == GUARD_WINDOW_ALIAS:
+                self.seconds(value, [key])
+            elif key == GUARD_MIN_NODES_ALIAS:
+                self.min_nodes(value, [key])
+            elif key == GUARD_FRACTION_ALIAS:
+                self.fraction(value, [key])
             elif key == "overrides":
                 self.overrides(value, ["overrides"])
             elif key in OVERRIDE_KEYS:
@@ -378,6 +395,26 @@ class _Walk:
             self.error(
                 path, "range", f"must be at most {MAX_FORCE_RATE} (0: no limit), got {value}"
             )
+
+    def min_nodes(self, value: Any, path: list[PathPart]) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(path, "type", f"must be a whole number of nodes, got {_kind(value)}")
+        elif value < 1:
+            self.error(
+                path,
+                "range",
+                f"must be at least 1, got {value} (turn the guard off with "
+                f"{GUARD_WINDOW_ALIAS}: 0)",
+            )
+        elif value > MAX_GUARD_NODES:
+            self.error(path, "range", f"must be at most {MAX_GUARD_NODES}, got {value}")
+
+    def fraction(self, value: Any, path: list[PathPart]) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.error(path, "type", f"must be a number in (0, 1], got {_kind(value)}")
+        elif not 0 < value <= 1:
+            hint = " (a fraction, not a percentage: 0.55 for 55 %)" if 1 < value <= 100 else ""
+            self.error(path, "range", f"must be more than 0 and at most 1, got {value}{hint}")
 
     # -- overrides ----------------------------------------------------------------
 

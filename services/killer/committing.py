@@ -19,7 +19,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 
 from core import Decision, event_id
 from schemas.decisions import DecisionRecorded, decision_parts
-from schemas.events import ForceDeletionHeld
+from schemas.events import ForceDeletionHeld, ForceDeletionPaused, ForceDeletionResumed
 from services.runtime.faults import crash_point
 from services.runtime.kafka import OutgoingRecord, send_in_transaction
 from services.runtime.logging import get_logger
@@ -139,6 +139,11 @@ class Committer:
             self.metrics.kill_events.labels(type(ev).__name__).inc()
             if isinstance(ev, ForceDeletionHeld):
                 self.metrics.force_held.labels(ev.waits_for).inc()
+            elif isinstance(ev, ForceDeletionPaused):
+                self.metrics.guard_tripped.labels(ev.zone).set(1)
+                self.metrics.guard_trips.inc()
+            elif isinstance(ev, ForceDeletionResumed):
+                self.metrics.guard_tripped.labels(ev.zone).set(0)
             events[type(ev).__name__] = events.get(type(ev).__name__, 0) + 1
         log.info(
             "killer.decided",

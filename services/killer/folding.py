@@ -20,6 +20,7 @@ from core import GlobalInputs, evolve
 from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.observations import NodeObserved
+from schemas.requests import ForceResumeRequested
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     DEADLETTER_SOURCE_HEADER,
@@ -85,7 +86,7 @@ class Folder:
             record.offset + 1
         )
         message = self.decode(record)
-        if not isinstance(message, NodeObserved | ConfigSnapshot):
+        if not isinstance(message, NodeObserved | ConfigSnapshot | ForceResumeRequested):
             return
         if not self.globals.fold(message):
             return  # stale: an older config snapshot shown again by compaction, ...
@@ -95,7 +96,9 @@ class Folder:
             else:
                 self.evolve_global(partition, message)
 
-    def evolve_global(self, partition: Partition, message: NodeObserved | ConfigSnapshot) -> None:
+    def evolve_global(
+        self, partition: Partition, message: NodeObserved | ConfigSnapshot | ForceResumeRequested
+    ) -> None:
         """Fold a node or config record into one partition. A partition whose state is
         to be (re)built gets it from ``self.globals`` when seeded; if the core raises
         (see :meth:`_refuse`), the partition is rebuilt, seeded without ``evolve``."""
@@ -134,7 +137,7 @@ class Folder:
                 continue
             backlog, partition.backlog = partition.backlog, []
             for item in backlog:
-                if isinstance(item, NodeObserved | ConfigSnapshot):
+                if isinstance(item, NodeObserved | ConfigSnapshot | ForceResumeRequested):
                     self.evolve_global(partition, item)
                 else:
                     await self.fold_all((item,))

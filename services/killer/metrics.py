@@ -28,12 +28,26 @@ class KillerMetrics:
         self.force_held = Counter(
             "jobreaper_killer_force_deletions_held_total",
             "Force deletions held back (ForceDeletionHeld kill events), by what they wait"
-            " for: fence (forceDeletePolicy whenFenced, node not fenced) or rate-limit",
+            " for: fence (forceDeletePolicy whenFenced, node not fenced), rate-limit, or"
+            " guard (the mass-disruption guard of the node's zone is tripped)",
             ["waits_for"],
             registry=registry,
         )
-        for waits_for in ("fence", "rate-limit"):
+        for waits_for in ("fence", "rate-limit", "guard"):
             self.force_held.labels(waits_for)  # shown at 0 before the first
+        self.guard_tripped = Gauge(
+            "jobreaper_killer_force_guard_tripped",
+            "1 while the mass-disruption guard of a zone pauses force deletion there"
+            " (ForceDeletionPaused, until ForceDeletionResumed; set by the instance that"
+            " owns partition 0, which raises them)",
+            ["zone"],
+            registry=registry,
+        )
+        self.guard_trips = Counter(
+            "jobreaper_killer_force_guard_trips_total",
+            "Trippings of the mass-disruption guard (ForceDeletionPaused events)",
+            registry=registry,
+        )
         self.undecodable = Counter(
             "jobreaper_killer_undecodable_total",
             "Records that are not a message we understand (dead-lettered when live)",

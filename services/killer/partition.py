@@ -29,8 +29,10 @@ from core import KillerState, new_state
 from schemas.config import ConfigSnapshot
 from schemas.decisions import InputPosition
 from schemas.observations import NodeObserved
+from schemas.requests import ForceResumeRequested
 from schemas.topics import (
     CONFIG,
+    FORCE_RESUMES,
     K8S_NODES,
     K8S_OBJECTS,
     KILL_COMMANDS,
@@ -43,8 +45,9 @@ from .transport import Producer, Record, TopicPartition
 
 JOB_TOPICS = (K8S_OBJECTS, KILL_REQUESTS, KILL_COMMANDS, KILL_RESULTS, KILL_EVENTS)
 """The five Job-keyed topics: partition *p* of each is partition *p*'s state."""
-GLOBAL_TOPICS = (K8S_NODES, CONFIG)
-"""Read whole by every instance and folded into every partition's state."""
+GLOBAL_TOPICS = (K8S_NODES, CONFIG, FORCE_RESUMES)
+"""Read whole by every instance and folded into every partition's state (the guard's
+resumes too: ``schemas.requests.ForceResumeRequested``)."""
 
 
 class Phase(enum.Enum):
@@ -88,7 +91,7 @@ class IllegalTransition(RuntimeError):
     """A bug of the shell: a transition :data:`TRANSITIONS` does not allow."""
 
 
-Backlogged: TypeAlias = "Record | NodeObserved | ConfigSnapshot"
+Backlogged: TypeAlias = "Record | NodeObserved | ConfigSnapshot | ForceResumeRequested"
 """What arrives for a frozen partition: its records, and node and config changes."""
 
 

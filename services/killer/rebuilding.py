@@ -27,6 +27,9 @@ from .partition import CAUGHT_UP, JOB_TOPICS, Partition, Phase, input_positions
 from .snapshotting import Snapshotter
 from .transport import JobConsumer, TopicPartition
 
+ANNOUNCING_PARTITION = 0
+"""The partition whose state raises the guard's ``ForceDeletionPaused``/``Resumed``."""
+
 log = get_logger(__name__)
 
 
@@ -75,6 +78,9 @@ class Rebuilder:
         else:
             partition.state = new_state()
             partition.positions = {(topic, partition.number): 0 for topic in JOB_TOPICS}
+        # Partition 0 raises the mass-disruption guard's alerts (every partition decides
+        # the guard alike; one alert per tripping: core.guard).
+        partition.state.announces = partition.number == ANNOUNCING_PARTITION
         # A new state (also one loaded from a snapshot: see docs/replay.md).
         partition.state_id = uuid.uuid4().hex[:16]
         partition.rebuilt_from = input_positions(self.folder.global_positions)

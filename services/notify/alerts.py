@@ -7,6 +7,9 @@ Alerts, on ``kill.events`` and ``kill.results``:
 * ``force-deletion-held``: a ``ForceDeletionHeld`` that waits for a fence (a person
   must fence the node or look; one per pod); one held by the rate limit is not an
   alert (it goes when a slot frees, within seconds);
+* ``force-deletion-paused`` / ``force-deletion-resumed``: the mass-disruption guard
+  tripped / lifted (``ForceDeletionPaused``/``Resumed``, one each per tripping: the
+  killer's partition 0 raises them); the pods it holds are not alerted one by one;
 * ``forbidden``: a ``CommandApplied`` with outcome ``forbidden`` (403: jobreaper lacks a
   permission), on the step's first attempt and every ``remind_every``-th after;
 * ``failing``: a ``CommandApplied`` with outcome ``failed`` whose command attempt is
@@ -24,7 +27,12 @@ from typing import Any
 
 from schemas.cloudevents import Envelope
 from schemas.commands import CommandApplied
-from schemas.events import ForceDeletionForbidden, ForceDeletionHeld
+from schemas.events import (
+    ForceDeletionForbidden,
+    ForceDeletionHeld,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
+)
 from services.runtime.kill_events import describe, event_json
 
 
@@ -67,6 +75,21 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
         kind, text = "force-deletion-forbidden", describe(m)
     elif isinstance(m, ForceDeletionHeld) and m.waits_for == "fence":
         kind, text = "force-deletion-held", describe(m)
+    elif isinstance(m, ForceDeletionPaused | ForceDeletionResumed):
+        kind = (
+            "force-deletion-paused"
+            if isinstance(m, ForceDeletionPaused)
+            else "force-deletion-resumed"
+        )
+        return Alert(
+            id=envelope.id,
+            kind=kind,
+            namespace="",
+            job="",
+            pod="",
+            text=f":rotating_light: jobreaper: {describe(m)}",
+            envelope=envelope,
+        )
     elif isinstance(m, CommandApplied) and m.outcome == "forbidden":
         if not _due(m.attempt, 1, remind_every):
             return None

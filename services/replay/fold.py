@@ -18,6 +18,7 @@ from schemas.cloudevents import DecodeError
 from schemas.config import ConfigSnapshot
 from schemas.decisions import InputPosition
 from schemas.observations import NodeObserved
+from schemas.requests import ForceResumeRequested
 
 from .history import GLOBAL_TOPICS, RANK, Rec, Stream, decode
 
@@ -53,7 +54,12 @@ class Folder:
         self.accept = accept
         """Extra filter (the what-if folds only inputs); None: every message."""
         self.cursor: dict[Key, int] = dict.fromkeys(self.streams, 0)
+        self.announces = any(
+            topic not in GLOBAL_TOPICS and partition == 0 for topic, partition in self.streams
+        )
+        """As the killer: partition 0 raises the guard's alerts."""
         self.state: KillerState = new_state()
+        self.state.announces = self.announces
         self.globals = GlobalInputs()
         """What the killer remembers of the nodes and config topics so far."""
         self.last: Rec | None = None
@@ -72,9 +78,11 @@ class Folder:
         start = dict.fromkeys(globals_, 0)
         for rec in self._merged(globals_, start, self._ends(globals_, start, rebuilt_from)):
             message = decode(rec)
-            if isinstance(message, NodeObserved | ConfigSnapshot):
+            if isinstance(message, NodeObserved | ConfigSnapshot | ForceResumeRequested):
                 remembered.fold(message)  # in arrival order, as the killer did
-        self.state = remembered.seed(new_state())
+        self.state = new_state()
+        self.state.announces = self.announces
+        self.state = remembered.seed(self.state)
         self.globals = remembered
         for key, stream in self.streams.items():
             if key[0] in GLOBAL_TOPICS:
@@ -102,7 +110,7 @@ class Folder:
             self.undecodable += 1
             return
         if rec.topic in GLOBAL_TOPICS:
-            if not isinstance(message, NodeObserved | ConfigSnapshot):
+            if not isinstance(message, NodeObserved | ConfigSnapshot | ForceResumeRequested):
                 return
             if not self.globals.fold(message) and isinstance(message, ConfigSnapshot):
                 return  # compaction and replays can show an older snapshot again

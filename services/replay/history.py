@@ -18,6 +18,7 @@ from schemas.cloudevents import DecodeError
 from schemas.decisions import DecisionRecorded, IncompleteDecision, merge_parts
 from schemas.topics import (
     CONFIG,
+    FORCE_RESUMES,
     K8S_NODES,
     K8S_OBJECTS,
     KILL_COMMANDS,
@@ -33,7 +34,7 @@ from services.runtime.topics import TopicNames
 
 JOB_TOPICS = (K8S_OBJECTS, KILL_REQUESTS, KILL_COMMANDS, KILL_RESULTS, KILL_EVENTS)
 """The Job-keyed topics a killer partition folds (the same list as the killer's)."""
-GLOBAL_TOPICS = (K8S_NODES, CONFIG)
+GLOBAL_TOPICS = (K8S_NODES, CONFIG, FORCE_RESUMES)
 """Read whole by every killer instance and folded into every partition."""
 RANK = {topic: rank for rank, topic in enumerate((*GLOBAL_TOPICS, *JOB_TOPICS))}
 """Tie-break between topics for records with the same timestamp."""

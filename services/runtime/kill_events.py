@@ -11,6 +11,8 @@ from schemas.cloudevents import Envelope, format_time
 from schemas.events import (
     ForceDeletionForbidden,
     ForceDeletionHeld,
+    ForceDeletionPaused,
+    ForceDeletionResumed,
     JobKilled,
     KillStarted,
     KillStep,
@@ -39,7 +41,32 @@ def describe(message: Message) -> str:
     return f"[shadow, would-apply] {line}" if getattr(message, "shadow", False) else line
 
 
+def _zone(zone: str) -> str:
+    return f"zone {zone}" if zone else "the nodes without a zone"
+
+
 def _describe(message: Message) -> str:
+    if isinstance(message, ForceDeletionPaused):
+        return (
+            f"force deletion paused in {_zone(message.zone)}: {message.silent_nodes} of "
+            f"{message.zone_nodes} nodes went silent within {message.window_seconds} s "
+            f"(threshold {message.min_nodes} nodes and {message.fraction:g} of the zone), "
+            f"tripped at {format_time(message.tripped_at)}: "
+            f"{pod_list(list(message.nodes))}. Pods there are force-deleted only once their "
+            "node is fenced (Node deleted, or tainted node.kubernetes.io/out-of-service); "
+            "`jobreaper force resume` lifts the pause"
+        )
+    if isinstance(message, ForceDeletionResumed):
+        why = (
+            f"resumed by {message.requested_by or '?'} at "
+            f"{format_time(message.requested_at) if message.requested_at else '?'}"
+            if message.cause == "operator"
+            else "the nodes returned"
+        )
+        return (
+            f"force deletion resumed in {_zone(message.zone)} (paused since "
+            f"{format_time(message.tripped_at)}): {why}"
+        )
     job = f"{getattr(message, 'namespace', '?')}/{getattr(message, 'job_name', '?')}"
     if isinstance(message, KillStarted):
         pods = pod_list([p.name for p in message.pods]) or "no pods"
@@ -72,6 +99,12 @@ def _describe(message: Message) -> str:
             why = (
                 f"waits for a fence of node {node} (forceDeletePolicy: {message.policy}; "
                 "delete the Node or taint it node.kubernetes.io/out-of-service)"
+            )
+        elif message.waits_for == "guard":
+            why = (
+                f"waits for the mass-disruption guard of node {node}'s zone to lift (too "
+                "many nodes went silent at once; or fence the node, or "
+                "`jobreaper force resume`)"
             )
         else:
             until = format_time(message.until) if message.until is not None else "?"

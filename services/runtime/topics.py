@@ -42,6 +42,7 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(t.KILL_EVENTS, job_keyed=True),
     TopicSpec(t.KILL_DECISIONS, job_keyed=True),
     TopicSpec(t.DEADLETTER, job_keyed=False, retention_ms=4 * WEEK_MS),
+    TopicSpec(t.FORCE_RESUMES, job_keyed=False, compacted=True),
 )
 
 

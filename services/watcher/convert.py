@@ -197,6 +197,10 @@ def job_observation(
     )
 
 
+ZONE_LABEL = "topology.kubernetes.io/zone"
+"""The well-known zone label: the mass-disruption guard counts silent nodes per zone."""
+
+
 def node_observation(
     node: wire.Node, change: Change, observed_at: datetime, resource_version: str | None = None
 ) -> NodeObserved:
@@ -221,6 +225,7 @@ def node_observation(
         taints=tuple(
             sorted(t.key for t in node.spec.taints if t.key.startswith("node.kubernetes.io/"))
         ),
+        zone=node.metadata.labels.get(ZONE_LABEL),
     )
 
 

@@ -28,6 +28,8 @@ def _example_value(annotation: Any) -> Any:
         return "x"
     if annotation is int:
         return 1
+    if annotation is float:
+        return 0.5
     if annotation is bool:
         return True
     if annotation in (datetime, AwareDatetime):

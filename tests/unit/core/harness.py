@@ -148,7 +148,12 @@ class Builder:
         )
 
     def node(
-        self, t: float, name: str = "n1", status: str = "ready", taints: tuple[str, ...] = ()
+        self,
+        t: float,
+        name: str = "n1",
+        status: str = "ready",
+        taints: tuple[str, ...] = (),
+        zone: str | None = None,
     ) -> NodeObserved:
         return NodeObserved(
             change="deleted" if status == "gone" else "modified",
@@ -158,6 +163,7 @@ class Builder:
             uid=f"node-{name}",
             status=status,  # type: ignore[arg-type]
             taints=taints,
+            zone=zone,
         )
 
 

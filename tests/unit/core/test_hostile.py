@@ -233,6 +233,8 @@ def _for(annotation: Any, field: str) -> st.SearchStrategy[Any]:
         return st.booleans()
     if annotation is int:
         return _INTS
+    if annotation is float:
+        return st.one_of(st.floats(), st.sampled_from([0.55, 1e-300, 1.0, 0.1 + 0.2]))
     if annotation is str:
         return _TEXT
     if annotation is AwareDatetime or annotation is datetime:

@@ -17,6 +17,7 @@ from services.acls import (
     KILLER,
     PRINCIPALS,
     REQUESTER,
+    RESUMER,
     WATCHER,
     Grant,
     Principal,
@@ -67,6 +68,7 @@ def test_each_topic_has_exactly_its_writers() -> None:
         t.KILL_EVENTS: {KILLER},
         t.KILL_DECISIONS: {KILLER},
         t.DEADLETTER: {KILLER, EXECUTOR},
+        t.FORCE_RESUMES: {RESUMER},
     }
     # Only the topics principal may create topics; nobody has cluster-wide rights
     # (Kafka 3.x grants an idempotent producer id to whoever may write a topic).
