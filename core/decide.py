@@ -43,6 +43,7 @@ from .ladder import (
     force_forbidden_by,
     force_since,
     node_fence_us,
+    node_lost_delete,
     rate_slot,
 )
 from .settings import FORCE_POLICIES, OFF, SHADOW, Effective, Resolver
@@ -76,6 +77,7 @@ from .triggers import (
     ENDS_JOB,
     JOB_TRIGGERS,
     LIFTED,
+    NODE_LOST,
     PENDING_POD_TRIGGERS,
     RUNNING_POD_TRIGGERS,
     STUCK_TERMINATING,
@@ -324,8 +326,12 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
             continue  # rule *scope*: out of scope, or orphaned on purpose
         if pod.ep is None:
             if latch is None:
-                if pod.deletion_us is not None:
-                    _ladder(ctx, gen, pod, eff, steps)  # stuck deletion only
+                if (
+                    pod.deletion_us is not None
+                    or pod.would_delete_us is not None
+                    or (eff.node_lost_delete_us and pod.node is not None)
+                ):
+                    _ladder(ctx, gen, pod, eff, steps)  # stuck deletion, lost node only
                 continue
             ep = gen.episode
             if ep is None or not ep.open:
@@ -521,6 +527,12 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
         due = api_delete(pod, eff, lost_us)
         if due is not None:
             _step(ctx, gen, pod, DELETE, due[0], due[1], ep.trigger, ep.reason, eff, steps)
+    elif ep is None and eff.node_lost_delete_us:
+        # Rule *node lost*: outside any kill, a pod on a node lost long enough.
+        due = node_lost_delete(pod, eff, None if node is None else node.lost_us)
+        if due is not None:
+            name = NODE_LOST.name
+            _step(ctx, gen, pod, DELETE, due[0], due[1], name, name, eff, steps)
     since = force_since(pod)
     if since is None or eff.force_timeout_us == 0:
         return  # not being deleted, or force deletion disabled
@@ -534,7 +546,10 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
     if ep is not None:
         trigger, reason = ep.trigger, ep.reason
     else:
-        trigger = STUCK_TERMINATING.name
+        # Outside any kill: the force step of our own lost-node deletion, or of a
+        # deletion by anyone else.
+        ours = pod.cmds is not None and pod.cmds[DELETE] is not None
+        trigger = NODE_LOST.name if ours else STUCK_TERMINATING.name
         reason = trigger
     forbidden_by = force_forbidden_by(pod, eff)
     if forbidden_by is not None:

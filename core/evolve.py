@@ -78,7 +78,7 @@ from .state import (
     parse_rv,
     to_us,
 )
-from .triggers import JOB_FACTS, POD_FACTS, STUCK_TERMINATING, TERMINAL_CONDITIONS
+from .triggers import JOB_FACTS, POD_FACTS, STEP_TRIGGERS, TERMINAL_CONDITIONS
 
 Event = (
     PodObserved
@@ -571,7 +571,7 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
     if rec is None or rec.attempt < ev.attempt:
         cmds[idx] = Cmd(ev.attempt, ISSUED)
         changed = True
-    if pod.k_us is None and ev.trigger != STUCK_TERMINATING.name:
+    if pod.k_us is None and ev.trigger not in STEP_TRIGGERS:
         # A step of a kill (not one taken for a pod outside any kill): K is its decision.
         pod.k_us = to_us(ev.decided_at)
         pod.kdue_us = pod.k_us if ev.rule == RULE_DELETE_AFTER_TIMEOUT else to_us(ev.due_at)

@@ -30,13 +30,15 @@ RULE_UNSCHEDULED_DELETE: Final[Rule] = "ladder.unscheduled-delete"
 RULE_DELETE_METHOD: Final[Rule] = "ladder.delete-method"
 RULE_DELETE_AFTER_TIMEOUT: Final[Rule] = "ladder.delete-after-timeout"
 RULE_NODE_LOST_DELETE: Final[Rule] = "ladder.node-lost-delete"
+RULE_NODE_LOST_TIMEOUT: Final[Rule] = "ladder.node-lost-timeout"
 RULE_FORCE_DELETE: Final[Rule] = "ladder.force-delete"
 RULE_FORCE_DELETE_FENCED: Final[Rule] = "ladder.force-delete-fenced"
 
 Due = tuple[int, Rule]
 
-LADDER_FACTS: Final = ("ann.forbid_force_deletion",)
-"""The fields of a Job generation the ladder reads (:func:`force_forbidden_by`):
+LADDER_FACTS: Final = ("ann.forbid_force_deletion", "observed")
+"""The fields of a Job generation the ladder reads (:func:`force_forbidden_by`,
+:func:`node_lost_delete`):
 ``evolve`` looks at every pod of the Job again when one changes."""
 
 
@@ -103,6 +105,24 @@ def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due |
     if node_lost_us is not None:
         return (max(pod.kdue_us, node_lost_us), RULE_NODE_LOST_DELETE)
     return (pod.k_us + eff.delete_timeout_us, RULE_DELETE_AFTER_TIMEOUT)
+
+
+def node_lost_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due | None:
+    """The lost-node trigger (``NodeLost``, rule *ladder.node-lost-timeout*), for a pod
+    outside any kill: its node not ready or unreachable since ``node_lost_us``, with
+    ``deleteOnNodeLostAfterSeconds`` > 0: an API deletion (graceful) at
+    ``node_lost_us`` + that time, what Kubernetes' taint manager does after the pod's
+    toleration (300 s by default). Then the force step comes as for any pod stuck in
+    deletion (fences, ``forceDeletePolicy``, the rate limit, the holds). Only for a pod
+    of an observed Job (whose labels may take it out of scope), scheduled, not being
+    deleted already. The Job is not killed: it replaces the pod as its
+    ``backoffLimit`` allows."""
+    after = eff.node_lost_delete_us
+    if after <= 0 or node_lost_us is None or pod.deletion_us is not None:
+        return None
+    if pod.node is None or not pod.gen.observed:
+        return None
+    return (node_lost_us + after, RULE_NODE_LOST_TIMEOUT)
 
 
 def force_since(pod: PodState) -> int | None:

@@ -52,6 +52,9 @@ CONFIGS: list[dict[str, Any]] = [
     {"forceDeletePolicy": "never", "forceDeleteTaskTimeoutSeconds": 20},
     {"forceDeletePolicy": "whenFenced", "fenceUnreachableAfterSeconds": 30},
     {"maxForceDeletionsPerSecondPerPartition": 1, "forceDeleteTaskTimeoutSeconds": 20},
+    # the lost-node trigger (deleteOnNodeLostAfterSeconds), alone and under whenFenced
+    {"deleteOnNodeLostAfterSeconds": 30, "forceDeleteTaskTimeoutSeconds": 20},
+    {"deleteOnNodeLostAfterSeconds": 5, "forceDeletePolicy": "whenFenced"},
 ]
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
@@ -105,6 +108,8 @@ class Sim:
     nodes: dict[str, bool]  # name -> healthy
     fenced: set[str] = field(default_factory=set)
     """Lost nodes an administrator fenced (the out-of-service taint); recovering untaints."""
+    lost_at: dict[str, float] = field(default_factory=dict)
+    """When each lost node was lost (the observation the core got); absent while ready."""
     fold_back: bool = True
     fail_mask: int = 0
     now: float = 0.0
@@ -433,6 +438,10 @@ class Sim:
             if self.nodes[name] != healthy:
                 self.nodes[name] = healthy
                 self.fenced.discard(name)
+                if healthy:
+                    self.lost_at.pop(name, None)
+                else:
+                    self.lost_at[name] = self.now
                 self.observe_node(name)
                 if healthy:
                     for p in pods:

@@ -66,6 +66,8 @@ actions = st.one_of(
     st.tuples(st.just("config"), st.integers(0, 9)),
     # the force-deletion policies, fences and the rate limit (sim.CONFIGS[6:])
     st.tuples(st.just("config"), st.integers(6, 9)),
+    # the lost-node trigger (sim.CONFIGS[10:])
+    st.tuples(st.just("config"), st.integers(10, 11)),
     st.tuples(st.just("fence"), st.integers(0, 1)),
     st.tuples(st.just("fence"), st.integers(0, 1)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
@@ -349,6 +351,61 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
     assert len(alerted) == len(set(alerted))
     held = [(e.pod_uid, e.waits_for) for e in sim.events if isinstance(e, ForceDeletionHeld)]
     assert len(held) == len(set(held))
+
+
+lost_node_scripts = st.builds(
+    lambda shape, first, before, lose, after, mask: (
+        shape,
+        [first, *before, ("lose", lose), *after],
+        mask,
+    ),
+    shapes,
+    st.tuples(st.just("config"), st.integers(10, 11)),
+    st.lists(actions, max_size=6),
+    st.integers(0, 1),
+    st.lists(actions, max_size=19),
+    st.integers(0, 2**16 - 1),
+)
+"""Scripts that start under the lost-node trigger and lose a node (``scripts`` reach
+it rarely)."""
+
+
+@FAST
+@given(lost_node_scripts)
+def test_the_lost_node_trigger_deletes_only_pods_of_nodes_lost_that_long(
+    script: tuple[Any, ...],
+) -> None:
+    """Rule *node lost*: a ``NodeLost`` delete comes only when configured, for a pod
+    outside any kill, not yet deleted, whose node has been lost (continuously) for
+    ``deleteOnNodeLostAfterSeconds``, and never earlier; it kills no Job (no
+    ``KillStarted``, no ``fail-job`` with that trigger); its force step is a force
+    step like any other (checked by the force property above)."""
+
+    def check(sim: Sim, c: CommandIssued) -> None:
+        if c.trigger != "NodeLost":
+            return
+        assert c.step in ("delete", "force-delete"), c
+        pod = sim.pod_by_uid(c.pod_uid or "")
+        if c.step == "delete":
+            after = sim.config.delete_on_node_lost_after_seconds
+            assert after > 0 and c.rule == "ladder.node-lost-timeout"
+            assert pod.node is not None and not sim.nodes[pod.node]
+            lost = sim.lost_at[pod.node]
+            assert c.due_at == at(lost) + timedelta(seconds=after)
+            assert c.decided_at >= c.due_at
+            assert not any(
+                isinstance(e, KillStarted) and any(r.uid == c.pod_uid for r in e.pods)
+                for e in sim.events
+            ), "a pod of a kill gets the kill's ladder"
+        else:
+            assert any(
+                d.pod_uid == c.pod_uid and d.step == "delete" and d.trigger == "NodeLost"
+                for d in sim.commands
+            )
+
+    sim = play(script, check=check)
+    assert not any(isinstance(e, KillStarted) and e.trigger == "NodeLost" for e in sim.events)
+    assert not any(c.step == "fail-job" and c.trigger == "NodeLost" for c in sim.commands)
 
 
 @FAST

@@ -58,6 +58,7 @@ R_UNSCHED = "ladder.unscheduled-delete"
 R_METHOD = "ladder.delete-method"
 R_TIMEOUT = "ladder.delete-after-timeout"
 R_LOST = "ladder.node-lost-delete"
+R_NODE_LOST = "ladder.node-lost-timeout"
 R_FORCE = "ladder.force-delete"
 R_FENCED = "ladder.force-delete-fenced"
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
@@ -996,6 +997,147 @@ CASES = [
             D(931, [], []),
             D(932, [], ["ForceDeletionForbidden"]),
             D(100_000, [], []),
+        ],
+    ),
+    # ---- the lost-node trigger (deleteOnNodeLostAfterSeconds) ------------------------
+    Case(
+        "node-lost-trigger-deletes-after-the-time-then-forces-without-killing-the-job",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=40),
+            D(
+                40,
+                [(DEL, "p1", R_NODE_LOST, 40)],
+                ["KillStep"],
+                job=[],
+                check=only(trigger="NodeLost", reason="NodeLost", grace_period_seconds=None),
+            ),
+            R(41, "p1", DEL),
+            P(41, deletion=71, grace=30),  # the kubelet is gone: it never completes
+            D(42, [], [], next_due=971),
+            D(
+                971,
+                [(FORCE, "p1", R_FORCE, 971)],
+                ["KillStep"],
+                job=[],
+                check=only(trigger="NodeLost"),
+            ),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-is-off-by-default",
+        [
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=None),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-counts-not-ready-too",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(5, status="not-ready"),
+            D(35, [(DEL, "p1", R_NODE_LOST, 35)]),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-node-back-before-the-time-deletes-nothing",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=40),
+            N(20, status="ready"),
+            D(40, [], []),
+            N(100, status="unreachable"),  # counts again from the new loss
+            D(129, [], [], next_due=130),
+            D(130, [(DEL, "p1", R_NODE_LOST, 130)]),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-per-selector",
+        [
+            Cfg(
+                1,
+                overrides={
+                    "selectors": [
+                        {
+                            "matchLabels": {"team": "a"},
+                            "settings": {"deleteOnNodeLostAfterSeconds": 30},
+                        }
+                    ]
+                },
+            ),
+            J(0, labels={**IN_SCOPE, "team": "a"}),
+            P(0),
+            J(0, name="k", uid="job-2"),
+            P(0, "q1", job="k", job_uid="job-2"),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-out-of-scope-or-unscheduled-or-deleted-does-nothing",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0, labels={}),  # enforce off
+            P(0),
+            J(0, name="k", uid="job-2"),
+            P(0, "q1", job="k", job_uid="job-2", node=None, phase="Pending", containers="none"),
+            P(0, "q2", job="k", job_uid="job-2", deletion=5000),  # deleted already: no delete
+            N(0, status="unreachable"),
+            D(100, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-force-step-within-the-fence-policy",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30, forceDeletePolicy="whenFenced"),
+            J(0),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            R(31, "p1", DEL),
+            P(31, deletion=61, grace=30),
+            D(961, [], ["ForceDeletionHeld"], check=held("fence", until=None)),
+            NT(1000, status="unreachable"),
+            D(1000, [(FORCE, "p1", R_FENCED, 1000)], check=only(trigger="NodeLost")),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-shadow-writes-nothing-and-times-the-force-from-would-apply",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0, labels={ENFORCE: "shadow"}),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)], check=only(shadow=True)),
+            R(31, "p1", DEL, "would-apply"),
+            D(930, [], [], next_due=931),
+            D(931, [(FORCE, "p1", R_FORCE, 931)], check=only(shadow=True, trigger="NodeLost")),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-then-a-kill-takes-the-pod-into-the-kill",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            P(31, deletion=61, grace=30),
+            J(40, annotations={KILL_TIMESTAMP: iso(40)}),
+            D(40, [], ["KillStarted"]),  # already being deleted: no second delete
+            D(961, [(FORCE, "p1", R_FORCE, 961)], check=only(trigger="Killed")),
         ],
     ),
     # ---- fences, forceDeletePolicy, the rate limit ----------------------------------
