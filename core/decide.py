@@ -16,6 +16,7 @@ import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -45,8 +46,9 @@ from .ladder import (
     node_fence_us,
     node_lost_delete,
     rate_slot,
+    volume_holds,
 )
-from .settings import FORCE_POLICIES, OFF, SHADOW, Effective, Resolver
+from .settings import AFTER_TIMEOUT, FORCE_POLICIES, OFF, SHADOW, WHEN_FENCED, Effective, Resolver
 from .show import KILL_TIMESTAMP, KILLING, RULE_SHOW, SHOW_JOB, wanted
 from .state import (
     ADS,
@@ -58,6 +60,7 @@ from .state import (
     FULL_DIRTY,
     HELD_FENCE,
     HELD_RATE,
+    HELD_VOLUME,
     ISSUED,
     JOB_DIRTY,
     STEP_NAMES,
@@ -536,7 +539,11 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
     since = force_since(pod)
     if since is None or eff.force_timeout_us == 0:
         return  # not being deleted, or force deletion disabled
-    due = force_delete(pod, eff, node_fence_us(node, ctx.resolver.fence_after_us))
+    # Rule *force.volume*: an exclusive claim (not opted in) makes afterTimeout wait for
+    # a fence, as whenFenced does: at once on a fenced node, never by time on another.
+    volume = eff.force_policy == AFTER_TIMEOUT and volume_holds(pod)
+    fence_us = node_fence_us(node, ctx.resolver.fence_after_us)
+    due = force_delete(pod, replace(eff, force_policy=WHEN_FENCED) if volume else eff, fence_us)
     # When something is due: the force deletion, or (held for a fence) the report that
     # it would have been, at the timeout.
     at = due[0] if due is not None else since + eff.force_timeout_us
@@ -572,6 +579,12 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
                 )
             )
         return
+    if due is None and volume:
+        # Held until its node is fenced (its observation marks the pod again).
+        if not pod.held & HELD_VOLUME:
+            pod.held |= HELD_VOLUME
+            steps.append(_held(ctx, gen, pod, eff, "volume", trigger, reason, since, at, None))
+        return
     if due is None:
         # Rule *force.when-fenced*: held until its node is fenced (its observation
         # marks the pod again).
@@ -597,7 +610,7 @@ def _held(
     gen: JobGen,
     pod: PodState,
     eff: Effective,
-    waits_for: Literal["fence", "rate-limit"],
+    waits_for: Literal["fence", "rate-limit", "volume"],
     trigger: Trigger,
     reason: str,
     since_us: int,

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from schemas.annotations import forbids_force_deletion, job_annotations
+from schemas.annotations import forbids_force_deletion, job_annotations, safe_to_force_delete
 from schemas.base import job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot
@@ -288,8 +288,10 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     pod.ads = ev.active_deadline_seconds
     if ev.annotations or ev.labels:
         pod.forbid = forbids_force_deletion(ev.annotations, ev.labels)[0]
+        pod.safe_force = safe_to_force_delete(ev.annotations)[0]
     else:
-        pod.forbid = False
+        pod.forbid = pod.safe_force = False
+    pod.exclusive_claim = any(_exclusive(claim.access_modes) for claim in ev.claims)
     running = False
     run_start = pod.run_start_us
     for c in ev.containers:
@@ -315,6 +317,16 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
             on_node = state.node_pods[pod.node] = set()
         on_node.add(pod)
     mark_pod(state, pod)
+
+
+EXCLUSIVE_MODES: Final = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
+"""Access modes that let one node write: a second writer beside a force-deleted pod
+whose processes still run there (a partition, not a dead node) can corrupt it."""
+
+
+def _exclusive(modes: tuple[str, ...]) -> bool:
+    """A claim whose modes include an exclusive one, or are unknown (the worst case)."""
+    return not modes or any(mode in EXCLUSIVE_MODES for mode in modes)
 
 
 def _on_job(state: KillerState, ev: JobObserved) -> None:

@@ -36,7 +36,7 @@ RULE_FORCE_DELETE_FENCED: Final[Rule] = "ladder.force-delete-fenced"
 
 Due = tuple[int, Rule]
 
-LADDER_FACTS: Final = ("ann.forbid_force_deletion", "observed")
+LADDER_FACTS: Final = ("ann.forbid_force_deletion", "ann.safe_to_force_delete", "observed")
 """The fields of a Job generation the ladder reads (:func:`force_forbidden_by`,
 :func:`node_lost_delete`):
 ``evolve`` looks at every pod of the Job again when one changes."""
@@ -179,6 +179,14 @@ def force_delete(pod: PodState, eff: Effective, fence_us: int | None) -> Due | N
     if eff.force_policy != WHEN_FENCED:
         return (timeout_due, RULE_FORCE_DELETE)
     return None
+
+
+def volume_holds(pod: PodState) -> bool:
+    """Rule *force.volume*: the pod mounts a ReadWriteOnce or ReadWriteOncePod claim (or
+    one of unknown modes) and neither it nor its Job says
+    ``jobreaper.io/safe-to-force-delete: "true"``: on a node not fenced, its force
+    deletion waits (for a fence; never by time)."""
+    return pod.exclusive_claim and not pod.safe_force and not pod.gen.ann.safe_to_force_delete
 
 
 def force_forbidden_by(pod: PodState, eff: Effective) -> str | None:

@@ -176,7 +176,11 @@ class ForceDeletionHeld(Message):
       ``fenceUnreachableAfterSeconds``); emitted when the force timeout passes;
     * ``rate-limit``: its killer partition decided its limit of force deletions in
       the last second (``maxForceDeletionsPerSecondPerPartition``); ``until`` says
-      when a slot frees.
+      when a slot frees;
+    * ``volume``: it mounts a ReadWriteOnce or ReadWriteOncePod PersistentVolumeClaim,
+      its node is not fenced, and neither it nor its Job says
+      ``jobreaper.io/safe-to-force-delete: "true"``; emitted when the force deletion
+      would have come; released by a fence only.
 
     Emitted once per pod and ``waits_for``; the release is the ``KillStep`` of its
     ``force-delete`` (rule ``ladder.force-delete-fenced`` when a fence released it)."""
@@ -190,7 +194,7 @@ class ForceDeletionHeld(Message):
     pod_name: str
     pod_uid: str
     node_name: str | None = None
-    waits_for: Literal["fence", "rate-limit"]
+    waits_for: Literal["fence", "rate-limit", "volume"]
     policy: ForceDeletePolicy
     trigger: Trigger
     reason: str
@@ -199,7 +203,8 @@ class ForceDeletionHeld(Message):
     due_at: UtcDatetime
     """When the force deletion would have been due without the hold."""
     until: UtcDatetime | None = None
-    """``rate-limit``: the earliest time it may go; ``fence``: none (the fence's)."""
+    """``rate-limit``: the earliest time it may go; ``fence``, ``volume``: none (the
+    fence's)."""
     decided_at: UtcDatetime
     shadow: Shadow = False
 

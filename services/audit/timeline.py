@@ -383,11 +383,12 @@ class _Builder:
         elif isinstance(m, KillStep):
             self.add(r, f"KillStep {m.step}", "event", pod=m.pod_name, step=m.step)
         elif isinstance(m, ForceDeletionHeld):
-            waits = (
-                f"a fence of node {m.node_name or '?'} (forceDeletePolicy: {m.policy})"
-                if m.waits_for == "fence"
-                else f"the rate limit, until {_hms(m.until) if m.until else '?'}"
-            )
+            if m.waits_for == "fence":
+                waits = f"a fence of node {m.node_name or '?'} (forceDeletePolicy: {m.policy})"
+            elif m.waits_for == "volume":
+                waits = f"a fence of node {m.node_name or '?'} (a ReadWriteOnce volume claim)"
+            else:
+                waits = f"the rate limit, until {_hms(m.until) if m.until else '?'}"
             text = (
                 f"ForceDeletionHeld: stuck deleting since {_hms(m.since)}, due "
                 f"{_hms(m.due_at)}, waits for {waits}"

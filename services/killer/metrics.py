@@ -28,11 +28,12 @@ class KillerMetrics:
         self.force_held = Counter(
             "jobreaper_killer_force_deletions_held_total",
             "Force deletions held back (ForceDeletionHeld kill events), by what they wait"
-            " for: fence (forceDeletePolicy whenFenced, node not fenced) or rate-limit",
+            " for: fence (forceDeletePolicy whenFenced, node not fenced), rate-limit, or"
+            " volume (a ReadWriteOnce claim on a node not fenced)",
             ["waits_for"],
             registry=registry,
         )
-        for waits_for in ("fence", "rate-limit"):
+        for waits_for in ("fence", "rate-limit", "volume"):
             self.force_held.labels(waits_for)  # shown at 0 before the first
         self.undecodable = Counter(
             "jobreaper_killer_undecodable_total",

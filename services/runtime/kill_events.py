@@ -73,6 +73,12 @@ def _describe(message: Message) -> str:
                 f"waits for a fence of node {node} (forceDeletePolicy: {message.policy}; "
                 "delete the Node or taint it node.kubernetes.io/out-of-service)"
             )
+        elif message.waits_for == "volume":
+            why = (
+                f"it mounts a ReadWriteOnce volume claim: waits for a fence of node {node} "
+                "(delete the Node or taint it node.kubernetes.io/out-of-service), or "
+                'jobreaper.io/safe-to-force-delete: "true" on the Job or pod'
+            )
         else:
             until = format_time(message.until) if message.until is not None else "?"
             why = f"waits for the force-deletion rate limit (until {until})"

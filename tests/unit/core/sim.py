@@ -36,6 +36,7 @@ from schemas.observations import (
     JobObserved,
     NodeObserved,
     PodObserved,
+    VolumeClaim,
 )
 from schemas.requests import KillCancelRequested, KillRequested
 
@@ -74,6 +75,9 @@ class SimPod:
     forbid: bool = False
     stubborn: bool = False
     """Its containers take 400 s to stop (a hung process): the ladder must go on."""
+    rwo: bool = False
+    """It mounts a ReadWriteOnce claim (and does not opt in): never force-deleted on a
+    node that is not fenced."""
     gone: bool = False
 
     @property
@@ -167,6 +171,9 @@ class Sim:
                 deletion_timestamp=None if p.deletion is None else at(p.deletion),
                 active_deadline_seconds=p.ads,
                 containers=containers,
+                claims=(VolumeClaim(name="data", access_modes=("ReadWriteOnce",)),)
+                if p.rwo
+                else (),
             )
         )
 
@@ -546,6 +553,7 @@ def make_sim(
                 forbid=pod_forbid,
                 ads=ads,
                 stubborn=stubborn,
+                rwo=k % 2 == 1,  # every second pod of a Job
             )
             if node is not None:
                 p.node = sorted(nodes)[node % len(nodes)]

@@ -320,6 +320,8 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
         else:
             assert c.rule == "ladder.force-delete"
             assert config.force_delete_policy == "afterTimeout"
+            # Rule *force.volume*: a ReadWriteOnce claim only on a fenced node.
+            assert not pod.rwo, "a pod with a ReadWriteOnce claim forced on an unfenced node"
         if c.rule == "ladder.force-delete" and pod.deletion is not None:
             assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
         elif pod.deletion is None:
@@ -480,7 +482,8 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
     come in ladder order, each once; and a shadowed pod that never ends goes on to a
     (would-apply) force deletion, as the live ladder would, unless force deletion is
     forbidden or off (or ``forceDeletePolicy`` holds it: ``never``, or ``whenFenced``
-    on a node not fenced, which says so)."""
+    on a node not fenced, which says so; or a ReadWriteOnce claim on a node not
+    fenced, which says so too)."""
     sim = play(script)
     jobs = {j.uid: j for j in sim.jobs}
     for c in sim.commands:
@@ -504,8 +507,9 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
         policy = sim.config.force_delete_policy
         if pod.done or force_off or pod.forbid or pod.job.forbid or policy == "never":
             continue
-        if policy == "whenFenced" and pod.node not in sim.fenced:
-            # Held for a fence that never came (forceDeletePolicy: whenFenced): said so.
+        if (policy == "whenFenced" or pod.rwo) and pod.node not in sim.fenced:
+            # Held for a fence that never came (forceDeletePolicy: whenFenced, or a
+            # ReadWriteOnce claim): said so.
             assert any(
                 isinstance(e, ForceDeletionHeld) and e.pod_uid == uid and e.shadow
                 for e in sim.events
@@ -527,6 +531,11 @@ def _check_ends_done(sim: Sim, pod: Any, force_off: bool) -> None:
     if policy == "whenFenced" and pod.node not in sim.fenced:
         holds = [e for e in sim.events if isinstance(e, ForceDeletionHeld)]
         assert any(e.pod_uid == pod.uid and e.waits_for == "fence" for e in holds), pod
+        return
+    if pod.rwo and policy == "afterTimeout" and not (pod.forbid or pod.job.forbid):
+        assert pod.node not in sim.fenced, pod
+        holds = [e for e in sim.events if isinstance(e, ForceDeletionHeld)]
+        assert any(e.pod_uid == pod.uid and e.waits_for == "volume" for e in holds), pod
         return
     assert pod.forbid or pod.job.forbid or policy == "never", pod
     alerts = [e for e in sim.events if isinstance(e, ForceDeletionForbidden)]

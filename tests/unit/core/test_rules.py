@@ -28,9 +28,11 @@ from schemas.annotations import (
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
+    SAFE_TO_FORCE_DELETE,
 )
 from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted
+from schemas.observations import VolumeClaim
 from schemas.parts import MAX_PODS_PER_PART
 
 from .harness import (
@@ -271,6 +273,8 @@ def started_in_parts(parts: list[tuple[list[str], list[str]]]) -> Step:
 
 
 KILL_AT_0: dict[str, Any] = {"annotations": {KILL_TIMESTAMP: iso(0)}}
+RWO: dict[str, Any] = {"claims": (VolumeClaim(name="data", access_modes=("ReadWriteOnce",)),)}
+SAFE = SAFE_TO_FORCE_DELETE
 
 CASES = [
     # ---- triggers -------------------------------------------------------------
@@ -1138,6 +1142,115 @@ CASES = [
             J(40, annotations={KILL_TIMESTAMP: iso(40)}),
             D(40, [], ["KillStarted"]),  # already being deleted: no second delete
             D(961, [(FORCE, "p1", R_FORCE, 961)], check=only(trigger="Killed")),
+        ],
+    ),
+    # ---- volumes: an exclusive claim on a node not fenced (rule force.volume) -------
+    Case(
+        "volume-rwo-claim-on-an-unfenced-node-is-never-force-deleted",
+        [
+            J(0, **KILL_AT_0),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            R(2, "p1", DEL),
+            P(2, deletion=32, **RWO),
+            D(931, [], [], next_due=932),
+            D(932, [], ["ForceDeletionHeld"], next_due=None, check=held("volume", until=None)),
+            D(100_000, [], []),  # once per pod, and never by time
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-is-force-deleted-at-once-when-fenced",
+        [
+            J(0, **KILL_AT_0),
+            P(0, claims=(VolumeClaim(name="d", access_modes=("ReadWriteOncePod",)),)),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, claims=(VolumeClaim(name="d", access_modes=("ReadWriteOncePod",)),)),
+            D(932, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+            NT(5000, status="unreachable"),
+            D(5000, [(FORCE, "p1", R_FENCED, 5000)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-held-until-a-fence-by-the-unreachable-time",
+        [
+            Cfg(1, fenceUnreachableAfterSeconds=2000),
+            J(0, **KILL_AT_0),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, **RWO),
+            # as whenFenced: a fence due by time is a timer (no hold said before it)
+            D(932, [], [], next_due=2000),
+            D(2000, [(FORCE, "p1", R_FENCED, 2000)]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-with-the-pods-opt-in-is-force-deleted-on-time",
+        [
+            J(0, **KILL_AT_0),
+            P(0, annotations={SAFE: "true"}, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, annotations={SAFE: " TRUE "}, **RWO),
+            D(932, [(FORCE, "p1", R_FORCE, 932)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-with-the-jobs-opt-in-is-force-deleted-on-time",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(0), SAFE: "true"}),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, **RWO),
+            D(932, [(FORCE, "p1", R_FORCE, 932)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-an-invalid-opt-in-does-not-opt-in",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(0), SAFE: "yes"}),
+            P(0, annotations={SAFE: "1"}, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, annotations={SAFE: "1"}, **RWO),
+            D(932, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+        ],
+    ),
+    Case(
+        "volume-rwx-or-read-only-claims-do-not-hold",
+        [
+            J(0, **KILL_AT_0),
+            P(0, claims=(VolumeClaim(name="s", access_modes=("ReadWriteMany",)),)),
+            P(0, "p2", claims=(VolumeClaim(name="r", access_modes=("ReadOnlyMany",)),)),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0), (DEL, "p2", R_LOST, 0)]),
+            P(2, deletion=32, claims=(VolumeClaim(name="s", access_modes=("ReadWriteMany",)),)),
+            P(
+                2,
+                "p2",
+                deletion=32,
+                claims=(VolumeClaim(name="r", access_modes=("ReadOnlyMany",)),),
+            ),
+            D(932, [(FORCE, "p1", R_FORCE, 932), (FORCE, "p2", R_FORCE, 932)]),
+        ],
+    ),
+    Case(
+        "volume-a-claim-of-unknown-access-modes-holds-as-rwo",
+        [
+            J(0),
+            P(0, deletion=5, claims=(VolumeClaim(name="d"),)),
+            D(905, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+        ],
+    ),
+    Case(
+        "volume-forbidden-wins-over-the-hold",
+        [
+            J(0, annotations={FORBID_FORCE_DELETION: "true"}),
+            P(0, deletion=5, **RWO),
+            D(905, [], ["ForceDeletionForbidden"]),
         ],
     ),
     # ---- fences, forceDeletePolicy, the rate limit ----------------------------------

@@ -94,6 +94,7 @@ FACT_PATHS: dict[str, tuple[Any, ...]] = {
     "ann.pending_timeout_s": (None, 0, 10, 30),
     "ann.running_timeout_s": (None, 10, 30),
     "ann.forbid_force_deletion": (False, True),
+    "ann.safe_to_force_delete": (False, True),
     "ads": (None, 0, 10, 30),
     "start_us": TIMES,
     "suspend": (False, True),
