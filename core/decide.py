@@ -16,6 +16,7 @@ import hashlib
 import heapq
 from bisect import insort
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -48,9 +49,11 @@ from .ladder import (
     force_forbidden_by,
     force_since,
     node_fence_us,
+    node_lost_delete,
     rate_slot,
+    volume_holds,
 )
-from .settings import FORCE_POLICIES, OFF, SHADOW, Effective, Resolver
+from .settings import AFTER_TIMEOUT, FORCE_POLICIES, OFF, SHADOW, WHEN_FENCED, Effective, Resolver
 from .show import KILL_TIMESTAMP, KILLING, RULE_SHOW, SHOW_JOB, wanted
 from .state import (
     ADS,
@@ -63,6 +66,7 @@ from .state import (
     HELD_FENCE,
     HELD_GUARD,
     HELD_RATE,
+    HELD_VOLUME,
     ISSUED,
     JOB_DIRTY,
     STEP_NAMES,
@@ -82,6 +86,7 @@ from .triggers import (
     ENDS_JOB,
     JOB_TRIGGERS,
     LIFTED,
+    NODE_LOST,
     PENDING_POD_TRIGGERS,
     RUNNING_POD_TRIGGERS,
     STUCK_TERMINATING,
@@ -420,8 +425,12 @@ def _eval_gen(ctx: _Ctx, gen: JobGen) -> None:
             continue  # rule *scope*: out of scope, or orphaned on purpose
         if pod.ep is None:
             if latch is None:
-                if pod.deletion_us is not None:
-                    _ladder(ctx, gen, pod, eff, steps)  # stuck deletion only
+                if (
+                    pod.deletion_us is not None
+                    or pod.would_delete_us is not None
+                    or (eff.node_lost_delete_us and pod.node is not None)
+                ):
+                    _ladder(ctx, gen, pod, eff, steps)  # stuck deletion, lost node only
                 continue
             ep = gen.episode
             if ep is None or not ep.open:
@@ -617,6 +626,12 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
         due = api_delete(pod, eff, lost_us)
         if due is not None:
             _step(ctx, gen, pod, DELETE, due[0], due[1], ep.trigger, ep.reason, eff, steps)
+    elif ep is None and eff.node_lost_delete_us:
+        # Rule *node lost*: outside any kill, a pod on a node lost long enough.
+        due = node_lost_delete(pod, eff, None if node is None else node.lost_us)
+        if due is not None:
+            name = NODE_LOST.name
+            _step(ctx, gen, pod, DELETE, due[0], due[1], name, name, eff, steps)
     since = force_since(pod)
     if since is None or eff.force_timeout_us == 0:
         return  # not being deleted, or force deletion disabled
@@ -628,7 +643,11 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
         trip = ctx.trips.get(node.zone)
         if trip is not None:
             fence_after_us = 0
-    due = force_delete(pod, eff, node_fence_us(node, fence_after_us))
+    # Rule *force.volume*: an exclusive claim (not opted in) makes afterTimeout wait for
+    # a fence, as whenFenced does: at once on a fenced node, never by time on another.
+    volume = eff.force_policy == AFTER_TIMEOUT and volume_holds(pod)
+    fence_us = node_fence_us(node, fence_after_us)
+    due = force_delete(pod, replace(eff, force_policy=WHEN_FENCED) if volume else eff, fence_us)
     # When something is due: the force deletion, or (held for a fence) the report that
     # it would have been, at the timeout.
     at = due[0] if due is not None else since + eff.force_timeout_us
@@ -638,7 +657,10 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
     if ep is not None:
         trigger, reason = ep.trigger, ep.reason
     else:
-        trigger = STUCK_TERMINATING.name
+        # Outside any kill: the force step of our own lost-node deletion, or of a
+        # deletion by anyone else.
+        ours = pod.cmds is not None and pod.cmds[DELETE] is not None
+        trigger = NODE_LOST.name if ours else STUCK_TERMINATING.name
         reason = trigger
     forbidden_by = force_forbidden_by(pod, eff)
     if forbidden_by is not None:
@@ -660,6 +682,12 @@ def _ladder(ctx: _Ctx, gen: JobGen, pod: PodState, eff: Effective, steps: list[K
                     shadow=eff.enforce == SHADOW,
                 )
             )
+        return
+    if due is None and volume:
+        # Held until its node is fenced (its observation marks the pod again).
+        if not pod.held & HELD_VOLUME:
+            pod.held |= HELD_VOLUME
+            steps.append(_held(ctx, gen, pod, eff, "volume", trigger, reason, since, at, None))
         return
     if due is None:
         # Rule *force.when-fenced*: held until its node is fenced (its observation
@@ -692,7 +720,7 @@ def _held(
     gen: JobGen,
     pod: PodState,
     eff: Effective,
-    waits_for: Literal["fence", "rate-limit", "guard"],
+    waits_for: Literal["fence", "rate-limit", "guard", "volume"],
     trigger: Trigger,
     reason: str,
     since_us: int,

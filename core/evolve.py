@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from schemas.annotations import forbids_force_deletion, job_annotations
+from schemas.annotations import forbids_force_deletion, job_annotations, safe_to_force_delete
 from schemas.base import job_key
 from schemas.commands import CommandApplied, CommandIssued
 from schemas.config import ConfigSnapshot
@@ -81,7 +81,7 @@ from .state import (
     parse_rv,
     to_us,
 )
-from .triggers import JOB_FACTS, POD_FACTS, STUCK_TERMINATING, TERMINAL_CONDITIONS
+from .triggers import JOB_FACTS, POD_FACTS, STEP_TRIGGERS, TERMINAL_CONDITIONS
 
 Event = (
     PodObserved
@@ -294,8 +294,10 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
     pod.ads = ev.active_deadline_seconds
     if ev.annotations or ev.labels:
         pod.forbid = forbids_force_deletion(ev.annotations, ev.labels)[0]
+        pod.safe_force = safe_to_force_delete(ev.annotations)[0]
     else:
-        pod.forbid = False
+        pod.forbid = pod.safe_force = False
+    pod.exclusive_claim = any(_exclusive(claim.access_modes) for claim in ev.claims)
     running = False
     run_start = pod.run_start_us
     for c in ev.containers:
@@ -321,6 +323,16 @@ def _on_pod(state: KillerState, ev: PodObserved) -> None:
             on_node = state.node_pods[pod.node] = set()
         on_node.add(pod)
     mark_pod(state, pod)
+
+
+EXCLUSIVE_MODES: Final = frozenset({"ReadWriteOnce", "ReadWriteOncePod"})
+"""Access modes that let one node write: a second writer beside a force-deleted pod
+whose processes still run there (a partition, not a dead node) can corrupt it."""
+
+
+def _exclusive(modes: tuple[str, ...]) -> bool:
+    """A claim whose modes include an exclusive one, or are unknown (the worst case)."""
+    return not modes or any(mode in EXCLUSIVE_MODES for mode in modes)
 
 
 def _on_job(state: KillerState, ev: JobObserved) -> None:
@@ -589,7 +601,7 @@ def _on_issued(state: KillerState, ev: CommandIssued) -> None:
     if rec is None or rec.attempt < ev.attempt:
         cmds[idx] = Cmd(ev.attempt, ISSUED)
         changed = True
-    if pod.k_us is None and ev.trigger != STUCK_TERMINATING.name:
+    if pod.k_us is None and ev.trigger not in STEP_TRIGGERS:
         # A step of a kill (not one taken for a pod outside any kill): K is its decision.
         pod.k_us = to_us(ev.decided_at)
         pod.kdue_us = pod.k_us if ev.rule == RULE_DELETE_AFTER_TIMEOUT else to_us(ev.due_at)

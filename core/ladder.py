@@ -30,13 +30,15 @@ RULE_UNSCHEDULED_DELETE: Final[Rule] = "ladder.unscheduled-delete"
 RULE_DELETE_METHOD: Final[Rule] = "ladder.delete-method"
 RULE_DELETE_AFTER_TIMEOUT: Final[Rule] = "ladder.delete-after-timeout"
 RULE_NODE_LOST_DELETE: Final[Rule] = "ladder.node-lost-delete"
+RULE_NODE_LOST_TIMEOUT: Final[Rule] = "ladder.node-lost-timeout"
 RULE_FORCE_DELETE: Final[Rule] = "ladder.force-delete"
 RULE_FORCE_DELETE_FENCED: Final[Rule] = "ladder.force-delete-fenced"
 
 Due = tuple[int, Rule]
 
-LADDER_FACTS: Final = ("ann.forbid_force_deletion",)
-"""The fields of a Job generation the ladder reads (:func:`force_forbidden_by`):
+LADDER_FACTS: Final = ("ann.forbid_force_deletion", "ann.safe_to_force_delete", "observed")
+"""The fields of a Job generation the ladder reads (:func:`force_forbidden_by`,
+:func:`node_lost_delete`):
 ``evolve`` looks at every pod of the Job again when one changes."""
 
 
@@ -105,6 +107,24 @@ def api_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due |
     return (pod.k_us + eff.delete_timeout_us, RULE_DELETE_AFTER_TIMEOUT)
 
 
+def node_lost_delete(pod: PodState, eff: Effective, node_lost_us: int | None) -> Due | None:
+    """The lost-node trigger (``NodeLost``, rule *ladder.node-lost-timeout*), for a pod
+    outside any kill: its node not ready or unreachable since ``node_lost_us``, with
+    ``deleteOnNodeLostAfterSeconds`` > 0: an API deletion (graceful) at
+    ``node_lost_us`` + that time, what Kubernetes' taint manager does after the pod's
+    toleration (300 s by default). Then the force step comes as for any pod stuck in
+    deletion (fences, ``forceDeletePolicy``, the rate limit, the holds). Only for a pod
+    of an observed Job (whose labels may take it out of scope), scheduled, not being
+    deleted already. The Job is not killed: it replaces the pod as its
+    ``backoffLimit`` allows."""
+    after = eff.node_lost_delete_us
+    if after <= 0 or node_lost_us is None or pod.deletion_us is not None:
+        return None
+    if pod.node is None or not pod.gen.observed:
+        return None
+    return (node_lost_us + after, RULE_NODE_LOST_TIMEOUT)
+
+
 def force_since(pod: PodState) -> int | None:
     """Since when the pod is (or, in shadow mode, would be) stuck in deletion: its
     ``deletionTimestamp``, else the ``would-apply`` of its shadow ``delete``."""
@@ -159,6 +179,14 @@ def force_delete(pod: PodState, eff: Effective, fence_us: int | None) -> Due | N
     if eff.force_policy != WHEN_FENCED:
         return (timeout_due, RULE_FORCE_DELETE)
     return None
+
+
+def volume_holds(pod: PodState) -> bool:
+    """Rule *force.volume*: the pod mounts a ReadWriteOnce or ReadWriteOncePod claim (or
+    one of unknown modes) and neither it nor its Job says
+    ``jobreaper.io/safe-to-force-delete: "true"``: on a node not fenced, its force
+    deletion waits (for a fence; never by time)."""
+    return pod.exclusive_claim and not pod.safe_force and not pod.gen.ann.safe_to_force_delete
 
 
 def force_forbidden_by(pod: PodState, eff: Effective) -> str | None:

@@ -55,6 +55,8 @@ class Effective:
     """OFF, SHADOW or ON: the scope for this Job, its label applied."""
     force_policy: int = 0
     """AFTER_TIMEOUT, WHEN_FENCED or NEVER: force deletion on a node not fenced."""
+    node_lost_delete_us: int = 0
+    """``deleteOnNodeLostAfterSeconds``: the lost-node trigger (``NodeLost``); 0: off."""
 
 
 AFTER_TIMEOUT = 0
@@ -82,6 +84,7 @@ def _effective(version: int, s: KillerSettings) -> Effective:
         force_timeout_us=s.force_delete_task_timeout_seconds * SECOND,
         default_pending_timeout_us=s.default_pending_timeout_seconds * SECOND,
         force_policy=_FORCE_POLICY[s.force_delete_policy],
+        node_lost_delete_us=s.delete_on_node_lost_after_seconds * SECOND,
     )
 
 

@@ -115,10 +115,12 @@ sign that the pod is gone."""
 HELD_FENCE: Final = 1
 HELD_RATE: Final = 2
 HELD_GUARD: Final = 4
+HELD_VOLUME: Final = 8
 HELD_BITS: Final[Mapping[str, int]] = {
     "fence": HELD_FENCE,
     "rate-limit": HELD_RATE,
     "guard": HELD_GUARD,
+    "volume": HELD_VOLUME,
 }
 
 # How a pod of a killed Job ended (PodState.ended); 0 = not decided yet.
@@ -199,6 +201,12 @@ class PodState:
     would have made, from which the force step's timer runs (the pod is not deleted)."""
     ads: int | None = None
     forbid: bool = False
+    exclusive_claim: bool = False
+    """It mounts a ReadWriteOnce or ReadWriteOncePod PersistentVolumeClaim (or one whose
+    access modes the watcher did not know): on a node not fenced its force deletion
+    waits unless it opts in (rule *force.volume*)."""
+    safe_force: bool = False
+    """Its own ``jobreaper.io/safe-to-force-delete: "true"``."""
     released: bool = False
     """Its newest observation names no controlling Job (``ownerReferences`` removed,
     e.g. ``kubectl delete job --cascade=orphan``, or a pod found by label only):
@@ -221,7 +229,7 @@ class PodState:
     forbidden_emitted: bool = False
     held: int = 0
     """The ``ForceDeletionHeld`` events emitted for it (``HELD_FENCE`` | ``HELD_RATE`` |
-    ``HELD_GUARD``): one per pod and reason."""
+    ``HELD_GUARD``, ``HELD_VOLUME``): one per pod and reason."""
     # scheduling
     timer_us: int | None = None
     dirty: bool = False

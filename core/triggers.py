@@ -26,7 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from schemas.commands import Rule, Trigger
 
-from .ladder import RULE_FORCE_DELETE
+from .ladder import RULE_FORCE_DELETE, RULE_NODE_LOST_TIMEOUT
 from .settings import Effective, pending_timeout_us
 from .state import PENDING, SECOND, JobGen, KeyState, PodState, Request, to_us
 
@@ -211,6 +211,12 @@ STUCK_TERMINATING: Final = StepTrigger("StuckTerminating", RULE_FORCE_DELETE)
 """Rule *stuck deletion*: a pod stuck in deletion, whoever deleted it, is force
 deleted (``ladder.force_delete``) without killing its Job."""
 
+NODE_LOST: Final = StepTrigger("NodeLost", RULE_NODE_LOST_TIMEOUT)
+"""Rule *node lost* (``deleteOnNodeLostAfterSeconds`` > 0): a pod whose node is not
+ready or unreachable that long is deleted (``ladder.node_lost_delete``), then
+force-deleted as any pod stuck in deletion (its force step carries this trigger
+too), without killing its Job."""
+
 TRIGGERS: Final[tuple[TriggerSpec, ...]] = (
     JobTrigger(
         "Killed",
@@ -251,6 +257,7 @@ TRIGGERS: Final[tuple[TriggerSpec, ...]] = (
         ends_job=True,
     ),
     STUCK_TERMINATING,
+    NODE_LOST,
 )
 """Every trigger, in priority order: when two are due at the same instant, the one
 listed first fires."""
@@ -282,6 +289,11 @@ its own ``FailureTarget`` at the deadline: ours would race it and, merged, repla
 its reason), ``JobFinished`` (the Job's end is decided already), ``Suspended`` (a
 pause, not an end: resuming lifts it), ``JobDeleted`` (no Job left) nor
 ``StuckTerminating`` (one pod, not its Job)."""
+
+STEP_TRIGGERS: Final[frozenset[Trigger]] = frozenset(
+    spec.name for spec in TRIGGERS if isinstance(spec, StepTrigger)
+)
+"""The triggers of steps taken outside any kill: their commands set no K."""
 
 LIFTED: Final[Mapping[Trigger, Callable[[JobGen], bool]]] = {
     spec.name: spec.lifted

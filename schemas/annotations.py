@@ -54,6 +54,11 @@ RUNNING_TIMEOUT: Final = "jobreaper.io/running-timeout-seconds"
 """Job annotation: running timeout for the Job's pods, in seconds (from the containers' start)."""
 FORBID_FORCE_DELETION: Final = "jobreaper.io/forbid-force-deletion"
 """Job or Pod annotation (or label): ``"true"`` forbids force deletion of the pod(s)."""
+SAFE_TO_FORCE_DELETE: Final = "jobreaper.io/safe-to-force-delete"
+"""Job or Pod annotation: ``"true"`` says the pod may be force-deleted on a node that is
+not fenced although it mounts a ReadWriteOnce or ReadWriteOncePod
+PersistentVolumeClaim (its processes may still be writing there: the user says a
+second writer does no harm). Any other value, valid or not, does not opt in."""
 ENFORCE: Final = "jobreaper.io/enforce"
 """Job **label**: ``on``, ``shadow`` or ``off``, the Job opting in or out by itself (a
 label, so a CronJob's ``jobTemplate`` carries it and config selectors can match it)."""
@@ -83,6 +88,7 @@ EXPECTED: Final[Mapping[str, str]] = {
     PENDING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     RUNNING_TIMEOUT: f"whole seconds from 0 to {MAX_TIMEOUT_SECONDS}, digits only (0 disables)",
     FORBID_FORCE_DELETION: '"true" or "false" (any other value is read as "true")',
+    SAFE_TO_FORCE_DELETE: '"true" or "false" (any other value is read as "false")',
 }
 """What each annotation takes, in the words the user is told."""
 
@@ -195,6 +201,8 @@ class JobAnnotations:
     running_timeout_s: int | None = None
     """``None`` also when 0 (no running timeout)."""
     forbid_force_deletion: bool = False
+    safe_to_force_delete: bool = False
+    """``jobreaper.io/safe-to-force-delete: "true"`` (an invalid value: False)."""
     invalid: tuple[Invalid, ...] = ()
 
 
@@ -225,7 +233,26 @@ def job_annotations(annotations: Mapping[str, str]) -> JobAnnotations:
     forbid, problem = _forbid(annotations.get(FORBID_FORCE_DELETION))
     if problem is not None:
         invalid.append(problem)
-    return JobAnnotations(kill_at, pending, running or None, forbid, tuple(invalid))
+    safe, problem = _safe(annotations.get(SAFE_TO_FORCE_DELETE))
+    if problem is not None:
+        invalid.append(problem)
+    return JobAnnotations(kill_at, pending, running or None, forbid, safe, tuple(invalid))
+
+
+def _safe(raw: str | None) -> tuple[bool, Invalid | None]:
+    """The opt-in permits a dangerous act: only a valid ``"true"`` gives it."""
+    if raw is None:
+        return False, None
+    flag = parse_flag(raw)
+    if flag is None:
+        return False, _invalid(SAFE_TO_FORCE_DELETE, raw)
+    return flag, None
+
+
+def safe_to_force_delete(annotations: Mapping[str, str]) -> tuple[bool, Invalid | None]:
+    """Whether a pod's own annotation opts it in to force deletion despite an exclusive
+    volume claim, and the invalid value if there is one. Total."""
+    return _safe(annotations.get(SAFE_TO_FORCE_DELETE))
 
 
 def _forbid(raw: str | None) -> tuple[bool, Invalid | None]:
@@ -258,6 +285,7 @@ __all__ = [
     "MAX_TIMEOUT_SECONDS",
     "PENDING_TIMEOUT",
     "RUNNING_TIMEOUT",
+    "SAFE_TO_FORCE_DELETE",
     "Invalid",
     "JobAnnotations",
     "forbids_force_deletion",
@@ -267,4 +295,5 @@ __all__ = [
     "parse_flag",
     "parse_seconds",
     "parse_timestamp",
+    "safe_to_force_delete",
 ]

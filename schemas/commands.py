@@ -36,8 +36,11 @@ Trigger = Literal[
     "Suspended",
     "JobDeleted",
     "StuckTerminating",
+    "NodeLost",
 ]
-"""Why a Job (or, for ``StuckTerminating``, one pod) is being killed. ``JobFinished``:
+"""Why a Job (or, for ``StuckTerminating`` and ``NodeLost``, one pod) is being killed.
+``NodeLost``: the pod's node was not ready or unreachable for
+``deleteOnNodeLostAfterSeconds`` (its Job is not killed). ``JobFinished``:
 Kubernetes already finished or failed the Job; the Job's own reason (e.g.
 ``BackoffLimitExceeded``) is then in the accompanying ``reason``."""
 
@@ -47,6 +50,7 @@ Rule = Literal[
     "ladder.delete-method",
     "ladder.delete-after-timeout",
     "ladder.node-lost-delete",
+    "ladder.node-lost-timeout",
     "ladder.force-delete",
     "ladder.force-delete-fenced",
     "job.failure-target",

@@ -104,6 +104,12 @@ class KillerSettings(_Body):
     """Pending timeout for Jobs that set none; 0 disables."""
     force_delete_policy: ForceDeletePolicy = Field("afterTimeout", alias="forceDeletePolicy")
     """Force deletion on a node that is not fenced (see ``ForceDeletePolicy``)."""
+    delete_on_node_lost_after_seconds: Seconds = Field(0, alias="deleteOnNodeLostAfterSeconds")
+    """The lost-node trigger (``NodeLost``): a pod whose node has been not ready or
+    unreachable this long is deleted (gracefully; then force-deleted as
+    ``forceDeletePolicy`` and the fences say) without killing its Job, which replaces it
+    as its ``backoffLimit`` allows; 0 (the default): off, Kubernetes' taint-based
+    eviction (300 s by default) applies. docs/config.md says why off."""
     enforce: Enforce = "off"
     """Scope: ``off`` by default (opt-in). A Job's own ``jobreaper.io/enforce`` label
     beats the global value but not a namespace or selector override that sets it
@@ -130,6 +136,9 @@ class KillerSettingsPatch(_Body):
         None, alias="defaultPendingTimeoutSeconds"
     )
     force_delete_policy: ForceDeletePolicy | None = Field(None, alias="forceDeletePolicy")
+    delete_on_node_lost_after_seconds: Seconds | None = Field(
+        None, alias="deleteOnNodeLostAfterSeconds"
+    )
     enforce: Enforce | None = None
 
     _check_aliases = model_validator(mode="before")(_reject_both_force_aliases)

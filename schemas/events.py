@@ -180,6 +180,10 @@ class ForceDeletionHeld(Message):
     * ``guard``: the mass-disruption guard is tripped for its node's zone
       (:class:`ForceDeletionPaused`) and its node is not fenced by an administrator;
       it goes when the guard lifts (nodes back, or ``jobreaper force resume``).
+    * ``volume``: it mounts a ReadWriteOnce or ReadWriteOncePod PersistentVolumeClaim,
+      its node is not fenced, and neither it nor its Job says
+      ``jobreaper.io/safe-to-force-delete: "true"``; emitted when the force deletion
+      would have come; released by a fence only.
 
     Emitted once per pod and ``waits_for``; the release is the ``KillStep`` of its
     ``force-delete`` (rule ``ladder.force-delete-fenced`` when a fence released it)."""
@@ -193,7 +197,7 @@ class ForceDeletionHeld(Message):
     pod_name: str
     pod_uid: str
     node_name: str | None = None
-    waits_for: Literal["fence", "rate-limit", "guard"]
+    waits_for: Literal["fence", "rate-limit", "guard", "volume"]
     policy: ForceDeletePolicy
     trigger: Trigger
     reason: str
@@ -202,7 +206,8 @@ class ForceDeletionHeld(Message):
     due_at: UtcDatetime
     """When the force deletion would have been due without the hold."""
     until: UtcDatetime | None = None
-    """``rate-limit``: the earliest time it may go; ``fence``: none (the fence's)."""
+    """``rate-limit``: the earliest time it may go; ``fence``, ``volume``: none (the
+    fence's)."""
     decided_at: UtcDatetime
     shadow: Shadow = False
 

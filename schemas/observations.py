@@ -72,6 +72,18 @@ class ContainerSummary(_Part):
     """``waiting.reason`` or ``terminated.reason`` (e.g. ``ImagePullBackOff``, ``Error``)."""
 
 
+class VolumeClaim(_Part):
+    """A PersistentVolumeClaim a pod mounts (``spec.volumes[].persistentVolumeClaim``, or
+    the claim of a generic ephemeral volume, ``<pod>-<volume>``), with its access
+    modes as the watcher last saw the claim."""
+
+    name: str
+    access_modes: tuple[str, ...] = ()
+    """The claim's ``status.accessModes`` when bound, else its ``spec.accessModes``
+    (``ReadWriteOnce``, ``ReadWriteOncePod``, ``ReadOnlyMany``, ``ReadWriteMany``);
+    empty: the watcher has not seen the claim (the core then assumes the worst)."""
+
+
 class PodObserved(Message):
     """A Pod of a Job was added, modified or deleted."""
 
@@ -114,6 +126,9 @@ class PodObserved(Message):
     active_deadline_seconds: int | None = None
     """``spec.activeDeadlineSeconds``."""
     containers: tuple[ContainerSummary, ...] = ()
+    claims: tuple[VolumeClaim, ...] = ()
+    """The PersistentVolumeClaims it mounts (a force deletion on a node not fenced
+    waits while one is ReadWriteOnce or ReadWriteOncePod, unless the pod opts in)."""
 
     def kafka_key(self) -> str:
         return job_key(self.namespace, self.job_name)

@@ -390,6 +390,8 @@ class _Builder:
                     f"the mass-disruption guard of node {m.node_name or '?'}'s zone (or a "
                     "fence of the node, or `jobreaper force resume`)"
                 )
+            elif m.waits_for == "volume":
+                waits = f"a fence of node {m.node_name or '?'} (a ReadWriteOnce volume claim)"
             else:
                 waits = f"the rate limit, until {_hms(m.until) if m.until else '?'}"
             text = (

@@ -21,6 +21,7 @@ SETTING_ORDER = (
     "forceDeleteTaskTimeoutSeconds",
     "defaultPendingTimeoutSeconds",
     "forceDeletePolicy",
+    "deleteOnNodeLostAfterSeconds",
     # cluster-wide: only at the top level (no override sets them)
     "fenceUnreachableAfterSeconds",
     "maxForceDeletionsPerSecondPerPartition",

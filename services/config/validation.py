@@ -72,6 +72,7 @@ SECONDS_KEYS: tuple[str, ...] = (
     FORCE_DELETE_ALIAS,
     FORCE_DELETE_ALIAS_OLD,
     "defaultPendingTimeoutSeconds",
+    "deleteOnNodeLostAfterSeconds",
 )
 SETTING_KEYS: tuple[str, ...] = ("killMethod", ENFORCE_ALIAS, *SECONDS_KEYS, FORCE_POLICY_ALIAS)
 TOP_KEYS: tuple[str, ...] = (*SETTING_KEYS, *GLOBAL_KEYS, "overrides")

@@ -28,12 +28,13 @@ class KillerMetrics:
         self.force_held = Counter(
             "jobreaper_killer_force_deletions_held_total",
             "Force deletions held back (ForceDeletionHeld kill events), by what they wait"
-            " for: fence (forceDeletePolicy whenFenced, node not fenced), rate-limit, or"
-            " guard (the mass-disruption guard of the node's zone is tripped)",
+            " for: fence (forceDeletePolicy whenFenced, node not fenced), rate-limit,"
+            " guard (the mass-disruption guard of the node's zone is tripped), or"
+            " volume (a ReadWriteOnce claim on a node not fenced)",
             ["waits_for"],
             registry=registry,
         )
-        for waits_for in ("fence", "rate-limit", "guard"):
+        for waits_for in ("fence", "rate-limit", "guard", "volume"):
             self.force_held.labels(waits_for)  # shown at 0 before the first
         self.guard_tripped = Gauge(
             "jobreaper_killer_force_guard_tripped",

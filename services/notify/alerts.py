@@ -73,7 +73,7 @@ def alert_for(envelope: Envelope, *, failing_after: int, remind_every: int) -> A
     m = envelope.message
     if isinstance(m, ForceDeletionForbidden):
         kind, text = "force-deletion-forbidden", describe(m)
-    elif isinstance(m, ForceDeletionHeld) and m.waits_for == "fence":
+    elif isinstance(m, ForceDeletionHeld) and m.waits_for in ("fence", "volume"):
         kind, text = "force-deletion-held", describe(m)
     elif isinstance(m, ForceDeletionPaused | ForceDeletionResumed):
         kind = (

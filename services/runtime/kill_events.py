@@ -106,6 +106,12 @@ def _describe(message: Message) -> str:
                 "many nodes went silent at once; or fence the node, or "
                 "`jobreaper force resume`)"
             )
+        elif message.waits_for == "volume":
+            why = (
+                f"it mounts a ReadWriteOnce volume claim: waits for a fence of node {node} "
+                "(delete the Node or taint it node.kubernetes.io/out-of-service), or "
+                'jobreaper.io/safe-to-force-delete: "true" on the Job or pod'
+            )
         else:
             until = format_time(message.until) if message.until is not None else "?"
             why = f"waits for the force-deletion rate limit (until {until})"

@@ -51,10 +51,12 @@ from schemas.annotations import (
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
+    SAFE_TO_FORCE_DELETE,
     Invalid,
     forbids_force_deletion,
     invalid_enforce,
     job_annotations,
+    safe_to_force_delete,
 )
 from schemas.observations import DELETED_CHANGES, JobObserved, PodObserved
 from services.runtime.kube import KubeApiError, request_json
@@ -79,6 +81,10 @@ WHAT_JOBREAPER_DOES: Final[dict[str, str]] = {
     KILL_TIMESTAMP: "jobreaper ignores it: this annotation sets no kill time",
     PENDING_TIMEOUT: "jobreaper ignores it: the configured pending timeout applies",
     RUNNING_TIMEOUT: "jobreaper ignores it: the pods get no running timeout from it",
+    SAFE_TO_FORCE_DELETE: (
+        'jobreaper reads it as "false": a pod with a ReadWriteOnce volume claim is not'
+        " force-deleted on a node that is not fenced"
+    ),
 }
 """What the core does instead, for the values it ignores (forbid-force-deletion: below)."""
 
@@ -118,6 +124,9 @@ def warnings_for(observation: Observation) -> tuple[AnnotationWarning, ...]:
         if observation.change in DELETED_CHANGES:
             return ()
         invalid = forbids_force_deletion(observation.annotations, observation.labels)[1]
+        unsafe = safe_to_force_delete(observation.annotations)[1]
+        if unsafe is not None:
+            invalid = (*invalid, unsafe)
         kind: Kind = "Pod"
         job_name, job_uid = observation.job_name, observation.job_uid
     elif isinstance(observation, JobObserved):

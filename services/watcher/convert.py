@@ -12,6 +12,7 @@ managed-fields touch) is dropped instead of published.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -27,9 +28,11 @@ from schemas.observations import (
     NodeStatus,
     PodObserved,
     PodPhase,
+    VolumeClaim,
 )
 
 from . import wire
+from .claims import ClaimModes
 
 Observation = PodObserved | JobObserved | NodeObserved
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -117,8 +120,24 @@ def _container(status: wire.ContainerStatus) -> ContainerSummary:
     )
 
 
+ClaimsOf = Callable[[wire.Pod], tuple[VolumeClaim, ...]]
+"""The claims a pod mounts, with their access modes (``claims.ClaimModes.claims_of``)."""
+
+
+def no_claim_modes(pod: wire.Pod) -> tuple[VolumeClaim, ...]:
+    """The claims ``pod`` mounts, with no access modes known (no claim was seen)."""
+    return _NO_CLAIMS.claims_of(pod)
+
+
+_NO_CLAIMS = ClaimModes()
+
+
 def pod_observation(
-    pod: wire.Pod, change: Change, observed_at: datetime, resource_version: str | None = None
+    pod: wire.Pod,
+    change: Change,
+    observed_at: datetime,
+    resource_version: str | None = None,
+    claims_of: ClaimsOf = no_claim_modes,
 ) -> PodObserved | None:
     """The observation of a Job's pod; None for a pod that belongs to no Job."""
     meta, spec, status = pod.metadata, pod.spec, pod.status
@@ -154,6 +173,7 @@ def pod_observation(
         deletion_grace_period_seconds=meta.deletion_grace_period_seconds,
         active_deadline_seconds=spec.active_deadline_seconds,
         containers=tuple(_container(c) for c in status.container_statuses),
+        claims=claims_of(pod) if spec.volumes else (),
     )
 
 

@@ -65,11 +65,13 @@ class Reflector:
         object_type: type[Any],
         known: Iterable[Observation] = (),
         published_at: Mapping[str, float] | None = None,
+        convert: Converter | None = None,
     ) -> None:
         """``known``: what the log holds; ``published_at``: per uid, the timestamp
         (epoch seconds) of its newest record. A known object without one counts as
-        published long ago (refreshed at the first chance)."""
-        self._convert = CONVERTERS[object_type]
+        published long ago (refreshed at the first chance). ``convert``: instead of the
+        kind's converter (the pods': one that knows the claims' access modes)."""
+        self._convert = convert or CONVERTERS[object_type]
         self.store: dict[str, Observation] = {obs.uid: obs for obs in known}
         times = published_at or {}
         self.published_at: dict[str, float] = {uid: times.get(uid, 0.0) for uid in self.store}

@@ -69,12 +69,13 @@ from services.runtime.topics import TopicNames
 
 from . import wire
 from .annotation_events import AnnotationWarner, kube_post
-from .convert import Observation
+from .claims import ClaimModes
+from .convert import Observation, pod_observation
 from .metrics import WatcherMetrics
 from .reflector import Reflector
 from .refresh import SETTING, RefreshPlan, plan_refresh
 from .settings import WatcherSettings
-from .stream import JOBS, NODES, PODS, Kind, ResourceStream
+from .stream import CLAIMS, JOBS, NODES, PODS, Kind, ResourceStream
 
 log = get_logger(__name__)
 
@@ -140,6 +141,8 @@ class Watcher:
         self.last_error: str | None = None
         self.published = 0
         self.refresh_plan: RefreshPlan | None = None
+        self.claims = ClaimModes()
+        """The claims' access modes, put on the pods' observations (:mod:`.claims`)."""
 
     # -- the service protocol -------------------------------------------------
 
@@ -185,6 +188,9 @@ class Watcher:
             await ensure_topics(self.kafka, job_partitions=self.kafka.job_partitions)
         plan = self.refresh_plan = await self._plan_refresh()
         known = await self._read_log()
+        claim_streams = self._claim_streams()
+        for stream in claim_streams:  # before the pods, which carry their claims' modes
+            self.claims.on_list(stream.namespace, await stream.list())
         self._streams = self._make_streams(known)
         self._synced.clear()
         self._queue = asyncio.Queue(self.settings.queue_size)
@@ -199,6 +205,10 @@ class Watcher:
                     tasks.start(self._reflect(i, stream, reflector), name=f"reflect-{i}")
                     for i, (stream, reflector) in enumerate(self._streams)
                 ]
+                reflectors.extend(
+                    tasks.start(self._watch_claims(s), name=f"claims-{i}")
+                    for i, s in enumerate(claim_streams)
+                )
                 if plan.after_s is not None:
                     reflectors.append(tasks.start(self._refresh(plan), name="refresher"))
                 if self.warner is not None:
@@ -276,6 +286,25 @@ class Watcher:
         log.info("watcher.log_read", objects=len(latest))
         return list(latest.values())
 
+    def _claim_streams(self) -> list[ResourceStream[Any]]:
+        """The PersistentVolumeClaims of the watched namespaces (all: one stream)."""
+        s = self.settings
+        scopes: list[str | None] = list(s.namespaces) or [None]
+        return [
+            ResourceStream(self.api, CLAIMS, namespace=namespace, watch_timeout_s=s.watch_timeout_s)
+            for namespace in scopes
+        ]
+
+    async def _watch_claims(self, stream: ResourceStream[Any]) -> None:
+        """Keep the claims' access modes current; on ``410 Gone`` list them all again."""
+        while True:
+            try:
+                async for event in stream.watch():
+                    self.claims.on_event(event.type, event.obj)
+            except Gone as exc:
+                log.info("watcher.gone", kind=CLAIMS.name, detail=str(exc))
+                self.claims.on_list(stream.namespace, await stream.list())
+
     def _make_streams(self, known: Iterable[Known]) -> list[tuple[ResourceStream[Any], Reflector]]:
         s = self.settings
         scopes: list[str | None] = list(s.namespaces) or [None]
@@ -306,12 +335,19 @@ class Watcher:
                     watch_timeout_s=s.watch_timeout_s,
                 )
                 seed = [o for o in by_kind[kind.object_type] if in_scope(o, namespace)]
-                streams.append((stream, Reflector(kind.object_type, seed, published_at)))
+                convert = self._convert_pod if kind is PODS else None
+                reflector = Reflector(kind.object_type, seed, published_at, convert)
+                streams.append((stream, reflector))
         node_stream: ResourceStream[Any] = ResourceStream(
             self.api, NODES, watch_timeout_s=s.watch_timeout_s
         )
         streams.append((node_stream, Reflector(wire.Node, by_kind[wire.Node], published_at)))
         return streams
+
+    def _convert_pod(
+        self, pod: wire.Pod, change: Any, observed_at: datetime, version: str | None
+    ) -> Observation | None:
+        return pod_observation(pod, change, observed_at, version, self.claims.claims_of)
 
     # -- watching -------------------------------------------------------------------
 

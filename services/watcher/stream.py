@@ -47,6 +47,9 @@ class Kind(Generic[ObjectT]):
 PODS = Kind("Pod", "/api/v1", "pods", True, wire.Pod)
 JOBS = Kind("Job", "/apis/batch/v1", "jobs", True, wire.Job)
 NODES = Kind("Node", "/api/v1", "nodes", False, wire.Node)
+CLAIMS = Kind(
+    "PersistentVolumeClaim", "/api/v1", "persistentvolumeclaims", True, wire.PersistentVolumeClaim
+)
 
 
 @dataclass

@@ -72,9 +72,39 @@ class Condition(_Wire, frozen=True):
     last_transition_time: datetime | None = None
 
 
+class ClaimSource(_Wire, frozen=True):
+    claim_name: str = ""
+
+
+class EphemeralSource(_Wire, frozen=True):
+    pass
+
+
+class Volume(_Wire, frozen=True):
+    name: str = ""
+    persistent_volume_claim: ClaimSource | None = None
+    ephemeral: EphemeralSource | None = None
+    """A generic ephemeral volume: its claim is named ``<pod>-<volume>``."""
+
+
 class PodSpec(_Wire, frozen=True):
     node_name: str | None = None
     active_deadline_seconds: int | None = None
+    volumes: tuple[Volume, ...] = ()
+
+
+class ClaimSpec(_Wire, frozen=True):
+    access_modes: tuple[str, ...] = ()
+
+
+class ClaimStatus(_Wire, frozen=True):
+    access_modes: tuple[str, ...] = ()
+
+
+class PersistentVolumeClaim(_Wire, frozen=True):
+    metadata: ObjectMeta = ObjectMeta()
+    spec: ClaimSpec = ClaimSpec()
+    status: ClaimStatus = ClaimStatus()
 
 
 class PodStatus(_Wire, frozen=True):
@@ -130,7 +160,7 @@ class Node(_Wire, frozen=True):
     status: NodeStatus = NodeStatus()
 
 
-ObjectT = TypeVar("ObjectT", Pod, Job, Node)
+ObjectT = TypeVar("ObjectT", Pod, Job, Node, PersistentVolumeClaim)
 
 
 class WatchLine(msgspec.Struct, Generic[ObjectT], frozen=True):

@@ -38,9 +38,11 @@ from schemas.annotations import (
     MAX_VALUE_LENGTH,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
+    SAFE_TO_FORCE_DELETE,
     forbids_force_deletion,
     invalid_enforce,
     job_annotations,
+    safe_to_force_delete,
 )
 from services.runtime.kube import KubeApiError, raw_request, request_json
 from tests.integration.deploy.manifests import (
@@ -232,6 +234,7 @@ def random_samples(seed: int = 20261206) -> dict[str, list[str]]:
         PENDING_TIMEOUT: seconds,
         RUNNING_TIMEOUT: seconds,
         FORBID_FORCE_DELETION: flags,
+        SAFE_TO_FORCE_DELETE: flags,
     }
 
 
@@ -544,6 +547,17 @@ async def test_cronjobs_pods_and_pod_templates(
                 assert result.accepted, (label, result.message)
             else:
                 assert_refused_for(result, name, FORBID_FORCE_DELETION, "metadata.labels", label)
+        # Pods and pod templates: safe-to-force-delete as an annotation, like the parser.
+        for annotation in ("yes", "TRUE", " false ", "tru\u0435", "1"):
+            result = await create(api, ns, pod({SAFE_TO_FORCE_DELETE: annotation}))
+            if safe_to_force_delete({SAFE_TO_FORCE_DELETE: annotation})[1] is None:
+                assert result.accepted, (annotation, result.message)
+            else:
+                where = "metadata.annotations"
+                assert_refused_for(result, name, SAFE_TO_FORCE_DELETE, where, annotation)
+        result = await create(api, ns, job(pod_annotations={SAFE_TO_FORCE_DELETE: "yes"}))
+        where = "spec.template.metadata.annotations"
+        assert_refused_for(result, name, SAFE_TO_FORCE_DELETE, where, "yes")
         # The other annotations are Job annotations: a pod's are not read, nor checked.
         assert (await create(api, ns, pod({KILL_TIMESTAMP: NOT_A_TIME}))).accepted
         # No jobreaper key at all: not evaluated.

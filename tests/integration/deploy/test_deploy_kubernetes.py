@@ -145,7 +145,8 @@ Scope = str  # "cluster" (ClusterRoleBinding) or "namespace" (RoleBinding, its n
 Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, verb, name
 
 #: What each ServiceAccount is granted, derived from the API calls in services/:
-#: watcher stream.py (list, watch) + annotation_events.py (events.k8s.io POST)
+#: watcher stream.py (list, watch; persistentvolumeclaims for claims.py)
+#: + annotation_events.py (events.k8s.io POST)
 #: + runtime/lease.py (GET/PUT by name, POST);
 #: executor apply.py (GET, PATCH, DELETE a pod) + job.py (GET a Job, PATCH its status;
 #: annotate-job: PATCH its jobreaper.io/kill-* annotations)
@@ -155,7 +156,11 @@ Grant = tuple[Scope, str, str, str, str | None]  # scope, apiGroup, resource, ve
 #: creates, for PUT /config with source=http); killer: GET /version only (its clock; no RBAC).
 GRANTS: dict[str, set[Grant]] = {
     "watcher": {
-        *(("cluster", "", r, v, None) for r in ("pods", "nodes") for v in ("list", "watch")),
+        *(
+            ("cluster", "", r, v, None)
+            for r in ("pods", "nodes", "persistentvolumeclaims")
+            for v in ("list", "watch")
+        ),
         *(("cluster", "batch", "jobs", v, None) for v in ("list", "watch")),
         ("cluster", "events.k8s.io", "events", "create", None),
         ("namespace", "coordination.k8s.io", "leases", "create", None),

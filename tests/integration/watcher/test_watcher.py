@@ -590,7 +590,9 @@ async def test_a_watcher_refused_events_keeps_publishing(
             metadata=client.V1ObjectMeta(name=name),
             rules=[
                 client.V1PolicyRule(
-                    api_groups=[""], resources=["pods", "nodes"], verbs=["list", "watch"]
+                    api_groups=[""],
+                    resources=["pods", "nodes", "persistentvolumeclaims"],
+                    verbs=["list", "watch"],
                 ),
                 client.V1PolicyRule(
                     api_groups=["batch"], resources=["jobs"], verbs=["list", "watch"]

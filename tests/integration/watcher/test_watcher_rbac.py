@@ -95,4 +95,5 @@ async def test_each_missing_permission_is_named_and_the_watcher_exits(
     code, message = await _run_watcher(kubeconfig, stack, namespace, topic_prefix)
     assert code == 3
     assert "get, list and watch on" in message, message
-    assert any(kind in message for kind in ("jobs", "pods", "nodes")), message
+    kinds = ("jobs", "pods", "nodes", "persistentvolumeclaims")
+    assert any(kind in message for kind in kinds), message

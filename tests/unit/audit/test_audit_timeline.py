@@ -405,3 +405,25 @@ def test_a_held_force_deletion_is_on_the_timeline_with_what_it_waits_for() -> No
     assert (entry.at, entry.pod, entry.step) == (at(70), "p-a", "force-delete")
     assert "waits for a fence of node n1 (forceDeletePolicy: whenFenced)" in entry.text
     assert "#ef6c00" in render_svg(timeline)
+
+
+def test_a_force_deletion_held_for_its_volume_is_on_the_timeline() -> None:
+    held = ForceDeletionHeld(
+        namespace=NS,
+        job_name=JOB,
+        job_uid="old",
+        pod_name="p-a",
+        pod_uid="a",
+        node_name="n1",
+        waits_for="volume",
+        policy="afterTimeout",
+        trigger="Killed",
+        reason="Killed",
+        since=at(40),
+        due_at=at(70),
+        decided_at=at(70),
+    )
+    records = [*history()[:-4], read("kill.events", 5, held)]
+    timeline = select(records, NS, JOB, "old")
+    (entry,) = [e for e in timeline.entries if e.text.startswith("ForceDeletionHeld")]
+    assert "waits for a fence of node n1 (a ReadWriteOnce volume claim)" in entry.text

@@ -18,6 +18,7 @@ from schemas.observations import (
     JobObserved,
     NodeObserved,
     PodObserved,
+    VolumeClaim,
 )
 from schemas.requests import KillCancelRequested, KillRequested
 
@@ -109,6 +110,7 @@ class Builder:
         ads: int | None = None,
         annotations: dict[str, str] | None = None,
         rv: str | None = None,
+        claims: tuple[VolumeClaim, ...] = (),
     ) -> PodObserved:
         if isinstance(containers, str):
             if containers == "none":
@@ -145,6 +147,7 @@ class Builder:
             deletion_grace_period_seconds=grace,
             active_deadline_seconds=ads,
             containers=cs,
+            claims=claims,
         )
 
     def node(

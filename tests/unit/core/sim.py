@@ -36,6 +36,7 @@ from schemas.observations import (
     JobObserved,
     NodeObserved,
     PodObserved,
+    VolumeClaim,
 )
 from schemas.requests import KillCancelRequested, KillRequested
 
@@ -52,6 +53,9 @@ CONFIGS: list[dict[str, Any]] = [
     {"forceDeletePolicy": "never", "forceDeleteTaskTimeoutSeconds": 20},
     {"forceDeletePolicy": "whenFenced", "fenceUnreachableAfterSeconds": 30},
     {"maxForceDeletionsPerSecondPerPartition": 1, "forceDeleteTaskTimeoutSeconds": 20},
+    # the lost-node trigger (deleteOnNodeLostAfterSeconds), alone and under whenFenced
+    {"deleteOnNodeLostAfterSeconds": 30, "forceDeleteTaskTimeoutSeconds": 20},
+    {"deleteOnNodeLostAfterSeconds": 5, "forceDeletePolicy": "whenFenced"},
 ]
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 
@@ -71,6 +75,9 @@ class SimPod:
     forbid: bool = False
     stubborn: bool = False
     """Its containers take 400 s to stop (a hung process): the ladder must go on."""
+    rwo: bool = False
+    """It mounts a ReadWriteOnce claim (and does not opt in): never force-deleted on a
+    node that is not fenced."""
     gone: bool = False
 
     @property
@@ -105,6 +112,8 @@ class Sim:
     nodes: dict[str, bool]  # name -> healthy
     fenced: set[str] = field(default_factory=set)
     """Lost nodes an administrator fenced (the out-of-service taint); recovering untaints."""
+    lost_at: dict[str, float] = field(default_factory=dict)
+    """When each lost node was lost (the observation the core got); absent while ready."""
     fold_back: bool = True
     fail_mask: int = 0
     now: float = 0.0
@@ -162,6 +171,9 @@ class Sim:
                 deletion_timestamp=None if p.deletion is None else at(p.deletion),
                 active_deadline_seconds=p.ads,
                 containers=containers,
+                claims=(VolumeClaim(name="data", access_modes=("ReadWriteOnce",)),)
+                if p.rwo
+                else (),
             )
         )
 
@@ -433,6 +445,10 @@ class Sim:
             if self.nodes[name] != healthy:
                 self.nodes[name] = healthy
                 self.fenced.discard(name)
+                if healthy:
+                    self.lost_at.pop(name, None)
+                else:
+                    self.lost_at[name] = self.now
                 self.observe_node(name)
                 if healthy:
                     for p in pods:
@@ -537,6 +553,7 @@ def make_sim(
                 forbid=pod_forbid,
                 ads=ads,
                 stubborn=stubborn,
+                rwo=k % 2 == 1,  # every second pod of a Job
             )
             if node is not None:
                 p.node = sorted(nodes)[node % len(nodes)]

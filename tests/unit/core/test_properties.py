@@ -66,6 +66,8 @@ actions = st.one_of(
     st.tuples(st.just("config"), st.integers(0, 9)),
     # the force-deletion policies, fences and the rate limit (sim.CONFIGS[6:])
     st.tuples(st.just("config"), st.integers(6, 9)),
+    # the lost-node trigger (sim.CONFIGS[10:])
+    st.tuples(st.just("config"), st.integers(10, 11)),
     st.tuples(st.just("fence"), st.integers(0, 1)),
     st.tuples(st.just("fence"), st.integers(0, 1)),
     st.tuples(st.just("decide_past"), st.sampled_from([1.0, 100.0])),
@@ -318,6 +320,8 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
         else:
             assert c.rule == "ladder.force-delete"
             assert config.force_delete_policy == "afterTimeout"
+            # Rule *force.volume*: a ReadWriteOnce claim only on a fenced node.
+            assert not pod.rwo, "a pod with a ReadWriteOnce claim forced on an unfenced node"
         if c.rule == "ladder.force-delete" and pod.deletion is not None:
             assert c.due_at >= at(pod.deletion) + timedelta(seconds=timeout)
         elif pod.deletion is None:
@@ -349,6 +353,61 @@ def test_never_force_deletes_when_forbidden_or_disabled(script: tuple[Any, ...])
     assert len(alerted) == len(set(alerted))
     held = [(e.pod_uid, e.waits_for) for e in sim.events if isinstance(e, ForceDeletionHeld)]
     assert len(held) == len(set(held))
+
+
+lost_node_scripts = st.builds(
+    lambda shape, first, before, lose, after, mask: (
+        shape,
+        [first, *before, ("lose", lose), *after],
+        mask,
+    ),
+    shapes,
+    st.tuples(st.just("config"), st.integers(10, 11)),
+    st.lists(actions, max_size=6),
+    st.integers(0, 1),
+    st.lists(actions, max_size=19),
+    st.integers(0, 2**16 - 1),
+)
+"""Scripts that start under the lost-node trigger and lose a node (``scripts`` reach
+it rarely)."""
+
+
+@FAST
+@given(lost_node_scripts)
+def test_the_lost_node_trigger_deletes_only_pods_of_nodes_lost_that_long(
+    script: tuple[Any, ...],
+) -> None:
+    """Rule *node lost*: a ``NodeLost`` delete comes only when configured, for a pod
+    outside any kill, not yet deleted, whose node has been lost (continuously) for
+    ``deleteOnNodeLostAfterSeconds``, and never earlier; it kills no Job (no
+    ``KillStarted``, no ``fail-job`` with that trigger); its force step is a force
+    step like any other (checked by the force property above)."""
+
+    def check(sim: Sim, c: CommandIssued) -> None:
+        if c.trigger != "NodeLost":
+            return
+        assert c.step in ("delete", "force-delete"), c
+        pod = sim.pod_by_uid(c.pod_uid or "")
+        if c.step == "delete":
+            after = sim.config.delete_on_node_lost_after_seconds
+            assert after > 0 and c.rule == "ladder.node-lost-timeout"
+            assert pod.node is not None and not sim.nodes[pod.node]
+            lost = sim.lost_at[pod.node]
+            assert c.due_at == at(lost) + timedelta(seconds=after)
+            assert c.decided_at >= c.due_at
+            assert not any(
+                isinstance(e, KillStarted) and any(r.uid == c.pod_uid for r in e.pods)
+                for e in sim.events
+            ), "a pod of a kill gets the kill's ladder"
+        else:
+            assert any(
+                d.pod_uid == c.pod_uid and d.step == "delete" and d.trigger == "NodeLost"
+                for d in sim.commands
+            )
+
+    sim = play(script, check=check)
+    assert not any(isinstance(e, KillStarted) and e.trigger == "NodeLost" for e in sim.events)
+    assert not any(c.step == "fail-job" and c.trigger == "NodeLost" for c in sim.commands)
 
 
 @FAST
@@ -423,7 +482,8 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
     come in ladder order, each once; and a shadowed pod that never ends goes on to a
     (would-apply) force deletion, as the live ladder would, unless force deletion is
     forbidden or off (or ``forceDeletePolicy`` holds it: ``never``, or ``whenFenced``
-    on a node not fenced, which says so)."""
+    on a node not fenced, which says so; or a ReadWriteOnce claim on a node not
+    fenced, which says so too)."""
     sim = play(script)
     jobs = {j.uid: j for j in sim.jobs}
     for c in sim.commands:
@@ -447,8 +507,9 @@ def test_shadow_jobs_get_no_write_and_their_ladder_runs_on_by_its_clock(
         policy = sim.config.force_delete_policy
         if pod.done or force_off or pod.forbid or pod.job.forbid or policy == "never":
             continue
-        if policy == "whenFenced" and pod.node not in sim.fenced:
-            # Held for a fence that never came (forceDeletePolicy: whenFenced): said so.
+        if (policy == "whenFenced" or pod.rwo) and pod.node not in sim.fenced:
+            # Held for a fence that never came (forceDeletePolicy: whenFenced, or a
+            # ReadWriteOnce claim): said so.
             assert any(
                 isinstance(e, ForceDeletionHeld) and e.pod_uid == uid and e.shadow
                 for e in sim.events
@@ -470,6 +531,11 @@ def _check_ends_done(sim: Sim, pod: Any, force_off: bool) -> None:
     if policy == "whenFenced" and pod.node not in sim.fenced:
         holds = [e for e in sim.events if isinstance(e, ForceDeletionHeld)]
         assert any(e.pod_uid == pod.uid and e.waits_for == "fence" for e in holds), pod
+        return
+    if pod.rwo and policy == "afterTimeout" and not (pod.forbid or pod.job.forbid):
+        assert pod.node not in sim.fenced, pod
+        holds = [e for e in sim.events if isinstance(e, ForceDeletionHeld)]
+        assert any(e.pod_uid == pod.uid and e.waits_for == "volume" for e in holds), pod
         return
     assert pod.forbid or pod.job.forbid or policy == "never", pod
     alerts = [e for e in sim.events if isinstance(e, ForceDeletionForbidden)]

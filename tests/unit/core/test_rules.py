@@ -28,9 +28,11 @@ from schemas.annotations import (
     KILL_TIMESTAMP,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
+    SAFE_TO_FORCE_DELETE,
 )
 from schemas.commands import CommandApplied, Outcome
 from schemas.events import ForceDeletionForbidden, ForceDeletionHeld, JobKilled, KillStarted
+from schemas.observations import VolumeClaim
 from schemas.parts import MAX_PODS_PER_PART
 
 from .harness import (
@@ -58,6 +60,7 @@ R_UNSCHED = "ladder.unscheduled-delete"
 R_METHOD = "ladder.delete-method"
 R_TIMEOUT = "ladder.delete-after-timeout"
 R_LOST = "ladder.node-lost-delete"
+R_NODE_LOST = "ladder.node-lost-timeout"
 R_FORCE = "ladder.force-delete"
 R_FENCED = "ladder.force-delete-fenced"
 OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
@@ -270,6 +273,8 @@ def started_in_parts(parts: list[tuple[list[str], list[str]]]) -> Step:
 
 
 KILL_AT_0: dict[str, Any] = {"annotations": {KILL_TIMESTAMP: iso(0)}}
+RWO: dict[str, Any] = {"claims": (VolumeClaim(name="data", access_modes=("ReadWriteOnce",)),)}
+SAFE = SAFE_TO_FORCE_DELETE
 
 CASES = [
     # ---- triggers -------------------------------------------------------------
@@ -996,6 +1001,256 @@ CASES = [
             D(931, [], []),
             D(932, [], ["ForceDeletionForbidden"]),
             D(100_000, [], []),
+        ],
+    ),
+    # ---- the lost-node trigger (deleteOnNodeLostAfterSeconds) ------------------------
+    Case(
+        "node-lost-trigger-deletes-after-the-time-then-forces-without-killing-the-job",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=40),
+            D(
+                40,
+                [(DEL, "p1", R_NODE_LOST, 40)],
+                ["KillStep"],
+                job=[],
+                check=only(trigger="NodeLost", reason="NodeLost", grace_period_seconds=None),
+            ),
+            R(41, "p1", DEL),
+            P(41, deletion=71, grace=30),  # the kubelet is gone: it never completes
+            D(42, [], [], next_due=971),
+            D(
+                971,
+                [(FORCE, "p1", R_FORCE, 971)],
+                ["KillStep"],
+                job=[],
+                check=only(trigger="NodeLost"),
+            ),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-is-off-by-default",
+        [
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=None),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-counts-not-ready-too",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(5, status="not-ready"),
+            D(35, [(DEL, "p1", R_NODE_LOST, 35)]),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-node-back-before-the-time-deletes-nothing",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(10, status="unreachable"),
+            D(11, [], [], next_due=40),
+            N(20, status="ready"),
+            D(40, [], []),
+            N(100, status="unreachable"),  # counts again from the new loss
+            D(129, [], [], next_due=130),
+            D(130, [(DEL, "p1", R_NODE_LOST, 130)]),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-per-selector",
+        [
+            Cfg(
+                1,
+                overrides={
+                    "selectors": [
+                        {
+                            "matchLabels": {"team": "a"},
+                            "settings": {"deleteOnNodeLostAfterSeconds": 30},
+                        }
+                    ]
+                },
+            ),
+            J(0, labels={**IN_SCOPE, "team": "a"}),
+            P(0),
+            J(0, name="k", uid="job-2"),
+            P(0, "q1", job="k", job_uid="job-2"),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            D(100_000, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-out-of-scope-or-unscheduled-or-deleted-does-nothing",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0, labels={}),  # enforce off
+            P(0),
+            J(0, name="k", uid="job-2"),
+            P(0, "q1", job="k", job_uid="job-2", node=None, phase="Pending", containers="none"),
+            P(0, "q2", job="k", job_uid="job-2", deletion=5000),  # deleted already: no delete
+            N(0, status="unreachable"),
+            D(100, [], []),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-force-step-within-the-fence-policy",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30, forceDeletePolicy="whenFenced"),
+            J(0),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            R(31, "p1", DEL),
+            P(31, deletion=61, grace=30),
+            D(961, [], ["ForceDeletionHeld"], check=held("fence", until=None)),
+            NT(1000, status="unreachable"),
+            D(1000, [(FORCE, "p1", R_FENCED, 1000)], check=only(trigger="NodeLost")),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-shadow-writes-nothing-and-times-the-force-from-would-apply",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0, labels={ENFORCE: "shadow"}),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)], check=only(shadow=True)),
+            R(31, "p1", DEL, "would-apply"),
+            D(930, [], [], next_due=931),
+            D(931, [(FORCE, "p1", R_FORCE, 931)], check=only(shadow=True, trigger="NodeLost")),
+        ],
+    ),
+    Case(
+        "node-lost-trigger-then-a-kill-takes-the-pod-into-the-kill",
+        [
+            Cfg(1, deleteOnNodeLostAfterSeconds=30),
+            J(0),
+            P(0),
+            N(0, status="unreachable"),
+            D(30, [(DEL, "p1", R_NODE_LOST, 30)]),
+            P(31, deletion=61, grace=30),
+            J(40, annotations={KILL_TIMESTAMP: iso(40)}),
+            D(40, [], ["KillStarted"]),  # already being deleted: no second delete
+            D(961, [(FORCE, "p1", R_FORCE, 961)], check=only(trigger="Killed")),
+        ],
+    ),
+    # ---- volumes: an exclusive claim on a node not fenced (rule force.volume) -------
+    Case(
+        "volume-rwo-claim-on-an-unfenced-node-is-never-force-deleted",
+        [
+            J(0, **KILL_AT_0),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            R(2, "p1", DEL),
+            P(2, deletion=32, **RWO),
+            D(931, [], [], next_due=932),
+            D(932, [], ["ForceDeletionHeld"], next_due=None, check=held("volume", until=None)),
+            D(100_000, [], []),  # once per pod, and never by time
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-is-force-deleted-at-once-when-fenced",
+        [
+            J(0, **KILL_AT_0),
+            P(0, claims=(VolumeClaim(name="d", access_modes=("ReadWriteOncePod",)),)),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, claims=(VolumeClaim(name="d", access_modes=("ReadWriteOncePod",)),)),
+            D(932, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+            NT(5000, status="unreachable"),
+            D(5000, [(FORCE, "p1", R_FENCED, 5000)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-held-until-a-fence-by-the-unreachable-time",
+        [
+            Cfg(1, fenceUnreachableAfterSeconds=2000),
+            J(0, **KILL_AT_0),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, **RWO),
+            # as whenFenced: a fence due by time is a timer (no hold said before it)
+            D(932, [], [], next_due=2000),
+            D(2000, [(FORCE, "p1", R_FENCED, 2000)]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-with-the-pods-opt-in-is-force-deleted-on-time",
+        [
+            J(0, **KILL_AT_0),
+            P(0, annotations={SAFE: "true"}, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, annotations={SAFE: " TRUE "}, **RWO),
+            D(932, [(FORCE, "p1", R_FORCE, 932)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-rwo-claim-with-the-jobs-opt-in-is-force-deleted-on-time",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(0), SAFE: "true"}),
+            P(0, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, **RWO),
+            D(932, [(FORCE, "p1", R_FORCE, 932)], ["KillStep"]),
+        ],
+    ),
+    Case(
+        "volume-an-invalid-opt-in-does-not-opt-in",
+        [
+            J(0, annotations={KILL_TIMESTAMP: iso(0), SAFE: "yes"}),
+            P(0, annotations={SAFE: "1"}, **RWO),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0)]),
+            P(2, deletion=32, annotations={SAFE: "1"}, **RWO),
+            D(932, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+        ],
+    ),
+    Case(
+        "volume-rwx-or-read-only-claims-do-not-hold",
+        [
+            J(0, **KILL_AT_0),
+            P(0, claims=(VolumeClaim(name="s", access_modes=("ReadWriteMany",)),)),
+            P(0, "p2", claims=(VolumeClaim(name="r", access_modes=("ReadOnlyMany",)),)),
+            N(0, status="unreachable"),
+            D(1, [(DEL, "p1", R_LOST, 0), (DEL, "p2", R_LOST, 0)]),
+            P(2, deletion=32, claims=(VolumeClaim(name="s", access_modes=("ReadWriteMany",)),)),
+            P(
+                2,
+                "p2",
+                deletion=32,
+                claims=(VolumeClaim(name="r", access_modes=("ReadOnlyMany",)),),
+            ),
+            D(932, [(FORCE, "p1", R_FORCE, 932), (FORCE, "p2", R_FORCE, 932)]),
+        ],
+    ),
+    Case(
+        "volume-a-claim-of-unknown-access-modes-holds-as-rwo",
+        [
+            J(0),
+            P(0, deletion=5, claims=(VolumeClaim(name="d"),)),
+            D(905, [], ["ForceDeletionHeld"], check=held("volume", until=None)),
+        ],
+    ),
+    Case(
+        "volume-forbidden-wins-over-the-hold",
+        [
+            J(0, annotations={FORBID_FORCE_DELETION: "true"}),
+            P(0, deletion=5, **RWO),
+            D(905, [], ["ForceDeletionForbidden"]),
         ],
     ),
     # ---- fences, forceDeletePolicy, the rate limit ----------------------------------

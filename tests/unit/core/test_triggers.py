@@ -63,13 +63,18 @@ def test_ties_go_to_the_row_listed_first_in_the_order_the_core_always_had() -> N
         "PendingTimeout",
         "RunningTimeout",
         "StuckTerminating",
+        "NodeLost",
     ]
 
 
 def test_only_step_triggers_start_no_kill() -> None:
-    """``StuckTerminating`` names a force deletion taken outside any kill; every other
+    """``StuckTerminating`` names a force deletion taken outside any kill, ``NodeLost``
+    the deletion (and its force step) of a pod on a node lost too long; every other
     trigger kills its Job and so must be a Job or pod row."""
-    assert [spec.name for spec in TRIGGERS if isinstance(spec, StepTrigger)] == ["StuckTerminating"]
+    assert [spec.name for spec in TRIGGERS if isinstance(spec, StepTrigger)] == [
+        "StuckTerminating",
+        "NodeLost",
+    ]
 
 
 # --- the facts a row declares are the facts its functions read -----------------------
@@ -89,6 +94,7 @@ FACT_PATHS: dict[str, tuple[Any, ...]] = {
     "ann.pending_timeout_s": (None, 0, 10, 30),
     "ann.running_timeout_s": (None, 10, 30),
     "ann.forbid_force_deletion": (False, True),
+    "ann.safe_to_force_delete": (False, True),
     "ads": (None, 0, 10, 30),
     "start_us": TIMES,
     "suspend": (False, True),

@@ -33,6 +33,7 @@ from schemas.annotations import (
     MAX_VALUE_LENGTH,
     PENDING_TIMEOUT,
     RUNNING_TIMEOUT,
+    SAFE_TO_FORCE_DELETE,
 )
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -137,10 +138,12 @@ def test_every_annotation_is_checked_with_the_parsers_words(policy: Obj) -> None
         PENDING_TIMEOUT,
         RUNNING_TIMEOUT,
         FORBID_FORCE_DELETION,
+        SAFE_TO_FORCE_DELETE,
     }
     # Where each is read: the Job's annotations; forbid-force-deletion also on its
-    # pods (annotation and label); and the Job's enforce label.
-    expected_count = {FORBID_FORCE_DELETION: 3}
+    # pods (annotation and label), safe-to-force-delete on its pods (annotation); and
+    # the Job's enforce label.
+    expected_count = {FORBID_FORCE_DELETION: 3, SAFE_TO_FORCE_DELETE: 2}
     for key, words in {**EXPECTED, ENFORCE: ENFORCE_EXPECTED}.items():
         validations = _validations_about(policy, key)
         assert len(validations) == expected_count.get(key, 1), key
@@ -188,6 +191,7 @@ def test_the_policys_rules_are_the_parsers(policy: Obj) -> None:
             f"(?:{_RFC3339.pattern})",  # kill-timestamp
             *[_DIGITS.pattern] * 2,  # the two timeouts
             *["(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])"] * 3,  # forbid: Job, pod, label
+            *["(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee])"] * 2,  # safe-to-force: Job, pod
             # enforce: the values the parser takes, ASCII letters in any case
             "(?:" + "|".join("".join(f"[{c.upper()}{c}]" for c in v) for v in ENFORCE_VALUES) + ")",
         ]

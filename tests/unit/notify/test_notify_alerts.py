@@ -289,3 +289,13 @@ def test_the_url_given_twice_or_an_unreadable_file_is_refused(tmp_path: Path) ->
     (tmp_path / "empty").write_text("\n")
     code, output = notify("--webhook-file", str(tmp_path / "empty"))
     assert code == 2 and "is empty" in output
+
+
+def test_a_force_deletion_held_for_its_volume_is_an_alert_that_says_why() -> None:
+    assert alert(held("volume")) == "force-deletion-held"
+    record = CODEC.encode(held("volume"), source="/t", event_id="e-3")
+    found = alert_for(CODEC.decode(record.headers, record.value), failing_after=3, remind_every=10)
+    assert found is not None
+    text = found.payload()["text"]
+    assert "ReadWriteOnce volume claim" in text and "fence of node n1" in text
+    assert "jobreaper.io/safe-to-force-delete" in text
