@@ -266,15 +266,19 @@ class PartitionWorker:
     ) -> dict[int, Result | None]:
         """Apply commands: one pod's in order, distinct pods concurrently. None: abandoned.
 
-        Job-level commands (``fail-job``) of the batch go first, all of them before
-        any pod's: once a Job has its ``FailureTarget`` the Job controller creates
-        no replacement for a pod we delete next."""
+        ``fail-job`` commands of the batch go first, all of them before any pod's:
+        once a Job has its ``FailureTarget`` the Job controller creates no replacement
+        for a pod we delete next. ``annotate-job`` (what a Job shows) goes beside the
+        pods' steps, never before them: it must not delay a kill."""
         results: dict[int, Result | None] = {}
         jobs: dict[tuple[str, str], list[tuple[int, CommandIssued]]] = {}
         by_pod: dict[tuple[str, str], list[tuple[int, CommandIssued]]] = {}
         for index, command in commands:
-            if command.pod_name is None:
+            if command.step == "fail-job":
                 jobs.setdefault((command.namespace, command.job_name), []).append((index, command))
+            elif command.pod_name is None:  # annotate-job: one queue per Job, in order
+                key = (command.namespace, f"job/{command.job_name}")
+                by_pod.setdefault(key, []).append((index, command))
             else:
                 by_pod.setdefault((command.namespace, command.pod_name), []).append(
                     (index, command)
