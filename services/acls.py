@@ -33,6 +33,7 @@ from schemas import topics as t
 from services.audit.history import KEYED_BY_JOB, WRITTEN_BY_KILLER
 from services.config.service import writer_transactional_id
 from services.config.settings import ConfigServiceSettings
+from services.executor.held import GROUP_SUFFIX as HELD_GROUP_SUFFIX
 from services.executor.service import transactional_id_prefix as executor_txn_prefix
 from services.executor.settings import ExecutorSettings
 from services.killer.partition import GLOBAL_TOPICS, JOB_TOPICS
@@ -225,6 +226,20 @@ def grants(
             "each result transaction (`send_offsets_to_transaction`)",
         ),
         *topics(EXECUTOR, (t.KILL_COMMANDS,), ("Read",), "the commands it applies"),
+        Grant(
+            EXECUTOR,
+            "group",
+            executor.group_id + HELD_GROUP_SUFFIX,
+            ("Read",),
+            "reads `kill.events` for the Events on pods whose force deletion is held or "
+            "forbidden (`services/executor/held.py`); offsets committed by the consumer",
+        ),
+        *topics(
+            EXECUTOR,
+            (t.KILL_EVENTS,),
+            ("Read",),
+            "`ForceDeletionHeld`/`ForceDeletionForbidden`: a Kubernetes Event on the pod",
+        ),
         *topics(
             EXECUTOR,
             (t.KILL_RESULTS,),

@@ -150,12 +150,16 @@ class EventRecorder:
 
     def record(self, command: CommandIssued, result: Result) -> None:
         for body in event_bodies(command, result, self.instance):
-            if len(self._tasks) >= self.max_pending:
-                self.metrics.events.labels("dropped").inc()
-                continue
-            task = asyncio.create_task(self._create(body))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.post(body)
+
+    def post(self, body: dict[str, Any]) -> None:
+        """Create one Event in the background (dropped, and counted, when too many wait)."""
+        if len(self._tasks) >= self.max_pending:
+            self.metrics.events.labels("dropped").inc()
+            return
+        task = asyncio.create_task(self._create(body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _create(self, body: dict[str, Any]) -> None:
         namespace = body["metadata"]["namespace"]

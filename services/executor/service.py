@@ -54,7 +54,7 @@ from prometheus_client import CollectorRegistry
 
 from schemas.cloudevents import DecodeError
 from schemas.commands import CommandApplied, CommandIssued
-from schemas.topics import KILL_COMMANDS, KILL_RESULTS
+from schemas.topics import KILL_COMMANDS, KILL_EVENTS, KILL_RESULTS
 from services.runtime.faults import crash_point
 from services.runtime.kafka import (
     client_kwargs,
@@ -72,6 +72,7 @@ from services.runtime.topics import TopicNames
 
 from .apply import Applier, Result, Transport, describe
 from .events import EventRecorder
+from .held import GROUP_SUFFIX, feed_held_events
 from .metrics import ExecutorMetrics
 from .retry import RetryPolicy
 from .settings import ExecutorSettings
@@ -193,13 +194,42 @@ class Executor:
 
     async def run(self) -> None:
         await self._check_permissions()
+        held = (
+            asyncio.create_task(self._held_events(self.recorder), name="held-events")
+            if self.recorder is not None
+            else None
+        )
         try:
             await retry_until_stopped(
                 self._cycle, stopping=self._stopping, on_failure=self._cycle_failed
             )
         finally:
+            if held is not None:
+                held.cancel()
+                await asyncio.gather(held, return_exceptions=True)
             if self.recorder is not None:
                 await self.recorder.drain()
+
+    async def _held_events(self, recorder: EventRecorder) -> None:
+        """Events on pods whose force deletion is held or forbidden (:mod:`.held`), for
+        as long as the executor runs; a Kafka failure restarts the feed, never the
+        executor (an Event is a courtesy, the commands are the job)."""
+        group = self.settings.group_id + GROUP_SUFFIX
+
+        async def cycle() -> None:
+            await feed_held_events(
+                self.kafka,
+                self.names(KILL_EVENTS),
+                group,
+                recorder,
+                self.settings.identity,
+                self._stopping,
+            )
+
+        def failed(exc: Exception) -> None:
+            log.warning("executor.held_events_failed", error=f"{type(exc).__name__}: {exc}")
+
+        await retry_until_stopped(cycle, stopping=self._stopping, on_failure=failed)
 
     def _cycle_failed(self, exc: Exception) -> None:
         if isinstance(exc, KAFKA_AUTH_ERRORS):

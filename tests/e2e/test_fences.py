@@ -97,6 +97,21 @@ async def test_when_fenced_waits_for_the_out_of_service_taint_then_force_deletes
             node,
             True,
         )
+        # ... and the pod says so to `kubectl describe pod` (the executor's held feed).
+        async def held_event() -> Any:
+            events = await client.CoreV1Api(kube_api).list_namespaced_event(namespace)
+            return next(
+                (
+                    e
+                    for e in events.items
+                    if e.reason == "JobreaperForceDeletionHeld"
+                    and e.involved_object.name == held.pod_name
+                ),
+                None,
+            )
+
+        event = await eventually("a Warning Event on the held pod", held_event, timeout=30)
+        assert event.type == "Warning" and "fence" in event.message, event.message
         await asyncio.sleep(3)  # well past the force timeout: still nothing forced
         assert force_deletes(system) == []
         assert len(await pods(kube_api, namespace, "fenced")) == 1
