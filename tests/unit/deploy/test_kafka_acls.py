@@ -152,5 +152,10 @@ def test_other_names_give_other_grants() -> None:
     assert "k.prod.p" in names
     assert "x.e.prod.kill.commands." in names
     assert "jobreaper-config.prod." in names
-    assert {g.name for g in table if g.resource == "group"} == {"k", "e", "jobreaper-notify"}
+    assert {g.name for g in table if g.resource == "group"} == {
+        "k",
+        "e",
+        "e.held-events",  # the executor's feed of held force deletions (Events on pods)
+        "jobreaper-notify",
+    }
     assert not any(g.name.startswith("jobreaper.") for g in table if g.resource == "topic")
