@@ -27,11 +27,17 @@ OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
 NODES = ("n1", "n2", "n3", "n4", "n5", "n6")
 
 
+NO_RATE_LIMIT = {"maxForceDeletionsPerSecondPerPartition": 0}
+"""The rate limit spaces force deletions (rule force.rate-limit): off here, so each
+decision shows every pod the guard lets go."""
+
+
 def _cluster(announces: bool = True, zone: str | None = "a") -> Harness:
     """Six nodes of one zone, one pod on each stuck in deletion since 30 s (outside any
     kill: the stuck-deletion rule), force-deleted at 930 s without the guard."""
     h = Harness()
     h.state.announces = announces
+    h.feed(snapshot(1, **NO_RATE_LIMIT))  # the guard alone decides what goes when
     b = h.b
     for name in NODES:
         h.feed(b.node(0, name, "ready", zone=zone))
@@ -163,6 +169,7 @@ def test_guard_does_not_count_nodes_lost_before_their_first_observation() -> Non
 def test_guard_counts_per_zone() -> None:
     h = Harness()
     h.state.announces = True
+    h.feed(snapshot(1, **NO_RATE_LIMIT))
     for i, name in enumerate(NODES):
         h.feed(h.b.node(0, name, "ready", zone="a" if i < 3 else "b"))
     h.feed(h.b.job(0))
@@ -214,13 +221,13 @@ def test_guard_off_with_a_zero_window_and_in_non_announcing_partitions() -> None
     _lose(h, 100, "n1", "n2", "n3", "n4")
     d = h.decide(930)
     assert _forced(d) == [] and _of(d, ForceDeletionPaused) == []  # held, no alert
-    h.feed(snapshot(1, massDisruptionWindowSeconds=0))
+    h.feed(snapshot(2, massDisruptionWindowSeconds=0, **NO_RATE_LIMIT))
     assert _forced(h.decide(931)) == [f"p{i}" for i in range(1, 7)]
 
 
 def test_guard_ignores_the_time_fence_while_tripped() -> None:
     h = _cluster()
-    h.feed(snapshot(1, fenceUnreachableAfterSeconds=60))
+    h.feed(snapshot(2, fenceUnreachableAfterSeconds=60, **NO_RATE_LIMIT))
     _lose(h, 100, "n1", "n2", "n3", "n4")
     d = h.decide(200)  # lost for 100 s > 60 s: fenced by time, were it not for the guard
     assert _forced(d) == []
@@ -231,7 +238,7 @@ def test_guard_what_if_another_threshold_reports_the_difference() -> None:
     h = _cluster()
     _lose(h, 100, "n1", "n2", "n3", "n4")
     h.decide(104)
-    what_if = snapshot(7, massDisruptionMinNodes=5)
+    what_if = snapshot(7, massDisruptionMinNodes=5, **NO_RATE_LIMIT)
     assert _forced(decide(h.state, at(930), what_if)) == [f"p{i}" for i in range(1, 7)]
     h2 = _cluster()
     _lose(h2, 100, "n1", "n2", "n3", "n4")

@@ -1234,7 +1234,9 @@ CASES = [
                 deletion=32,
                 claims=(VolumeClaim(name="r", access_modes=("ReadOnlyMany",)),),
             ),
-            D(932, [(FORCE, "p1", R_FORCE, 932), (FORCE, "p2", R_FORCE, 932)]),
+            # (the rate limit spaces them: 20 a second by default)
+            D(932, [(FORCE, "p1", R_FORCE, 932)], next_due=932.05),
+            D(932.05, [(FORCE, "p2", R_FORCE, 932)]),
         ],
     ),
     Case(
@@ -1439,19 +1441,21 @@ CASES = [
             *[P(0, f"p{i}", deletion=5) for i in range(5)],
             D(
                 905,
-                [(FORCE, "p0", R_FORCE, 905), (FORCE, "p1", R_FORCE, 905)],
-                ["KillStep", "KillStep", *["ForceDeletionHeld"] * 3],
-                next_due=906,
-                check=held("rate-limit", until=906),
+                [(FORCE, "p0", R_FORCE, 905)],
+                ["KillStep", *["ForceDeletionHeld"] * 4],
+                next_due=905.5,
+                check=held("rate-limit", until=905.5),
             ),
-            D(905.5, [], [], next_due=906),
-            D(906, [(FORCE, "p2", R_FORCE, 905), (FORCE, "p3", R_FORCE, 905)], ["KillStep"] * 2),
-            D(906.5, [], [], next_due=907),
+            D(905.25, [], [], next_due=905.5),
+            D(905.5, [(FORCE, "p1", R_FORCE, 905)], ["KillStep"], next_due=906),
+            D(906, [(FORCE, "p2", R_FORCE, 905)], ["KillStep"]),
+            D(906.5, [(FORCE, "p3", R_FORCE, 905)], ["KillStep"]),
+            D(906.9, [], [], next_due=907),
             D(907, [(FORCE, "p4", R_FORCE, 905)], ["KillStep"]),
         ],
     ),
     Case(
-        "force-rate-limit-window-slides-with-the-decisions",
+        "force-rate-limit-spaces-the-decisions",
         [
             Cfg(1, maxForceDeletionsPerSecondPerPartition=2),
             J(0),
@@ -1459,8 +1463,10 @@ CASES = [
             D(905, [(FORCE, "a", R_FORCE, 905)]),
             P(0, "b", deletion=5.4),
             P(0, "c", deletion=5.4),
-            D(905.4, [(FORCE, "b", R_FORCE, 905.4)], ["KillStep", "ForceDeletionHeld"]),
-            D(906, [(FORCE, "c", R_FORCE, 905.4)]),  # a's second passed; b's not
+            # 1 s / 2 after a: both wait, b first (by name), then c 0.5 s after b
+            D(905.4, [], ["ForceDeletionHeld"] * 2, next_due=905.5),
+            D(905.5, [(FORCE, "b", R_FORCE, 905.4)], ["KillStep"], next_due=906),
+            D(906, [(FORCE, "c", R_FORCE, 905.4)]),
         ],
     ),
     Case(
