@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from schemas.requests import ForceResumeRequested
 from schemas.topics import FORCE_RESUMES
 from services.runtime.cli_support import BOOTSTRAP_HELP, PREFIX_HELP, fail
-from services.runtime.kafka import ensure_topics, make_producer
+from services.runtime.kafka import ensure_topics, publish_one
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS, TopicNames
@@ -68,17 +68,7 @@ async def publish_resume(
     record = outgoing(
         TopicNames(kafka.topic_prefix), resume, source=SOURCE, event_id=resume.request_id
     )
-    producer = make_producer(kafka, client_id="jobreaper-force")
-    await asyncio.wait_for(producer.start(), timeout_s)
-    try:
-        meta = await asyncio.wait_for(
-            producer.send_and_wait(
-                record.topic, record.value, key=record.key, headers=record.headers
-            ),
-            timeout_s,
-        )
-    finally:
-        await producer.stop()
+    meta = await publish_one(kafka, record, client_id="jobreaper-force", timeout_s=timeout_s)
     return record.topic, meta.partition, meta.offset
 
 

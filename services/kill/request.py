@@ -34,7 +34,7 @@ from pydantic import ValidationError
 from schemas.annotations import KILL_TIMESTAMP
 from schemas.requests import KillCancelRequested, KillRequested
 from schemas.topics import KILL_REQUESTS
-from services.runtime.kafka import describe_retention, ensure_topics, make_producer
+from services.runtime.kafka import describe_retention, ensure_topics, publish_one
 from services.runtime.messages import outgoing
 from services.runtime.settings import KafkaSettings
 from services.runtime.topics import TOPIC_SPECS, TopicNames
@@ -252,17 +252,7 @@ async def publish_request(
     record = outgoing(
         TopicNames(kafka.topic_prefix), request, source=SOURCE, event_id=request.request_id
     )
-    producer = make_producer(kafka, client_id="jobreaper-kill")
-    await asyncio.wait_for(producer.start(), timeout_s)
-    try:
-        meta = await asyncio.wait_for(
-            producer.send_and_wait(
-                record.topic, record.value, key=record.key, headers=record.headers
-            ),
-            timeout_s,
-        )
-    finally:
-        await producer.stop()
+    meta = await publish_one(kafka, record, client_id="jobreaper-kill", timeout_s=timeout_s)
     return Published(request, record.topic, meta.partition, meta.offset)
 
 

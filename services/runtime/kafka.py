@@ -371,6 +371,20 @@ async def send_record(
     return future
 
 
+async def publish_one(
+    settings: KafkaSettings, record: OutgoingRecord, *, client_id: str, timeout_s: float
+) -> RecordMetadata:
+    """Send one record with a producer of its own (acks=all, idempotent) and wait for
+    its acknowledgement: what a command-line tool publishes (a kill request, a resume)."""
+    producer = make_producer(settings, client_id=client_id)
+    await asyncio.wait_for(producer.start(), timeout_s)
+    try:
+        future = await send_record(producer, record)
+        return await asyncio.wait_for(future, timeout_s)
+    finally:
+        await producer.stop()
+
+
 async def send_in_transaction(
     producer: AIOKafkaProducer,
     records: Sequence[OutgoingRecord],

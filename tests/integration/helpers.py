@@ -201,6 +201,12 @@ def step_of(write: dict[str, Any]) -> str:
 
 def job_status_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
     """Job status patches (``fail-job``) the executor sent, per the API server's audit log."""
+    return _executor_job_patches(audit_log, namespace, "status")
+
+
+def _executor_job_patches(
+    audit_log: Path | None, namespace: str, subresource: str | None
+) -> list[dict[str, Any]]:
     assert audit_log is not None, "these tests need the stack's audit log"
     return [
         e
@@ -208,7 +214,7 @@ def job_status_writes(audit_log: Path | None, namespace: str) -> list[dict[str, 
         if e.get("verb") == "patch"
         and e.get("stage") == "ResponseComplete"
         and e.get("objectRef", {}).get("resource") == "jobs"
-        and e.get("objectRef", {}).get("subresource") == "status"
+        and e.get("objectRef", {}).get("subresource") == subresource
         and e.get("objectRef", {}).get("namespace") == namespace
         and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
     ]
@@ -226,17 +232,7 @@ def issued(messages: list[Any], *, shows: bool = False) -> list[CommandIssued]:
 def job_metadata_writes(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
     """Job patches (not of its status: ``annotate-job``, what a Job shows of its kill)
     the executor sent, per the API server's audit log."""
-    assert audit_log is not None, "these tests need the stack's audit log"
-    return [
-        e
-        for e in _audit_events_of(audit_log, namespace)
-        if e.get("verb") == "patch"
-        and e.get("stage") == "ResponseComplete"
-        and e.get("objectRef", {}).get("resource") == "jobs"
-        and not e.get("objectRef", {}).get("subresource")
-        and e.get("objectRef", {}).get("namespace") == namespace
-        and str(e.get("userAgent", "")).startswith(EXECUTOR_USER_AGENT)
-    ]
+    return _executor_job_patches(audit_log, namespace, None)
 
 
 def pod_creations(audit_log: Path | None, namespace: str) -> list[dict[str, Any]]:
