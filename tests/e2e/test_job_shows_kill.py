@@ -20,7 +20,7 @@ from tests.integration.helpers import eventually
 pytestmark = pytest.mark.stack
 
 STATE = "jobreaper.io/kill-state"
-AHEAD = 10.0
+AHEAD = 20.0
 
 
 async def shown(kube_api: client.ApiClient, namespace: str, job: str) -> dict[str, str]:
@@ -67,12 +67,14 @@ async def test_a_job_shows_its_kill_due_killing_killed_or_cancelled(
     the other shows ``killing`` with its ``FailureTarget`` and ``killed`` once its pods
     are gone, with an Event for each state. Two metadata writes per Job, no more."""
     await system.start(**FAST)
-    kill_at = datetime.now(UTC) + timedelta(seconds=AHEAD)
     pods: dict[str, Any] = {}
     for name in ("shown", "cancelled"):
-        pods[name] = await create(
-            kube_api, namespace, name, annotations={KILL_AT: rfc3339(kill_at)}
-        )
+        pods[name] = await create(kube_api, namespace, name)
+    # The kill time set once both run (a busy stack may take seconds to start them):
+    # AHEAD leaves the killer, the executor and this test's reads time to see `due`.
+    kill_at = datetime.now(UTC) + timedelta(seconds=AHEAD)
+    for name in ("shown", "cancelled"):
+        await annotate(kube_api, namespace, name, rfc3339(kill_at))
     due = rfc3339(kill_at).replace("+00:00", "Z")
     for name in ("shown", "cancelled"):
         now = await showing(kube_api, namespace, name, "due")

@@ -128,7 +128,12 @@ async def test_a_rwo_claim_holds_the_force_deletion_unless_the_pod_opts_in(
         assert [p.metadata.uid for p in await pods(kube_api, namespace, "held")] == [
             held_pod.metadata.uid
         ]
-        holds = [e for e in await system.kill_events() if isinstance(e, ForceDeletionHeld)]
+        # (the other two may wait a slot of the rate limit, 50 ms apart: their own holds)
+        holds = [
+            e
+            for e in await system.kill_events()
+            if isinstance(e, ForceDeletionHeld) and e.job_name == "held"
+        ]
         assert len(holds) == 1, holds
         # What the watcher told the killer: the claim and its access modes.
         observed = [
