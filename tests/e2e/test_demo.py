@@ -18,7 +18,14 @@ from kubernetes_asyncio import client
 from devtools.stack.api import StackInfo
 from tests.integration.lossy_nodes import reserved
 
-pytestmark = pytest.mark.stack
+pytestmark = [
+    pytest.mark.stack,
+    # Its scenarios must end within the demo's own 150 s bound, with its services as
+    # processes: in the concurrent pass (beside a 12,000-pod Job and 200 force
+    # deletions) its killer once waited 90 s on Kafka's ListOffsets (timeouts, retried)
+    # and two scenarios missed the bound. Alone, as a user runs it.
+    pytest.mark.exclusive("the demo's scenarios are timed by the demo itself"),
+]
 
 OUTCOMES = {
     "finishes": "completed by itself; jobreaper issued no command",
