@@ -27,6 +27,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+# Loaded now, not by hypothesis' terminal summary at the very end of a session: there,
+# compiled under pytest's assertion rewriting deep in pluggy's stack, CPython 3.11
+# once raised "SystemError: AST constructor recursion depth mismatch" after every test
+# had passed (stop 17's last CI run), failing the run.
+import hypothesis.internal.observability  # noqa: F401
 import pytest
 import pytest_asyncio
 from kubernetes_asyncio import client, config
