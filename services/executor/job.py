@@ -173,22 +173,29 @@ def plan_fail_job(command: CommandIssued, job: JobView, now: datetime) -> Status
         "lastProbeTime": stamp,
         "lastTransitionTime": stamp,
     }
+    return StatusPatch(
+        path=job_path(command.namespace, command.job_name) + "/status",
+        body={
+            "metadata": _shown_at_version(command, job),
+            "status": {"conditions": [*job.conditions, ours]},
+        },
+    )
+
+
+def _shown_at_version(command: CommandIssued, job: JobView) -> dict[str, Any]:
+    """The metadata both Job writes carry: what the Job shows of its kill, and the
+    version read as a precondition (a Job changed since: 409, read again)."""
     metadata: dict[str, Any] = {"annotations": shown_annotations(command)}
     if job.resource_version is not None:
         metadata["resourceVersion"] = job.resource_version
-    return StatusPatch(
-        path=job_path(command.namespace, command.job_name) + "/status",
-        body={"metadata": metadata, "status": {"conditions": [*job.conditions, ours]}},
-    )
+    return metadata
 
 
 def plan_annotate_job(command: CommandIssued, job: JobView) -> StatusPatch:
     """``annotate-job``: the annotations of the command's kill state, on the Job read
     (its uid matched), at the version read (409: read again). Also on a Job managed
     by another controller: annotations are not the Job controller's business."""
-    metadata: dict[str, Any] = {"annotations": shown_annotations(command)}
-    if job.resource_version is not None:
-        metadata["resourceVersion"] = job.resource_version
     return StatusPatch(
-        path=job_path(command.namespace, command.job_name), body={"metadata": metadata}
+        path=job_path(command.namespace, command.job_name),
+        body={"metadata": _shown_at_version(command, job)},
     )
